@@ -1,0 +1,357 @@
+//! Command handling: load, decide, append, retry on conflict.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::aggregate::Aggregate;
+use crate::error::{Error, Result};
+use crate::event::{ExpectedVersion, Metadata, NewEvent, StreamId};
+use crate::store::{EventStore, Snapshot, SnapshotStore};
+
+/// How often a command is re-run after a concurrency conflict, and how long to wait between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included (1 means never retry).
+    pub max_attempts: u32,
+    /// Wait before the first retry; doubles on each further one.
+    pub backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy { max_attempts: 5, backoff: Duration::from_millis(2) }
+    }
+}
+
+impl RetryPolicy {
+    /// Never retry: a conflict goes straight back to the caller.
+    pub const NEVER: RetryPolicy = RetryPolicy { max_attempts: 1, backoff: Duration::ZERO };
+}
+
+/// Per-call options of a command.
+#[derive(Debug, Clone, Default)]
+pub struct CommandOptions {
+    /// An id that makes the command idempotent on its stream: a second call with the same id
+    /// appends nothing and returns the first result.
+    pub command_id: Option<Uuid>,
+    /// Metadata stamped on every event the command produces. When `causation_id` is unset it
+    /// becomes the command id.
+    pub metadata: Metadata,
+}
+
+impl CommandOptions {
+    /// Options with a command id.
+    pub fn with_id(command_id: Uuid) -> Self {
+        CommandOptions { command_id: Some(command_id), ..Default::default() }
+    }
+}
+
+/// What a handled command left: the token for reading your own writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CommandOutcome {
+    /// The stream's version after the command.
+    pub version: u64,
+    /// Global position of the last event appended (0 when the command appended nothing).
+    pub position: u64,
+    /// How many events this call appended (0 for a repeated command id).
+    pub events: usize,
+    /// True when the command id had been handled before and this is its first result.
+    pub duplicate: bool,
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError<E> {
+    /// The aggregate refused the command; nothing was written.
+    #[error("command rejected")]
+    Rejected(#[source] E),
+    /// The store failed, or a conflict outlasted the retry policy; nothing was written.
+    #[error(transparent)]
+    Store(#[from] Error),
+}
+
+impl<E> CommandError<E> {
+    /// True when conflicts outlasted the retries.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, CommandError::Store(e) if e.is_conflict())
+    }
+}
+
+type Encode<A> = fn(&A) -> serde_json::Result<Value>;
+type Decode<A> = fn(Value) -> serde_json::Result<A>;
+
+struct Snapshots<A> {
+    store: Arc<dyn SnapshotStore>,
+    every: u64,
+    schema: u32,
+    encode: Encode<A>,
+    decode: Decode<A>,
+}
+
+/// Handles commands for aggregate type `A` against an event store.
+///
+/// ```
+/// # use cqrs_core::{Aggregate, DomainEvent};
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// # enum CounterEvent { Added { n: u64 } }
+/// # impl DomainEvent for CounterEvent {}
+/// # #[derive(Debug, thiserror::Error)] #[error("too big")] struct TooBig;
+/// # #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// # struct Counter { total: u64 }
+/// # impl Aggregate for Counter {
+/// #     const TYPE: &'static str = "counter";
+/// #     type Command = u64; type Event = CounterEvent; type Error = TooBig;
+/// #     fn handle(&self, n: &u64) -> Result<Vec<CounterEvent>, TooBig> {
+/// #         if self.total + n > 100 { return Err(TooBig) } Ok(vec![CounterEvent::Added { n: *n }]) }
+/// #     fn apply(&mut self, CounterEvent::Added { n }: &CounterEvent) { self.total += n; }
+/// # }
+/// use std::sync::Arc;
+/// use cqrs_core::{CommandHandler, CommandOptions, InMemoryEventStore};
+///
+/// # tokio::runtime::Runtime::new()?.block_on(async {
+/// let store = Arc::new(InMemoryEventStore::new());
+/// let counters = CommandHandler::<Counter>::new(store);
+///
+/// let out = counters.execute("c-1", &40).await?;
+/// assert_eq!((out.version, out.position), (1, 1));
+///
+/// // The same command id appends once.
+/// let id = uuid::Uuid::new_v4();
+/// let first = counters.execute_with("c-1", &10, CommandOptions::with_id(id)).await?;
+/// let again = counters.execute_with("c-1", &10, CommandOptions::with_id(id)).await?;
+/// assert!(again.duplicate);
+/// assert_eq!(again.version, first.version);
+/// assert_eq!(counters.load("c-1").await?.0.total, 50);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct CommandHandler<A: Aggregate> {
+    store: Arc<dyn EventStore>,
+    retry: RetryPolicy,
+    snapshots: Option<Snapshots<A>>,
+    cache: Option<Mutex<Cache<A>>>,
+}
+
+impl<A: Aggregate> fmt::Debug for CommandHandler<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CommandHandler")
+            .field("aggregate", &A::TYPE)
+            .field("retry", &self.retry)
+            .field("snapshot_every", &self.snapshots.as_ref().map(|s| s.every))
+            .field("cache", &self.cache.is_some())
+            .finish()
+    }
+}
+
+/// A bounded map of recently handled aggregates: stream id -> (version, state).
+struct Cache<A> {
+    capacity: usize,
+    entries: HashMap<String, (u64, A)>,
+}
+
+const READ_BATCH: usize = 1000;
+
+impl<A: Aggregate> CommandHandler<A> {
+    /// A handler on `store` with the default retry policy, no snapshots and no cache.
+    pub fn new(store: Arc<dyn EventStore>) -> Self {
+        CommandHandler { store, retry: RetryPolicy::default(), snapshots: None, cache: None }
+    }
+
+    /// Sets the retry policy for concurrency conflicts.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Keeps up to `capacity` aggregates in memory between commands, so that a command on a hot
+    /// aggregate appends without re-reading its stream. A stale entry (another process wrote to
+    /// the stream) shows up as a conflict on append and is reloaded, so this never weakens
+    /// optimistic concurrency.
+    pub fn with_cache(mut self, capacity: usize) -> Self {
+        self.cache = Some(Mutex::new(Cache { capacity: capacity.max(1), entries: HashMap::new() }));
+        self
+    }
+
+    /// Saves a snapshot each time a stream's version crosses a multiple of `every`, and loads
+    /// from the latest snapshot. `schema` tags the state's shape: bump it when the aggregate's
+    /// fields change and older snapshots are ignored.
+    pub fn with_snapshots(mut self, store: Arc<dyn SnapshotStore>, every: u64, schema: u32) -> Self
+    where
+        A: Serialize + DeserializeOwned,
+    {
+        self.snapshots = Some(Snapshots {
+            store,
+            every: every.max(1),
+            schema,
+            encode: |a| serde_json::to_value(a),
+            decode: |v| serde_json::from_value(v),
+        });
+        self
+    }
+
+    /// The stream id of aggregate `id`.
+    pub fn stream(id: &str) -> StreamId {
+        StreamId::new(A::TYPE, id)
+    }
+
+    /// Loads aggregate `id` from the store (snapshot, then later events): its state and version.
+    pub async fn load(&self, id: &str) -> Result<(A, u64)> {
+        let stream = Self::stream(id);
+        let (mut state, mut version) = (A::default(), 0);
+        if let Some(s) = &self.snapshots {
+            if let Some(snap) = s.store.load(&stream).await? {
+                if snap.schema == s.schema {
+                    match (s.decode)(snap.state) {
+                        Ok(a) => (state, version) = (a, snap.version),
+                        // NOTE: a snapshot that no longer decodes is only a lost shortcut.
+                        Err(e) => tracing::warn!(%stream, error = %e, "ignoring undecodable snapshot"),
+                    }
+                }
+            }
+        }
+        self.catch_up(&stream, &mut state, &mut version).await?;
+        Ok((state, version))
+    }
+
+    async fn catch_up(&self, stream: &StreamId, state: &mut A, version: &mut u64) -> Result<()> {
+        loop {
+            let events = self.store.read_stream(stream, *version + 1, READ_BATCH).await?;
+            let n = events.len();
+            for e in events {
+                state.apply(&e.decode::<A::Event>()?.payload);
+                *version = e.stream_version;
+            }
+            if n < READ_BATCH {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Handles `command` on aggregate `id`.
+    pub async fn execute(&self, id: &str, command: &A::Command) -> Result<CommandOutcome, CommandError<A::Error>> {
+        self.execute_with(id, command, CommandOptions::default()).await
+    }
+
+    /// Handles `command` on aggregate `id` with a command id and metadata.
+    pub async fn execute_with(
+        &self,
+        id: &str,
+        command: &A::Command,
+        options: CommandOptions,
+    ) -> Result<CommandOutcome, CommandError<A::Error>> {
+        let stream = Self::stream(id);
+        if let Some(cid) = options.command_id {
+            if let Some(prev) = self.store.command_result(&stream, cid).await? {
+                return Ok(CommandOutcome { version: prev.version, position: prev.position, events: 0, duplicate: true });
+            }
+        }
+        let mut metadata = options.metadata;
+        if metadata.causation_id.is_none() {
+            metadata.causation_id = options.command_id;
+        }
+        let mut attempt = 1;
+        let mut trust_cache = true;
+        loop {
+            let (mut state, version) = match self.cached(id, trust_cache) {
+                Some(hit) => hit,
+                None => self.load(id).await?,
+            };
+            let events = command_events(&state, command)?;
+            if events.is_empty() {
+                return Ok(CommandOutcome { version, position: 0, events: 0, duplicate: false });
+            }
+            let new_events = events
+                .iter()
+                .map(|e| NewEvent::from_domain(e, metadata.clone()))
+                .collect::<Result<Vec<_>>>()?;
+            let count = new_events.len();
+            match self.store.append(&stream, ExpectedVersion::Exact(version), new_events, options.command_id).await {
+                Ok(res) if res.duplicate => {
+                    self.evict(id);
+                    return Ok(CommandOutcome { version: res.version, position: res.position, events: 0, duplicate: true });
+                }
+                Ok(res) => {
+                    for e in &events {
+                        state.apply(e);
+                    }
+                    self.after_append(&stream, id, version, &state, res.version).await;
+                    return Ok(CommandOutcome { version: res.version, position: res.position, events: count, duplicate: false });
+                }
+                Err(e) if e.is_conflict() && attempt < self.retry.max_attempts => {
+                    self.evict(id);
+                    trust_cache = false;
+                    let wait = self.retry.backoff.saturating_mul(1 << (attempt - 1).min(16));
+                    attempt += 1;
+                    if !wait.is_zero() {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+                Err(e) => {
+                    self.evict(id);
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+
+    fn cached(&self, id: &str, trust: bool) -> Option<(A, u64)> {
+        if !trust {
+            return None;
+        }
+        let cache = self.cache.as_ref()?.lock().expect("cache lock");
+        cache.entries.get(id).map(|(v, a)| (a.clone(), *v))
+    }
+
+    fn evict(&self, id: &str) {
+        if let Some(c) = &self.cache {
+            c.lock().expect("cache lock").entries.remove(id);
+        }
+    }
+
+    async fn after_append(&self, stream: &StreamId, id: &str, before: u64, state: &A, after: u64) {
+        if let Some(c) = &self.cache {
+            let mut c = c.lock().expect("cache lock");
+            if c.entries.len() >= c.capacity && !c.entries.contains_key(id) {
+                // NOTE: dropping an arbitrary entry is enough: a miss costs one stream read.
+                if let Some(k) = c.entries.keys().next().cloned() {
+                    c.entries.remove(&k);
+                }
+            }
+            c.entries.insert(id.to_owned(), (after, state.clone()));
+        }
+        if let Some(s) = &self.snapshots {
+            if before / s.every != after / s.every {
+                let saved = match (s.encode)(state) {
+                    Ok(value) => s.store.save(stream, Snapshot { version: after, state: value, schema: s.schema }).await,
+                    Err(e) => Err(Error::backend(e)),
+                };
+                // NOTE: the events are committed; a failed snapshot only costs a longer load later.
+                if let Err(e) = saved {
+                    tracing::warn!(%stream, error = %e, "snapshot not saved");
+                }
+            }
+        }
+    }
+}
+
+fn command_events<A: Aggregate>(state: &A, command: &A::Command) -> Result<Vec<A::Event>, CommandError<A::Error>> {
+    state.handle(command).map_err(CommandError::Rejected)
+}
+
+/// A deterministic command id for the command a handler issues in reaction to an event.
+///
+/// Process managers use it so that handling the same event twice (after a crash between the
+/// command and the checkpoint) issues the same command id, which the store appends only once.
+pub fn command_id_for(event_id: Uuid, step: &str) -> Uuid {
+    Uuid::new_v5(&event_id, step.as_bytes())
+}

@@ -1,0 +1,520 @@
+//! The subscription runner: catches subscribers up from their checkpoints, follows live, parks
+//! poison events, and tells how far each one is.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::event::{Cursor, RecordedEvent};
+use crate::lease::{Lease, Leases};
+use crate::projector::Subscriber;
+use crate::store::{DeadLetter, DeadLetterStatus, DeadLetterStore, EventStore};
+
+/// Tuning of a [`Runner`].
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// Events read and handed to a subscriber at once.
+    pub batch_size: usize,
+    /// How long to wait for a wake-up before reading anyway (the polling fallback).
+    pub poll_interval: Duration,
+    /// Tries of one failing event before it is parked.
+    pub max_attempts: u32,
+    /// Wait before the second try of a failing event; doubles each time, up to `max_backoff`.
+    pub backoff: Duration,
+    /// Upper bound of the wait between tries.
+    pub max_backoff: Duration,
+    /// How often dead letters are checked for retry requests.
+    pub dead_letter_interval: Duration,
+    /// How often a subscriber without its lease tries to take it.
+    pub lease_interval: Duration,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        RunnerConfig {
+            batch_size: 500,
+            poll_interval: Duration::from_secs(1),
+            max_attempts: 5,
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            dead_letter_interval: Duration::from_secs(1),
+            lease_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Hands batches to a subscriber, retrying a failing event with backoff and parking it as a dead
+/// letter once its tries are spent. Shared by the live runner and by replays.
+#[derive(Clone)]
+pub(crate) struct Processor {
+    pub(crate) dead_letters: Arc<dyn DeadLetterStore>,
+    pub(crate) config: RunnerConfig,
+}
+
+impl Processor {
+    /// Processes `batch` (non-empty, after `from`); returns the new cursor and how many events
+    /// were parked. Stops early (returning how far it got) when `stop` turns true.
+    pub(crate) async fn process(
+        &self,
+        sub: &dyn Subscriber,
+        batch: &[RecordedEvent],
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<(Cursor, u64)> {
+        let last = batch.last().expect("non-empty batch").cursor;
+        match sub.process(batch, last).await {
+            Ok(()) => return Ok((last, 0)),
+            Err(e) if batch.len() == 1 => {
+                tracing::debug!(subscriber = sub.name(), error = %e, "event failed");
+            }
+            Err(e) => tracing::debug!(subscriber = sub.name(), error = %e, "batch failed, going one by one"),
+        }
+        let mut parked = 0;
+        let mut cursor = Cursor::START;
+        for event in batch {
+            let mut attempt = 1;
+            loop {
+                match sub.process(std::slice::from_ref(event), event.cursor).await {
+                    Ok(()) => break,
+                    Err(err) if attempt >= self.config.max_attempts => {
+                        tracing::warn!(subscriber = sub.name(), stream = %event.stream, version = event.stream_version,
+                            event_type = %event.event_type, error = %err, "parking event as a dead letter");
+                        let letter = DeadLetter {
+                            id: Uuid::new_v4(),
+                            subscriber: sub.name().to_owned(),
+                            event: event.clone(),
+                            error: error_chain(&*err),
+                            attempts: attempt,
+                            parked_at: Utc::now(),
+                            status: DeadLetterStatus::Parked,
+                        };
+                        self.dead_letters.park(letter).await?;
+                        sub.process(&[], event.cursor).await.map_err(|source| Error::Handler {
+                            handler: sub.name().to_owned(),
+                            source,
+                        })?;
+                        parked += 1;
+                        break;
+                    }
+                    Err(_) => {
+                        let wait = self.config.backoff.saturating_mul(1 << (attempt - 1).min(16)).min(self.config.max_backoff);
+                        attempt += 1;
+                        if sleep_or_stop(wait, stop).await {
+                            return if cursor == Cursor::START { Err(Error::ShuttingDown) } else { Ok((cursor, parked)) };
+                        }
+                    }
+                }
+            }
+            cursor = event.cursor;
+        }
+        Ok((cursor, parked))
+    }
+
+    /// Tries again the dead letters of `sub` an operator asked to retry.
+    pub(crate) async fn retry_requested(&self, sub: &dyn Subscriber, current: Cursor) -> Result<()> {
+        for mut letter in self.dead_letters.list(Some(sub.name())).await? {
+            if letter.status != DeadLetterStatus::RetryRequested {
+                continue;
+            }
+            match sub.process(std::slice::from_ref(&letter.event), current).await {
+                Ok(()) => self.dead_letters.remove(letter.id).await?,
+                Err(err) => {
+                    letter.attempts += 1;
+                    letter.error = error_chain(&*err);
+                    letter.parked_at = Utc::now();
+                    letter.status = DeadLetterStatus::Parked;
+                    self.dead_letters.park(letter).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An error and its sources, joined by ": ".
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut src = err.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}
+
+/// Sleeps for `wait`; true if `stop` turned true meanwhile.
+async fn sleep_or_stop(wait: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    if *stop.borrow() {
+        return true;
+    }
+    let stopped = tokio::select! {
+        _ = tokio::time::sleep(wait) => false,
+        _ = stop.wait_for(|s| *s) => true,
+    };
+    stopped || *stop.borrow()
+}
+
+/// Runs subscribers against an event store.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use std::time::Duration;
+/// use cqrs_core::*;
+///
+/// #[derive(Debug, Default)]
+/// struct Count(Mutex<u64>);
+/// #[async_trait::async_trait]
+/// impl Projector for Count {
+///     fn name(&self) -> &str { "count" }
+///     async fn handle(&self, _: &RecordedEvent) -> Result<(), BoxError> {
+///         *self.0.lock().unwrap() += 1;
+///         Ok(())
+///     }
+/// }
+///
+/// # tokio::runtime::Runtime::new()?.block_on(async {
+/// let store = Arc::new(InMemoryEventStore::new());
+/// let count = Arc::new(Count::default());
+/// let runner = Runner::new(store.clone(), Arc::new(InMemoryDeadLetterStore::new()))
+///     .with(Checkpointed::new(count.clone(), InMemoryCheckpointStore::new()))
+///     .start();
+///
+/// let stream = StreamId::new("demo", "1");
+/// let event = NewEvent::new("Noted", serde_json::json!({}));
+/// let out = store.append(&stream, ExpectedVersion::Any, vec![event], None).await?;
+///
+/// runner.wait_for("count", out.position, Duration::from_secs(5)).await?;
+/// assert_eq!(*count.0.lock().unwrap(), 1);
+/// runner.shutdown().await;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Runner {
+    store: Arc<dyn EventStore>,
+    processor: Processor,
+    leases: Option<Arc<dyn Leases>>,
+    subscribers: Vec<Arc<dyn Subscriber>>,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner")
+            .field("subscribers", &self.subscribers.iter().map(|s| s.name().to_owned()).collect::<Vec<_>>())
+            .field("config", &self.processor.config)
+            .field("leases", &self.leases)
+            .finish()
+    }
+}
+
+impl Runner {
+    /// A runner reading `store` and parking poison events in `dead_letters`.
+    pub fn new(store: Arc<dyn EventStore>, dead_letters: Arc<dyn DeadLetterStore>) -> Self {
+        Runner { store, processor: Processor { dead_letters, config: RunnerConfig::default() }, leases: None, subscribers: Vec::new() }
+    }
+
+    /// Sets the tuning.
+    pub fn with_config(mut self, config: RunnerConfig) -> Self {
+        self.processor.config = config;
+        self
+    }
+
+    /// Runs each subscriber only while holding its lease, so that one process at a time runs it.
+    pub fn with_leases(mut self, leases: Arc<dyn Leases>) -> Self {
+        self.leases = Some(leases);
+        self
+    }
+
+    /// Adds a subscriber.
+    pub fn with(mut self, subscriber: impl Subscriber + 'static) -> Self {
+        self.subscribers.push(Arc::new(subscriber));
+        self
+    }
+
+    /// Adds a shared subscriber.
+    pub fn with_arc(mut self, subscriber: Arc<dyn Subscriber>) -> Self {
+        self.subscribers.push(subscriber);
+        self
+    }
+
+    /// Starts one task per subscriber on the current tokio runtime.
+    pub fn start(self) -> RunnerHandle {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut states = HashMap::new();
+        let mut tasks = Vec::new();
+        for sub in self.subscribers {
+            let state = Arc::new(SubState::new());
+            states.insert(sub.name().to_owned(), state.clone());
+            let task = SubTask {
+                store: self.store.clone(),
+                processor: self.processor.clone(),
+                leases: self.leases.clone(),
+                sub,
+                state,
+                stop: stop_rx.clone(),
+            };
+            tasks.push(tokio::spawn(task.run()));
+        }
+        RunnerHandle { store: self.store, dead_letters: self.processor.dead_letters, states, stop: stop_tx, tasks }
+    }
+}
+
+struct SubState {
+    cursor: watch::Sender<Cursor>,
+    handled: AtomicU64,
+    parked: AtomicU64,
+    active: AtomicBool,
+    last_error: Mutex<Option<String>>,
+}
+
+impl SubState {
+    fn new() -> Self {
+        SubState {
+            cursor: watch::channel(Cursor::START).0,
+            handled: AtomicU64::new(0),
+            parked: AtomicU64::new(0),
+            active: AtomicBool::new(false),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    fn error(&self, e: Option<String>) {
+        *self.last_error.lock().expect("status lock") = e;
+    }
+}
+
+struct SubTask {
+    store: Arc<dyn EventStore>,
+    processor: Processor,
+    leases: Option<Arc<dyn Leases>>,
+    sub: Arc<dyn Subscriber>,
+    state: Arc<SubState>,
+    stop: watch::Receiver<bool>,
+}
+
+impl SubTask {
+    async fn run(mut self) {
+        let retry_wait = self.processor.config.poll_interval;
+        while !*self.stop.borrow() {
+            let lease = match &self.leases {
+                None => None,
+                Some(leases) => match leases.try_acquire(self.sub.name()).await {
+                    Ok(Some(l)) => Some(l),
+                    Ok(None) => {
+                        sleep_or_stop(self.processor.config.lease_interval, &mut self.stop).await;
+                        continue;
+                    }
+                    Err(e) => {
+                        self.state.error(Some(error_chain(&e)));
+                        sleep_or_stop(retry_wait, &mut self.stop).await;
+                        continue;
+                    }
+                },
+            };
+            if let Err(e) = self.follow(lease).await {
+                if matches!(e, Error::ShuttingDown) {
+                    break;
+                }
+                tracing::warn!(subscriber = self.sub.name(), error = %e, "subscription failed, restarting");
+                self.state.error(Some(error_chain(&e)));
+                sleep_or_stop(retry_wait, &mut self.stop).await;
+            }
+        }
+        self.state.active.store(false, Ordering::Release);
+    }
+
+    /// Follows the all-stream while the lease (if any) holds.
+    async fn follow(&mut self, mut lease: Option<Box<dyn Lease>>) -> Result<()> {
+        let mut cursor = self.sub.checkpoint().await?;
+        self.state.cursor.send_replace(cursor);
+        self.state.active.store(true, Ordering::Release);
+        let _inactive = Deactivate(&self.state.active);
+        let mut wake = self.store.wake_ups();
+        let mut next_dead_letter_check = Instant::now();
+        let cfg = self.processor.config.clone();
+        loop {
+            if *self.stop.borrow() {
+                return Err(Error::ShuttingDown);
+            }
+            if let Some(l) = lease.as_mut() {
+                if !l.renew().await? {
+                    tracing::info!(subscriber = self.sub.name(), "lease lost");
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= next_dead_letter_check {
+                self.processor.retry_requested(&*self.sub, cursor).await?;
+                next_dead_letter_check = Instant::now() + cfg.dead_letter_interval;
+            }
+            // NOTE: mark the wake-up seen before reading, so an append racing the read still
+            // wakes the next wait.
+            wake.borrow_and_update();
+            let batch = self.store.read_all(cursor, cfg.batch_size).await?;
+            if batch.is_empty() {
+                let wait = cfg.poll_interval.min(cfg.dead_letter_interval);
+                let closed = tokio::select! {
+                    _ = tokio::time::sleep(wait) => false,
+                    r = wake.changed() => r.is_err(),
+                    _ = self.stop.wait_for(|s| *s) => return Err(Error::ShuttingDown),
+                };
+                if closed {
+                    // NOTE: the store dropped its notifier: this is the polling fallback.
+                    sleep_or_stop(wait, &mut self.stop).await;
+                }
+                continue;
+            }
+            let (to, parked) = self.processor.process(&*self.sub, &batch, &mut self.stop).await?;
+            let handled = batch.iter().take_while(|e| e.cursor <= to).count() as u64;
+            cursor = to;
+            self.state.handled.fetch_add(handled, Ordering::Relaxed);
+            self.state.parked.fetch_add(parked, Ordering::Relaxed);
+            self.state.cursor.send_replace(cursor);
+            self.state.error(None);
+        }
+    }
+}
+
+struct Deactivate<'a>(&'a AtomicBool);
+
+impl Drop for Deactivate<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// How far one subscriber is.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SubscriberStatus {
+    /// Its name.
+    pub name: String,
+    /// Global position of the last event it passed (handled or parked).
+    pub position: u64,
+    /// Its full cursor.
+    pub cursor: Cursor,
+    /// Events appended after `position`, as far as positions tell (exact on stores whose
+    /// positions follow commit order).
+    pub lag: u64,
+    /// Dead letters waiting for it.
+    pub parked: usize,
+    /// Whether this process runs it now (false while another process holds its lease).
+    pub active: bool,
+    /// Events handled by this process since start.
+    pub handled: u64,
+    /// The last error, until the next batch succeeds.
+    pub last_error: Option<String>,
+}
+
+/// Controls a started [`Runner`].
+pub struct RunnerHandle {
+    store: Arc<dyn EventStore>,
+    dead_letters: Arc<dyn DeadLetterStore>,
+    states: HashMap<String, Arc<SubState>>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for RunnerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunnerHandle").field("subscribers", &self.names()).finish()
+    }
+}
+
+impl RunnerHandle {
+    /// The names of the subscribers, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<_> = self.states.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Waits until `subscriber` has passed the event at global `position` (handled or parked),
+    /// so that a caller can read its own writes. Fails with [`Error::Timeout`] after `timeout`,
+    /// and with [`Error::NotFound`] for an unknown subscriber.
+    pub async fn wait_for(&self, subscriber: &str, position: u64, timeout: Duration) -> Result<()> {
+        let state = self.states.get(subscriber).ok_or_else(|| Error::NotFound(format!("subscriber {subscriber}")))?;
+        if position == 0 {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let timed_out = || Error::Timeout(format!("{subscriber} did not reach position {position} within {timeout:?}"));
+        // The event may be committed yet not readable by subscribers (an older transaction is
+        // still open), so its cursor may take a moment to appear.
+        let mut wake = self.store.wake_ups();
+        let target = loop {
+            wake.borrow_and_update();
+            if let Some(c) = self.store.cursor_of(position).await? {
+                break c;
+            }
+            if position > self.store.head_position().await? {
+                return Err(Error::NotFound(format!("position {position}")));
+            }
+            let nap = tokio::time::sleep(Duration::from_millis(20));
+            if tokio::time::timeout_at(deadline, async {
+                tokio::select! { _ = nap => {}, _ = wake.changed() => {} }
+            })
+            .await
+            .is_err()
+            {
+                return Err(timed_out());
+            }
+        };
+        let mut rx = state.cursor.subscribe();
+        match tokio::time::timeout_at(deadline, rx.wait_for(|c| *c >= target)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(Error::ShuttingDown),
+            Err(_) => Err(timed_out()),
+        }
+    }
+
+    /// Waits until every subscriber has passed `position`.
+    pub async fn wait_for_all(&self, position: u64, timeout: Duration) -> Result<()> {
+        for name in self.names() {
+            self.wait_for(&name, position, timeout).await?;
+        }
+        Ok(())
+    }
+
+    /// Position, lag, parked count and activity of every subscriber, by name.
+    pub async fn status(&self) -> Result<Vec<SubscriberStatus>> {
+        let head = self.store.head_position().await?;
+        let letters = self.dead_letters.list(None).await?;
+        let mut out = Vec::new();
+        for name in self.names() {
+            let s = &self.states[&name];
+            let cursor = *s.cursor.borrow();
+            out.push(SubscriberStatus {
+                position: cursor.position,
+                cursor,
+                lag: head.saturating_sub(cursor.position),
+                parked: letters.iter().filter(|l| l.subscriber == name).count(),
+                active: s.active.load(Ordering::Acquire),
+                handled: s.handled.load(Ordering::Relaxed),
+                last_error: s.last_error.lock().expect("status lock").clone(),
+                name,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Stops every subscriber after its current batch and waits for them.
+    pub async fn shutdown(self) {
+        self.stop.send_replace(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Stops every subscriber at once, wherever it is, as a crash would. For tests of recovery.
+    pub fn abort(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}

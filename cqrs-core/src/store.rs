@@ -1,0 +1,226 @@
+//! The storage traits every back-end implements, at the serialized level: a back-end knows no
+//! user types.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::error::Result;
+use crate::event::{Cursor, ExpectedVersion, NewEvent, RecordedEvent, StreamId};
+
+/// What an append (or a repeated idempotent command) left in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendResult {
+    /// The stream's version after the append.
+    pub version: u64,
+    /// Global position of the last event appended (0 when nothing was appended).
+    pub position: u64,
+    /// True when the command id had been seen: nothing new was written and this is the first
+    /// append's result.
+    pub duplicate: bool,
+}
+
+/// A receiver of the store's "something was appended" signals.
+///
+/// The value is a counter that only grows; subscribers wait for it to change. Stores that
+/// cannot notify hand out a receiver that never changes, and runners fall back to polling.
+pub type WakeUps = watch::Receiver<u64>;
+
+/// The append-only event store.
+///
+/// Appends are atomic: all events of a call are written, or none. A stream's versions start at 1
+/// with no gaps. The all-stream orders every event by [`Cursor`]; a reader that resumes after a
+/// cursor never misses an event that commits later (guarantee 2 of the architecture).
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Appends `events` to `stream` if it is at `expected`.
+    ///
+    /// A mismatch fails with [`Error::Conflict`](crate::Error::Conflict) and writes nothing.
+    /// With a `command_id` the append is idempotent per stream: if that id was already
+    /// appended to this stream, nothing is written and the first result comes back with
+    /// `duplicate: true`, whatever `expected` says.
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        command_id: Option<Uuid>,
+    ) -> Result<AppendResult>;
+
+    /// The result of an earlier append carrying `command_id` on `stream`, if there was one.
+    async fn command_result(&self, stream: &StreamId, command_id: Uuid) -> Result<Option<AppendResult>>;
+
+    /// Events of one stream with version `>= from_version`, in order, at most `limit`.
+    async fn read_stream(&self, stream: &StreamId, from_version: u64, limit: usize) -> Result<Vec<RecordedEvent>>;
+
+    /// The stream's current version (0 when it does not exist).
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64>;
+
+    /// Events of the all-stream strictly after `after`, in cursor order, at most `limit`.
+    ///
+    /// Only events that no in-flight append can precede are returned, so a later call from the
+    /// last returned cursor never skips one.
+    async fn read_all(&self, after: Cursor, limit: usize) -> Result<Vec<RecordedEvent>>;
+
+    /// The highest global position appended so far (0 for an empty store).
+    async fn head_position(&self) -> Result<u64>;
+
+    /// The cursor of the event at `position`, if it exists and is readable by
+    /// [`read_all`](EventStore::read_all) yet.
+    async fn cursor_of(&self, position: u64) -> Result<Option<Cursor>>;
+
+    /// A receiver that changes when events are appended (in this process or, where the
+    /// back-end can tell, in others).
+    fn wake_ups(&self) -> WakeUps;
+}
+
+/// A saved aggregate state, to shorten loads of long streams.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The stream version the state includes.
+    pub version: u64,
+    /// The serialized aggregate state.
+    pub state: Value,
+    /// A version tag of the state's shape; a snapshot with another tag is ignored.
+    pub schema: u32,
+}
+
+/// Keeps the latest snapshot per stream.
+#[async_trait]
+pub trait SnapshotStore: Send + Sync {
+    /// The latest snapshot of `stream`, if any.
+    async fn load(&self, stream: &StreamId) -> Result<Option<Snapshot>>;
+    /// Saves a snapshot, replacing an older one (a snapshot never moves backwards).
+    async fn save(&self, stream: &StreamId, snapshot: Snapshot) -> Result<()>;
+}
+
+/// Keeps each subscriber's cursor, by subscriber name.
+#[async_trait]
+pub trait CheckpointStore: Send + Sync {
+    /// The saved cursor of `name`, or [`Cursor::START`].
+    async fn load(&self, name: &str) -> Result<Cursor>;
+    /// Saves `name`'s cursor.
+    async fn save(&self, name: &str, cursor: Cursor) -> Result<()>;
+    /// Forgets `name`'s cursor, so it starts again from the beginning.
+    async fn reset(&self, name: &str) -> Result<()>;
+}
+
+/// The state of a parked event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum DeadLetterStatus {
+    /// Parked, waiting for an operator.
+    Parked,
+    /// An operator asked for another try; the runner of its subscriber will pick it up.
+    RetryRequested,
+}
+
+/// An event a subscriber could not handle, parked with the error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Id of the dead letter.
+    pub id: Uuid,
+    /// The subscriber that failed.
+    pub subscriber: String,
+    /// The event it failed on.
+    pub event: RecordedEvent,
+    /// The last error, as text.
+    pub error: String,
+    /// How many times it was tried.
+    pub attempts: u32,
+    /// When it was parked (or parked again).
+    pub parked_at: DateTime<Utc>,
+    /// Parked or waiting for a retry.
+    pub status: DeadLetterStatus,
+}
+
+/// Keeps dead letters.
+#[async_trait]
+pub trait DeadLetterStore: Send + Sync {
+    /// Parks (or, with the same id, replaces) a dead letter.
+    async fn park(&self, letter: DeadLetter) -> Result<()>;
+    /// Dead letters, of one subscriber or of all, oldest first.
+    async fn list(&self, subscriber: Option<&str>) -> Result<Vec<DeadLetter>>;
+    /// Sets a dead letter's status; [`Error::NotFound`](crate::Error::NotFound) if there is none.
+    async fn set_status(&self, id: Uuid, status: DeadLetterStatus) -> Result<()>;
+    /// Removes a dead letter (handled at last, or skipped); [`Error::NotFound`](crate::Error::NotFound) if there is none.
+    async fn remove(&self, id: Uuid) -> Result<()>;
+}
+
+macro_rules! forward {
+    ($($ptr:ty),*) => {$(
+        #[async_trait]
+        impl<T: EventStore + ?Sized> EventStore for $ptr {
+            async fn append(&self, stream: &StreamId, expected: ExpectedVersion, events: Vec<NewEvent>, command_id: Option<Uuid>) -> Result<AppendResult> {
+                (**self).append(stream, expected, events, command_id).await
+            }
+            async fn command_result(&self, stream: &StreamId, command_id: Uuid) -> Result<Option<AppendResult>> {
+                (**self).command_result(stream, command_id).await
+            }
+            async fn read_stream(&self, stream: &StreamId, from_version: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
+                (**self).read_stream(stream, from_version, limit).await
+            }
+            async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
+                (**self).stream_version(stream).await
+            }
+            async fn read_all(&self, after: Cursor, limit: usize) -> Result<Vec<RecordedEvent>> {
+                (**self).read_all(after, limit).await
+            }
+            async fn head_position(&self) -> Result<u64> {
+                (**self).head_position().await
+            }
+            async fn cursor_of(&self, position: u64) -> Result<Option<Cursor>> {
+                (**self).cursor_of(position).await
+            }
+            fn wake_ups(&self) -> WakeUps {
+                (**self).wake_ups()
+            }
+        }
+
+        #[async_trait]
+        impl<T: SnapshotStore + ?Sized> SnapshotStore for $ptr {
+            async fn load(&self, stream: &StreamId) -> Result<Option<Snapshot>> {
+                (**self).load(stream).await
+            }
+            async fn save(&self, stream: &StreamId, snapshot: Snapshot) -> Result<()> {
+                (**self).save(stream, snapshot).await
+            }
+        }
+
+        #[async_trait]
+        impl<T: CheckpointStore + ?Sized> CheckpointStore for $ptr {
+            async fn load(&self, name: &str) -> Result<Cursor> {
+                (**self).load(name).await
+            }
+            async fn save(&self, name: &str, cursor: Cursor) -> Result<()> {
+                (**self).save(name, cursor).await
+            }
+            async fn reset(&self, name: &str) -> Result<()> {
+                (**self).reset(name).await
+            }
+        }
+
+        #[async_trait]
+        impl<T: DeadLetterStore + ?Sized> DeadLetterStore for $ptr {
+            async fn park(&self, letter: DeadLetter) -> Result<()> {
+                (**self).park(letter).await
+            }
+            async fn list(&self, subscriber: Option<&str>) -> Result<Vec<DeadLetter>> {
+                (**self).list(subscriber).await
+            }
+            async fn set_status(&self, id: Uuid, status: DeadLetterStatus) -> Result<()> {
+                (**self).set_status(id, status).await
+            }
+            async fn remove(&self, id: Uuid) -> Result<()> {
+                (**self).remove(id).await
+            }
+        }
+    )*};
+}
+
+forward!(&T, Arc<T>, Box<T>);

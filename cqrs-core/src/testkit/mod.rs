@@ -1,0 +1,8 @@
+//! The test kit: given/when/then for aggregates, and the store conformance suite that every
+//! back-end runs from its own tests.
+
+mod given;
+
+pub mod conformance;
+
+pub use given::{AggregateTest, Outcome};
