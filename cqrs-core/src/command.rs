@@ -26,13 +26,19 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { max_attempts: 5, backoff: Duration::from_millis(2) }
+        RetryPolicy {
+            max_attempts: 5,
+            backoff: Duration::from_millis(2),
+        }
     }
 }
 
 impl RetryPolicy {
     /// Never retry: a conflict goes straight back to the caller.
-    pub const NEVER: RetryPolicy = RetryPolicy { max_attempts: 1, backoff: Duration::ZERO };
+    pub const NEVER: RetryPolicy = RetryPolicy {
+        max_attempts: 1,
+        backoff: Duration::ZERO,
+    };
 }
 
 /// Per-call options of a command.
@@ -49,7 +55,10 @@ pub struct CommandOptions {
 impl CommandOptions {
     /// Options with a command id.
     pub fn with_id(command_id: Uuid) -> Self {
-        CommandOptions { command_id: Some(command_id), ..Default::default() }
+        CommandOptions {
+            command_id: Some(command_id),
+            ..Default::default()
+        }
     }
 }
 
@@ -164,7 +173,12 @@ const READ_BATCH: usize = 1000;
 impl<A: Aggregate> CommandHandler<A> {
     /// A handler on `store` with the default retry policy, no snapshots and no cache.
     pub fn new(store: Arc<dyn EventStore>) -> Self {
-        CommandHandler { store, retry: RetryPolicy::default(), snapshots: None, cache: None }
+        CommandHandler {
+            store,
+            retry: RetryPolicy::default(),
+            snapshots: None,
+            cache: None,
+        }
     }
 
     /// Sets the retry policy for concurrency conflicts.
@@ -178,7 +192,10 @@ impl<A: Aggregate> CommandHandler<A> {
     /// the stream) shows up as a conflict on append and is reloaded, so this never weakens
     /// optimistic concurrency.
     pub fn with_cache(mut self, capacity: usize) -> Self {
-        self.cache = Some(Mutex::new(Cache { capacity: capacity.max(1), entries: HashMap::new() }));
+        self.cache = Some(Mutex::new(Cache {
+            capacity: capacity.max(1),
+            entries: HashMap::new(),
+        }));
         self
     }
 
@@ -208,15 +225,14 @@ impl<A: Aggregate> CommandHandler<A> {
     pub async fn load(&self, id: &str) -> Result<(A, u64)> {
         let stream = Self::stream(id);
         let (mut state, mut version) = (A::default(), 0);
-        if let Some(s) = &self.snapshots {
-            if let Some(snap) = s.store.load(&stream).await? {
-                if snap.schema == s.schema {
-                    match (s.decode)(snap.state) {
-                        Ok(a) => (state, version) = (a, snap.version),
-                        // NOTE: a snapshot that no longer decodes is only a lost shortcut.
-                        Err(e) => tracing::warn!(%stream, error = %e, "ignoring undecodable snapshot"),
-                    }
-                }
+        if let Some(s) = &self.snapshots
+            && let Some(snap) = s.store.load(&stream).await?
+            && snap.schema == s.schema
+        {
+            match (s.decode)(snap.state) {
+                Ok(a) => (state, version) = (a, snap.version),
+                // NOTE: a snapshot that no longer decodes is only a lost shortcut.
+                Err(e) => tracing::warn!(%stream, error = %e, "ignoring undecodable snapshot"),
             }
         }
         self.catch_up(&stream, &mut state, &mut version).await?;
@@ -225,7 +241,10 @@ impl<A: Aggregate> CommandHandler<A> {
 
     async fn catch_up(&self, stream: &StreamId, state: &mut A, version: &mut u64) -> Result<()> {
         loop {
-            let events = self.store.read_stream(stream, *version + 1, READ_BATCH).await?;
+            let events = self
+                .store
+                .read_stream(stream, *version + 1, READ_BATCH)
+                .await?;
             let n = events.len();
             for e in events {
                 state.apply(&e.decode::<A::Event>()?.payload);
@@ -238,8 +257,13 @@ impl<A: Aggregate> CommandHandler<A> {
     }
 
     /// Handles `command` on aggregate `id`.
-    pub async fn execute(&self, id: &str, command: &A::Command) -> Result<CommandOutcome, CommandError<A::Error>> {
-        self.execute_with(id, command, CommandOptions::default()).await
+    pub async fn execute(
+        &self,
+        id: &str,
+        command: &A::Command,
+    ) -> Result<CommandOutcome, CommandError<A::Error>> {
+        self.execute_with(id, command, CommandOptions::default())
+            .await
     }
 
     /// Handles `command` on aggregate `id` with a command id and metadata.
@@ -250,10 +274,15 @@ impl<A: Aggregate> CommandHandler<A> {
         options: CommandOptions,
     ) -> Result<CommandOutcome, CommandError<A::Error>> {
         let stream = Self::stream(id);
-        if let Some(cid) = options.command_id {
-            if let Some(prev) = self.store.command_result(&stream, cid).await? {
-                return Ok(CommandOutcome { version: prev.version, position: prev.position, events: 0, duplicate: true });
-            }
+        if let Some(cid) = options.command_id
+            && let Some(prev) = self.store.command_result(&stream, cid).await?
+        {
+            return Ok(CommandOutcome {
+                version: prev.version,
+                position: prev.position,
+                events: 0,
+                duplicate: true,
+            });
         }
         let mut metadata = options.metadata;
         if metadata.causation_id.is_none() {
@@ -268,29 +297,57 @@ impl<A: Aggregate> CommandHandler<A> {
             };
             let events = command_events(&state, command)?;
             if events.is_empty() {
-                return Ok(CommandOutcome { version, position: 0, events: 0, duplicate: false });
+                return Ok(CommandOutcome {
+                    version,
+                    position: 0,
+                    events: 0,
+                    duplicate: false,
+                });
             }
             let new_events = events
                 .iter()
                 .map(|e| NewEvent::from_domain(e, metadata.clone()))
                 .collect::<Result<Vec<_>>>()?;
             let count = new_events.len();
-            match self.store.append(&stream, ExpectedVersion::Exact(version), new_events, options.command_id).await {
+            match self
+                .store
+                .append(
+                    &stream,
+                    ExpectedVersion::Exact(version),
+                    new_events,
+                    options.command_id,
+                )
+                .await
+            {
                 Ok(res) if res.duplicate => {
                     self.evict(id);
-                    return Ok(CommandOutcome { version: res.version, position: res.position, events: 0, duplicate: true });
+                    return Ok(CommandOutcome {
+                        version: res.version,
+                        position: res.position,
+                        events: 0,
+                        duplicate: true,
+                    });
                 }
                 Ok(res) => {
                     for e in &events {
                         state.apply(e);
                     }
-                    self.after_append(&stream, id, version, &state, res.version).await;
-                    return Ok(CommandOutcome { version: res.version, position: res.position, events: count, duplicate: false });
+                    self.after_append(&stream, id, version, &state, res.version)
+                        .await;
+                    return Ok(CommandOutcome {
+                        version: res.version,
+                        position: res.position,
+                        events: count,
+                        duplicate: false,
+                    });
                 }
                 Err(e) if e.is_conflict() && attempt < self.retry.max_attempts => {
                     self.evict(id);
                     trust_cache = false;
-                    let wait = self.retry.backoff.saturating_mul(1 << (attempt - 1).min(16));
+                    let wait = self
+                        .retry
+                        .backoff
+                        .saturating_mul(1 << (attempt - 1).min(16));
                     attempt += 1;
                     if !wait.is_zero() {
                         tokio::time::sleep(wait).await;
@@ -329,22 +386,36 @@ impl<A: Aggregate> CommandHandler<A> {
             }
             c.entries.insert(id.to_owned(), (after, state.clone()));
         }
-        if let Some(s) = &self.snapshots {
-            if before / s.every != after / s.every {
-                let saved = match (s.encode)(state) {
-                    Ok(value) => s.store.save(stream, Snapshot { version: after, state: value, schema: s.schema }).await,
-                    Err(e) => Err(Error::backend(e)),
-                };
-                // NOTE: the events are committed; a failed snapshot only costs a longer load later.
-                if let Err(e) = saved {
-                    tracing::warn!(%stream, error = %e, "snapshot not saved");
+        if let Some(s) = &self.snapshots
+            && before / s.every != after / s.every
+        {
+            let saved = match (s.encode)(state) {
+                Ok(value) => {
+                    s.store
+                        .save(
+                            stream,
+                            Snapshot {
+                                version: after,
+                                state: value,
+                                schema: s.schema,
+                            },
+                        )
+                        .await
                 }
+                Err(e) => Err(Error::backend(e)),
+            };
+            // NOTE: the events are committed; a failed snapshot only costs a longer load later.
+            if let Err(e) = saved {
+                tracing::warn!(%stream, error = %e, "snapshot not saved");
             }
         }
     }
 }
 
-fn command_events<A: Aggregate>(state: &A, command: &A::Command) -> Result<Vec<A::Event>, CommandError<A::Error>> {
+fn command_events<A: Aggregate>(
+    state: &A,
+    command: &A::Command,
+) -> Result<Vec<A::Event>, CommandError<A::Error>> {
     state.handle(command).map_err(CommandError::Rejected)
 }
 

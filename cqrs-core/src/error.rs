@@ -33,7 +33,9 @@ pub enum Error {
     },
     /// A stored event could not be decoded into the requested type: its payload no longer fits,
     /// or its type is unknown to the reader.
-    #[error("cannot decode event {event_type} (schema v{schema_version}) at {stream} version {version}")]
+    #[error(
+        "cannot decode event {event_type} (schema v{schema_version}) at {stream} version {version}"
+    )]
     Decode {
         /// The stream the event belongs to.
         stream: StreamId,

@@ -85,7 +85,10 @@ pub struct StreamId {
 impl StreamId {
     /// A stream id from a category and an id.
     pub fn new(category: impl Into<String>, id: impl Into<String>) -> Self {
-        StreamId { category: category.into(), id: id.into() }
+        StreamId {
+            category: category.into(),
+            id: id.into(),
+        }
     }
 }
 
@@ -134,7 +137,9 @@ impl fmt::Display for ExpectedVersion {
 /// so that a reader never passes an event that commits later with a lower position). Back-ends
 /// whose positions already follow commit order leave `tx` at 0. [`Cursor::START`] is before
 /// every event.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 pub struct Cursor {
     /// Commit-order key (0 where positions are already in commit order).
     pub tx: u64,
@@ -179,7 +184,10 @@ pub struct Metadata {
 impl Metadata {
     /// Metadata with a correlation id.
     pub fn correlated(correlation_id: Uuid) -> Self {
-        Metadata { correlation_id: Some(correlation_id), ..Default::default() }
+        Metadata {
+            correlation_id: Some(correlation_id),
+            ..Default::default()
+        }
     }
 }
 
@@ -201,13 +209,21 @@ pub struct NewEvent {
 impl NewEvent {
     /// An event of `event_type` (schema version 1) with a fresh id and no metadata.
     pub fn new(event_type: impl Into<String>, payload: Value) -> Self {
-        NewEvent { event_id: Uuid::new_v4(), event_type: event_type.into(), schema_version: 1, payload, metadata: Metadata::default() }
+        NewEvent {
+            event_id: Uuid::new_v4(),
+            event_type: event_type.into(),
+            schema_version: 1,
+            payload,
+            metadata: Metadata::default(),
+        }
     }
 
     /// Serializes a domain event with a fresh id.
     pub fn from_domain<E: DomainEvent>(event: &E, metadata: Metadata) -> Result<Self> {
-        let (event_type, payload) =
-            event.encode().map_err(|source| Error::Serialize { event_type: std::any::type_name::<E>().to_owned(), source })?;
+        let (event_type, payload) = event.encode().map_err(|source| Error::Serialize {
+            event_type: std::any::type_name::<E>().to_owned(),
+            source,
+        })?;
         Ok(NewEvent {
             event_id: Uuid::new_v4(),
             schema_version: E::schema_version(&event_type),
@@ -252,7 +268,8 @@ impl RecordedEvent {
     /// An unknown type or a payload that no longer fits gives [`Error::Decode`] naming the
     /// stream, version and type.
     pub fn decode<E: DomainEvent>(&self) -> Result<Envelope<E>> {
-        let payload = E::decode(&self.event_type, self.payload.clone()).map_err(|e| self.decode_error(e))?;
+        let payload =
+            E::decode(&self.event_type, self.payload.clone()).map_err(|e| self.decode_error(e))?;
         Ok(Envelope {
             event_id: self.event_id,
             stream: self.stream.clone(),
@@ -266,7 +283,11 @@ impl RecordedEvent {
 
     /// Decodes the event if it belongs to aggregate type `A`, else gives `None`.
     pub fn decode_for<A: crate::Aggregate>(&self) -> Result<Option<Envelope<A::Event>>> {
-        if self.stream.category == A::TYPE { self.decode().map(Some) } else { Ok(None) }
+        if self.stream.category == A::TYPE {
+            self.decode().map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     /// Builds the [`Error::Decode`] for this event.

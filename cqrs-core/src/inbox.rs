@@ -34,7 +34,10 @@ pub struct InMemoryInbox<P> {
 impl<P: Projector> InMemoryInbox<P> {
     /// Wraps a projector with an empty inbox.
     pub fn new(projector: P) -> Self {
-        InMemoryInbox { projector, seen: Mutex::new(HashSet::new()) }
+        InMemoryInbox {
+            projector,
+            seen: Mutex::new(HashSet::new()),
+        }
     }
 
     /// The projector.

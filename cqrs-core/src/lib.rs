@@ -118,18 +118,24 @@ mod upcast;
 pub mod testkit;
 
 pub use aggregate::Aggregate;
-pub use command::{CommandError, CommandHandler, CommandOptions, CommandOutcome, RetryPolicy, command_id_for};
+pub use command::{
+    CommandError, CommandHandler, CommandOptions, CommandOutcome, RetryPolicy, command_id_for,
+};
 pub use error::{BoxError, Error, Result};
-pub use event::{Cursor, DomainEvent, Envelope, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StreamId};
+pub use event::{
+    Cursor, DomainEvent, Envelope, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StreamId,
+};
 pub use inbox::{InMemoryInbox, InboxSubscriber};
 pub use lease::{Lease, Leases};
-pub use memory::{InMemoryCheckpointStore, InMemoryDeadLetterStore, InMemoryEventStore, InMemorySnapshotStore};
+pub use memory::{
+    InMemoryCheckpointStore, InMemoryDeadLetterStore, InMemoryEventStore, InMemorySnapshotStore,
+};
 pub use projector::{Checkpointed, Projector, Subscriber};
 pub use replay::{Replay, ReplayProgress, ReplayReport};
 pub use runner::{Runner, RunnerConfig, RunnerHandle, SubscriberStatus};
 pub use store::{
-    AppendResult, CheckpointStore, DeadLetter, DeadLetterStatus, DeadLetterStore, EventStore, Snapshot, SnapshotStore,
-    WakeUps,
+    AppendResult, CheckpointStore, DeadLetter, DeadLetterStatus, DeadLetterStore, EventStore,
+    Snapshot, SnapshotStore, WakeUps,
 };
 pub use upcast::{Upcasters, UpcastingStore};
 

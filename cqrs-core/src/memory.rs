@@ -12,8 +12,8 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 use crate::event::{Cursor, ExpectedVersion, NewEvent, RecordedEvent, StreamId};
 use crate::store::{
-    AppendResult, CheckpointStore, DeadLetter, DeadLetterStatus, DeadLetterStore, EventStore, Snapshot, SnapshotStore,
-    WakeUps,
+    AppendResult, CheckpointStore, DeadLetter, DeadLetterStatus, DeadLetterStore, EventStore,
+    Snapshot, SnapshotStore, WakeUps,
 };
 
 #[derive(Default)]
@@ -37,13 +37,19 @@ pub struct InMemoryEventStore {
 impl std::fmt::Debug for InMemoryEventStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let log = self.log.read().expect("log lock");
-        f.debug_struct("InMemoryEventStore").field("events", &log.events.len()).field("streams", &log.streams.len()).finish()
+        f.debug_struct("InMemoryEventStore")
+            .field("events", &log.events.len())
+            .field("streams", &log.streams.len())
+            .finish()
     }
 }
 
 impl Default for InMemoryEventStore {
     fn default() -> Self {
-        InMemoryEventStore { log: RwLock::default(), wake: watch::channel(0).0 }
+        InMemoryEventStore {
+            log: RwLock::default(),
+            wake: watch::channel(0).0,
+        }
     }
 }
 
@@ -65,18 +71,31 @@ impl EventStore for InMemoryEventStore {
     ) -> Result<AppendResult> {
         let result = {
             let mut log = self.log.write().expect("log lock");
-            if let Some(cid) = command_id {
-                if let Some(prev) = log.commands.get(&(stream.clone(), cid)) {
-                    return Ok(AppendResult { duplicate: true, ..*prev });
-                }
+            if let Some(cid) = command_id
+                && let Some(prev) = log.commands.get(&(stream.clone(), cid))
+            {
+                return Ok(AppendResult {
+                    duplicate: true,
+                    ..*prev
+                });
             }
             let actual = log.streams.get(stream).map_or(0, |v| v.len() as u64);
             if !expected.matches(actual) {
-                return Err(Error::Conflict { stream: stream.clone(), expected, actual });
+                return Err(Error::Conflict {
+                    stream: stream.clone(),
+                    expected,
+                    actual,
+                });
             }
             let mut fresh = HashSet::with_capacity(events.len());
-            if let Some(dup) = events.iter().find(|e| log.ids.contains(&e.event_id) || !fresh.insert(e.event_id)) {
-                return Err(Error::Invalid(format!("event id {} already stored", dup.event_id)));
+            if let Some(dup) = events
+                .iter()
+                .find(|e| log.ids.contains(&e.event_id) || !fresh.insert(e.event_id))
+            {
+                return Err(Error::Invalid(format!(
+                    "event id {} already stored",
+                    dup.event_id
+                )));
             }
             let now = Utc::now();
             let mut version = actual;
@@ -98,8 +117,16 @@ impl EventStore for InMemoryEventStore {
                 log.streams.entry(stream.clone()).or_default().push(index);
                 log.ids.insert(e_id);
             }
-            let position = if version > actual { log.events.len() as u64 } else { 0 };
-            let result = AppendResult { version, position, duplicate: false };
+            let position = if version > actual {
+                log.events.len() as u64
+            } else {
+                0
+            };
+            let result = AppendResult {
+                version,
+                position,
+                duplicate: false,
+            };
             if let Some(cid) = command_id {
                 log.commands.insert((stream.clone(), cid), result);
             }
@@ -111,16 +138,38 @@ impl EventStore for InMemoryEventStore {
         Ok(result)
     }
 
-    async fn command_result(&self, stream: &StreamId, command_id: Uuid) -> Result<Option<AppendResult>> {
+    async fn command_result(
+        &self,
+        stream: &StreamId,
+        command_id: Uuid,
+    ) -> Result<Option<AppendResult>> {
         let log = self.log.read().expect("log lock");
-        Ok(log.commands.get(&(stream.clone(), command_id)).map(|r| AppendResult { duplicate: true, ..*r }))
+        Ok(log
+            .commands
+            .get(&(stream.clone(), command_id))
+            .map(|r| AppendResult {
+                duplicate: true,
+                ..*r
+            }))
     }
 
-    async fn read_stream(&self, stream: &StreamId, from_version: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
         let log = self.log.read().expect("log lock");
-        let Some(indexes) = log.streams.get(stream) else { return Ok(Vec::new()) };
+        let Some(indexes) = log.streams.get(stream) else {
+            return Ok(Vec::new());
+        };
         let skip = from_version.saturating_sub(1) as usize;
-        Ok(indexes.iter().skip(skip).take(limit).map(|&i| log.events[i].clone()).collect())
+        Ok(indexes
+            .iter()
+            .skip(skip)
+            .take(limit)
+            .map(|&i| log.events[i].clone())
+            .collect())
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
@@ -164,7 +213,12 @@ impl InMemorySnapshotStore {
 #[async_trait]
 impl SnapshotStore for InMemorySnapshotStore {
     async fn load(&self, stream: &StreamId) -> Result<Option<Snapshot>> {
-        Ok(self.snapshots.read().expect("snapshot lock").get(stream).cloned())
+        Ok(self
+            .snapshots
+            .read()
+            .expect("snapshot lock")
+            .get(stream)
+            .cloned())
     }
 
     async fn save(&self, stream: &StreamId, snapshot: Snapshot) -> Result<()> {
@@ -195,11 +249,20 @@ impl InMemoryCheckpointStore {
 #[async_trait]
 impl CheckpointStore for InMemoryCheckpointStore {
     async fn load(&self, name: &str) -> Result<Cursor> {
-        Ok(self.cursors.read().expect("checkpoint lock").get(name).copied().unwrap_or_default())
+        Ok(self
+            .cursors
+            .read()
+            .expect("checkpoint lock")
+            .get(name)
+            .copied()
+            .unwrap_or_default())
     }
 
     async fn save(&self, name: &str, cursor: Cursor) -> Result<()> {
-        self.cursors.write().expect("checkpoint lock").insert(name.to_owned(), cursor);
+        self.cursors
+            .write()
+            .expect("checkpoint lock")
+            .insert(name.to_owned(), cursor);
         Ok(())
     }
 
@@ -238,21 +301,28 @@ impl DeadLetterStore for InMemoryDeadLetterStore {
 
     async fn list(&self, subscriber: Option<&str>) -> Result<Vec<DeadLetter>> {
         let map = self.letters.read().expect("dead letter lock");
-        let mut out: Vec<_> =
-            map.values().filter(|(_, l)| subscriber.is_none_or(|s| l.subscriber == s)).cloned().collect();
+        let mut out: Vec<_> = map
+            .values()
+            .filter(|(_, l)| subscriber.is_none_or(|s| l.subscriber == s))
+            .cloned()
+            .collect();
         out.sort_by_key(|(seq, _)| *seq);
         Ok(out.into_iter().map(|(_, l)| l).collect())
     }
 
     async fn set_status(&self, id: Uuid, status: DeadLetterStatus) -> Result<()> {
         let mut map = self.letters.write().expect("dead letter lock");
-        let (_, letter) = map.get_mut(&id).ok_or_else(|| Error::NotFound(format!("dead letter {id}")))?;
+        let (_, letter) = map
+            .get_mut(&id)
+            .ok_or_else(|| Error::NotFound(format!("dead letter {id}")))?;
         letter.status = status;
         Ok(())
     }
 
     async fn remove(&self, id: Uuid) -> Result<()> {
         let mut map = self.letters.write().expect("dead letter lock");
-        map.remove(&id).map(|_| ()).ok_or_else(|| Error::NotFound(format!("dead letter {id}")))
+        map.remove(&id)
+            .map(|_| ())
+            .ok_or_else(|| Error::NotFound(format!("dead letter {id}")))
     }
 }

@@ -116,7 +116,10 @@ pub struct Checkpointed<P, C> {
 impl<P: Projector, C: CheckpointStore> Checkpointed<P, C> {
     /// Pairs a projector with a checkpoint store.
     pub fn new(projector: P, checkpoints: C) -> Self {
-        Checkpointed { projector, checkpoints }
+        Checkpointed {
+            projector,
+            checkpoints,
+        }
     }
 
     /// The projector.

@@ -83,15 +83,26 @@ pub struct Replay {
 
 impl std::fmt::Debug for Replay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Replay").field("config", &self.processor.config).finish()
+        f.debug_struct("Replay")
+            .field("config", &self.processor.config)
+            .finish()
     }
 }
 
 impl Replay {
     /// A replay reading `store` and parking poison events in `dead_letters`.
     pub fn new(store: Arc<dyn EventStore>, dead_letters: Arc<dyn DeadLetterStore>) -> Self {
-        let config = RunnerConfig { batch_size: 2000, ..RunnerConfig::default() };
-        Replay { store, processor: Processor { dead_letters, config } }
+        let config = RunnerConfig {
+            batch_size: 2000,
+            ..RunnerConfig::default()
+        };
+        Replay {
+            store,
+            processor: Processor {
+                dead_letters,
+                config,
+            },
+        }
     }
 
     /// Sets the batch size and retry tuning.
@@ -101,15 +112,25 @@ impl Replay {
     }
 
     /// Resets `sub` and rebuilds it from zero, calling `progress` after each batch.
-    pub async fn run(&self, sub: &dyn Subscriber, mut progress: impl FnMut(ReplayProgress) + Send) -> Result<ReplayReport> {
+    pub async fn run(
+        &self,
+        sub: &dyn Subscriber,
+        mut progress: impl FnMut(ReplayProgress) + Send,
+    ) -> Result<ReplayReport> {
         let started = Instant::now();
-        sub.reset().await.map_err(|source| Error::Handler { handler: sub.name().to_owned(), source })?;
+        sub.reset().await.map_err(|source| Error::Handler {
+            handler: sub.name().to_owned(),
+            source,
+        })?;
         let head = self.store.head_position().await?;
         let (_stop_tx, mut stop) = watch::channel(false);
         let mut cursor = Cursor::START;
         let (mut events, mut parked) = (0, 0);
         loop {
-            let batch = self.store.read_all(cursor, self.processor.config.batch_size).await?;
+            let batch = self
+                .store
+                .read_all(cursor, self.processor.config.batch_size)
+                .await?;
             if batch.is_empty() {
                 break;
             }
@@ -117,8 +138,16 @@ impl Replay {
             events += batch.len() as u64;
             parked += p;
             cursor = to;
-            progress(ReplayProgress { processed: events, position: cursor.position, head });
+            progress(ReplayProgress {
+                processed: events,
+                position: cursor.position,
+                head,
+            });
         }
-        Ok(ReplayReport { events, parked, elapsed: started.elapsed() })
+        Ok(ReplayReport {
+            events,
+            parked,
+            elapsed: started.elapsed(),
+        })
     }
 }

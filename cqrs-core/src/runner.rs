@@ -73,7 +73,9 @@ impl Processor {
             Err(e) if batch.len() == 1 => {
                 tracing::debug!(subscriber = sub.name(), error = %e, "event failed");
             }
-            Err(e) => tracing::debug!(subscriber = sub.name(), error = %e, "batch failed, going one by one"),
+            Err(e) => {
+                tracing::debug!(subscriber = sub.name(), error = %e, "batch failed, going one by one")
+            }
         }
         let mut parked = 0;
         let mut cursor = Cursor::START;
@@ -95,18 +97,28 @@ impl Processor {
                             status: DeadLetterStatus::Parked,
                         };
                         self.dead_letters.park(letter).await?;
-                        sub.process(&[], event.cursor).await.map_err(|source| Error::Handler {
-                            handler: sub.name().to_owned(),
-                            source,
-                        })?;
+                        sub.process(&[], event.cursor)
+                            .await
+                            .map_err(|source| Error::Handler {
+                                handler: sub.name().to_owned(),
+                                source,
+                            })?;
                         parked += 1;
                         break;
                     }
                     Err(_) => {
-                        let wait = self.config.backoff.saturating_mul(1 << (attempt - 1).min(16)).min(self.config.max_backoff);
+                        let wait = self
+                            .config
+                            .backoff
+                            .saturating_mul(1 << (attempt - 1).min(16))
+                            .min(self.config.max_backoff);
                         attempt += 1;
                         if sleep_or_stop(wait, stop).await {
-                            return if cursor == Cursor::START { Err(Error::ShuttingDown) } else { Ok((cursor, parked)) };
+                            return if cursor == Cursor::START {
+                                Err(Error::ShuttingDown)
+                            } else {
+                                Ok((cursor, parked))
+                            };
                         }
                     }
                 }
@@ -117,12 +129,19 @@ impl Processor {
     }
 
     /// Tries again the dead letters of `sub` an operator asked to retry.
-    pub(crate) async fn retry_requested(&self, sub: &dyn Subscriber, current: Cursor) -> Result<()> {
+    pub(crate) async fn retry_requested(
+        &self,
+        sub: &dyn Subscriber,
+        current: Cursor,
+    ) -> Result<()> {
         for mut letter in self.dead_letters.list(Some(sub.name())).await? {
             if letter.status != DeadLetterStatus::RetryRequested {
                 continue;
             }
-            match sub.process(std::slice::from_ref(&letter.event), current).await {
+            match sub
+                .process(std::slice::from_ref(&letter.event), current)
+                .await
+            {
                 Ok(()) => self.dead_letters.remove(letter.id).await?,
                 Err(err) => {
                     letter.attempts += 1;
@@ -207,7 +226,14 @@ pub struct Runner {
 impl std::fmt::Debug for Runner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runner")
-            .field("subscribers", &self.subscribers.iter().map(|s| s.name().to_owned()).collect::<Vec<_>>())
+            .field(
+                "subscribers",
+                &self
+                    .subscribers
+                    .iter()
+                    .map(|s| s.name().to_owned())
+                    .collect::<Vec<_>>(),
+            )
             .field("config", &self.processor.config)
             .field("leases", &self.leases)
             .finish()
@@ -217,7 +243,15 @@ impl std::fmt::Debug for Runner {
 impl Runner {
     /// A runner reading `store` and parking poison events in `dead_letters`.
     pub fn new(store: Arc<dyn EventStore>, dead_letters: Arc<dyn DeadLetterStore>) -> Self {
-        Runner { store, processor: Processor { dead_letters, config: RunnerConfig::default() }, leases: None, subscribers: Vec::new() }
+        Runner {
+            store,
+            processor: Processor {
+                dead_letters,
+                config: RunnerConfig::default(),
+            },
+            leases: None,
+            subscribers: Vec::new(),
+        }
     }
 
     /// Sets the tuning.
@@ -262,7 +296,13 @@ impl Runner {
             };
             tasks.push(tokio::spawn(task.run()));
         }
-        RunnerHandle { store: self.store, dead_letters: self.processor.dead_letters, states, stop: stop_tx, tasks }
+        RunnerHandle {
+            store: self.store,
+            dead_letters: self.processor.dead_letters,
+            states,
+            stop: stop_tx,
+            tasks,
+        }
     }
 }
 
@@ -343,11 +383,11 @@ impl SubTask {
             if *self.stop.borrow() {
                 return Err(Error::ShuttingDown);
             }
-            if let Some(l) = lease.as_mut() {
-                if !l.renew().await? {
-                    tracing::info!(subscriber = self.sub.name(), "lease lost");
-                    return Ok(());
-                }
+            if let Some(l) = lease.as_mut()
+                && !l.renew().await?
+            {
+                tracing::info!(subscriber = self.sub.name(), "lease lost");
+                return Ok(());
             }
             if Instant::now() >= next_dead_letter_check {
                 self.processor.retry_requested(&*self.sub, cursor).await?;
@@ -370,7 +410,10 @@ impl SubTask {
                 }
                 continue;
             }
-            let (to, parked) = self.processor.process(&*self.sub, &batch, &mut self.stop).await?;
+            let (to, parked) = self
+                .processor
+                .process(&*self.sub, &batch, &mut self.stop)
+                .await?;
             let handled = batch.iter().take_while(|e| e.cursor <= to).count() as u64;
             cursor = to;
             self.state.handled.fetch_add(handled, Ordering::Relaxed);
@@ -422,7 +465,9 @@ pub struct RunnerHandle {
 
 impl std::fmt::Debug for RunnerHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunnerHandle").field("subscribers", &self.names()).finish()
+        f.debug_struct("RunnerHandle")
+            .field("subscribers", &self.names())
+            .finish()
     }
 }
 
@@ -438,12 +483,19 @@ impl RunnerHandle {
     /// so that a caller can read its own writes. Fails with [`Error::Timeout`] after `timeout`,
     /// and with [`Error::NotFound`] for an unknown subscriber.
     pub async fn wait_for(&self, subscriber: &str, position: u64, timeout: Duration) -> Result<()> {
-        let state = self.states.get(subscriber).ok_or_else(|| Error::NotFound(format!("subscriber {subscriber}")))?;
+        let state = self
+            .states
+            .get(subscriber)
+            .ok_or_else(|| Error::NotFound(format!("subscriber {subscriber}")))?;
         if position == 0 {
             return Ok(());
         }
         let deadline = tokio::time::Instant::now() + timeout;
-        let timed_out = || Error::Timeout(format!("{subscriber} did not reach position {position} within {timeout:?}"));
+        let timed_out = || {
+            Error::Timeout(format!(
+                "{subscriber} did not reach position {position} within {timeout:?}"
+            ))
+        };
         // The event may be committed yet not readable by subscribers (an older transaction is
         // still open), so its cursor may take a moment to appear.
         let mut wake = self.store.wake_ups();

@@ -53,10 +53,19 @@ pub trait EventStore: Send + Sync {
     ) -> Result<AppendResult>;
 
     /// The result of an earlier append carrying `command_id` on `stream`, if there was one.
-    async fn command_result(&self, stream: &StreamId, command_id: Uuid) -> Result<Option<AppendResult>>;
+    async fn command_result(
+        &self,
+        stream: &StreamId,
+        command_id: Uuid,
+    ) -> Result<Option<AppendResult>>;
 
     /// Events of one stream with version `>= from_version`, in order, at most `limit`.
-    async fn read_stream(&self, stream: &StreamId, from_version: u64, limit: usize) -> Result<Vec<RecordedEvent>>;
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>>;
 
     /// The stream's current version (0 when it does not exist).
     async fn stream_version(&self, stream: &StreamId) -> Result<u64>;

@@ -55,12 +55,18 @@ impl Upcasters {
         from_version: u32,
         step: impl Fn(Value) -> Result<Value, BoxError> + Send + Sync + 'static,
     ) -> Self {
-        self.steps.insert((event_type.to_owned(), from_version), Arc::new(step));
+        self.steps
+            .insert((event_type.to_owned(), from_version), Arc::new(step));
         self
     }
 
     /// Runs every step that applies; returns the final version and payload.
-    pub fn upcast(&self, event_type: &str, mut version: u32, mut payload: Value) -> Result<(u32, Value), BoxError> {
+    pub fn upcast(
+        &self,
+        event_type: &str,
+        mut version: u32,
+        mut payload: Value,
+    ) -> Result<(u32, Value), BoxError> {
         while let Some(step) = self.steps.get(&(event_type.to_owned(), version)) {
             payload = step(payload)?;
             version += 1;
@@ -109,13 +115,30 @@ impl<S: EventStore> UpcastingStore<S> {
 
 #[async_trait]
 impl<S: EventStore> EventStore for UpcastingStore<S> {
-    async fn append(&self, stream: &StreamId, expected: ExpectedVersion, events: Vec<NewEvent>, command_id: Option<Uuid>) -> Result<AppendResult> {
-        self.inner.append(stream, expected, events, command_id).await
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        command_id: Option<Uuid>,
+    ) -> Result<AppendResult> {
+        self.inner
+            .append(stream, expected, events, command_id)
+            .await
     }
-    async fn command_result(&self, stream: &StreamId, command_id: Uuid) -> Result<Option<AppendResult>> {
+    async fn command_result(
+        &self,
+        stream: &StreamId,
+        command_id: Uuid,
+    ) -> Result<Option<AppendResult>> {
         self.inner.command_result(stream, command_id).await
     }
-    async fn read_stream(&self, stream: &StreamId, from_version: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
         self.up(self.inner.read_stream(stream, from_version, limit).await?)
     }
     async fn stream_version(&self, stream: &StreamId) -> Result<u64> {

@@ -26,7 +26,8 @@ use uuid::Uuid;
 use crate::error::Error;
 use crate::event::{Cursor, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StreamId};
 use crate::store::{
-    CheckpointStore, DeadLetter, DeadLetterStatus, DeadLetterStore, EventStore, Snapshot, SnapshotStore,
+    CheckpointStore, DeadLetter, DeadLetterStatus, DeadLetterStore, EventStore, Snapshot,
+    SnapshotStore,
 };
 
 fn fresh_stream(category: &str) -> StreamId {
@@ -40,7 +41,11 @@ pub fn sample_event(n: u64) -> NewEvent {
     metadata.extra.insert("n".into(), json!(n));
     NewEvent {
         event_id: Uuid::new_v4(),
-        event_type: if n % 2 == 0 { "Even".into() } else { "Odd".into() },
+        event_type: if n.is_multiple_of(2) {
+            "Even".into()
+        } else {
+            "Odd".into()
+        },
         schema_version: 1 + (n % 3) as u32,
         payload: json!({ "n": n, "text": format!("event {n} é ✓"), "nested": { "list": [1, 2, 3] } }),
         metadata,
@@ -66,17 +71,34 @@ async fn cursor_now(store: &dyn EventStore) -> Cursor {
 }
 
 /// Reads the all-stream after `from` to its end in batches of `batch`, keeping only `streams`.
-async fn read_all_of(store: &dyn EventStore, from: Cursor, batch: usize, streams: &HashSet<StreamId>) -> Vec<RecordedEvent> {
+async fn read_all_of(
+    store: &dyn EventStore,
+    from: Cursor,
+    batch: usize,
+    streams: &HashSet<StreamId>,
+) -> Vec<RecordedEvent> {
     let mut cursor = from;
     let mut out = Vec::new();
     loop {
         let events = store.read_all(cursor, batch).await.expect("read_all");
-        assert!(events.len() <= batch, "read_all returned {} events for a limit of {batch}", events.len());
+        assert!(
+            events.len() <= batch,
+            "read_all returned {} events for a limit of {batch}",
+            events.len()
+        );
         let Some(last) = events.last() else { break };
         for w in events.windows(2) {
-            assert!(w[0].cursor < w[1].cursor, "read_all is not in cursor order: {} then {}", w[0].cursor, w[1].cursor);
+            assert!(
+                w[0].cursor < w[1].cursor,
+                "read_all is not in cursor order: {} then {}",
+                w[0].cursor,
+                w[1].cursor
+            );
         }
-        assert!(events[0].cursor > cursor, "read_all returned an event at or before its cursor");
+        assert!(
+            events[0].cursor > cursor,
+            "read_all returned an event at or before its cursor"
+        );
         cursor = last.cursor;
         out.extend(events.into_iter().filter(|e| streams.contains(&e.stream)));
     }
@@ -98,11 +120,18 @@ pub async fn event_store(store: Arc<dyn EventStore>) {
 /// Appended events read back whole, in order, with versions from 1.
 pub async fn append_and_read(store: &dyn EventStore) {
     let stream = fresh_stream("conformance");
-    assert_eq!(store.stream_version(&stream).await.unwrap(), 0, "a new stream is at version 0");
+    assert_eq!(
+        store.stream_version(&stream).await.unwrap(),
+        0,
+        "a new stream is at version 0"
+    );
     assert!(store.read_stream(&stream, 1, 100).await.unwrap().is_empty());
     let events: Vec<_> = (0..3).map(sample_event).collect();
     let before = Utc::now() - chrono::Duration::seconds(5);
-    let res = store.append(&stream, ExpectedVersion::NoStream, events.clone(), None).await.expect("append");
+    let res = store
+        .append(&stream, ExpectedVersion::NoStream, events.clone(), None)
+        .await
+        .expect("append");
     assert_eq!(res.version, 3);
     assert!(res.position > 0 && !res.duplicate);
     assert!(store.head_position().await.unwrap() >= res.position);
@@ -116,35 +145,103 @@ pub async fn append_and_read(store: &dyn EventStore) {
         assert_eq!(r.schema_version, e.schema_version);
         assert_eq!(r.payload, e.payload, "payload must round-trip exactly");
         assert_eq!(r.metadata, e.metadata, "metadata must round-trip exactly");
-        assert!(r.recorded_at >= before && r.recorded_at <= Utc::now() + chrono::Duration::seconds(5));
+        assert!(
+            r.recorded_at >= before && r.recorded_at <= Utc::now() + chrono::Duration::seconds(5)
+        );
     }
-    assert!(read[0].cursor.position < read[1].cursor.position && read[1].cursor.position < read[2].cursor.position);
-    assert_eq!(read[2].cursor.position, res.position, "the append returns the last event's position");
+    assert!(
+        read[0].cursor.position < read[1].cursor.position
+            && read[1].cursor.position < read[2].cursor.position
+    );
+    assert_eq!(
+        read[2].cursor.position, res.position,
+        "the append returns the last event's position"
+    );
     let tail = store.read_stream(&stream, 2, 1).await.unwrap();
     assert_eq!(tail.len(), 1);
     assert_eq!(tail[0].stream_version, 2);
     assert_eq!(store.stream_version(&stream).await.unwrap(), 3);
-    assert_eq!(store.cursor_of(res.position).await.unwrap(), Some(read[2].cursor));
+    assert_eq!(
+        store.cursor_of(res.position).await.unwrap(),
+        Some(read[2].cursor)
+    );
     let other = fresh_stream("conformance");
-    assert!(store.read_stream(&other, 1, 10).await.unwrap().is_empty(), "streams are separate");
+    assert!(
+        store.read_stream(&other, 1, 10).await.unwrap().is_empty(),
+        "streams are separate"
+    );
 }
 
 /// Expected versions: exact, no stream, any; a mismatch writes nothing.
 pub async fn expected_versions(store: &dyn EventStore) {
     let stream = fresh_stream("conformance");
-    store.append(&stream, ExpectedVersion::Exact(0), vec![sample_event(1)], None).await.expect("exact 0 on a new stream");
-    let err = store.append(&stream, ExpectedVersion::NoStream, vec![sample_event(2)], None).await.unwrap_err();
-    assert!(matches!(err, Error::Conflict { actual: 1, .. }), "NoStream on an existing stream: {err:?}");
-    let err = store.append(&stream, ExpectedVersion::Exact(5), vec![sample_event(2), sample_event(3)], None).await.unwrap_err();
+    store
+        .append(
+            &stream,
+            ExpectedVersion::Exact(0),
+            vec![sample_event(1)],
+            None,
+        )
+        .await
+        .expect("exact 0 on a new stream");
+    let err = store
+        .append(
+            &stream,
+            ExpectedVersion::NoStream,
+            vec![sample_event(2)],
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Conflict { actual: 1, .. }),
+        "NoStream on an existing stream: {err:?}"
+    );
+    let err = store
+        .append(
+            &stream,
+            ExpectedVersion::Exact(5),
+            vec![sample_event(2), sample_event(3)],
+            None,
+        )
+        .await
+        .unwrap_err();
     match err {
-        Error::Conflict { stream: s, expected, actual } => {
-            assert_eq!((s, expected, actual), (stream.clone(), ExpectedVersion::Exact(5), 1));
+        Error::Conflict {
+            stream: s,
+            expected,
+            actual,
+        } => {
+            assert_eq!(
+                (s, expected, actual),
+                (stream.clone(), ExpectedVersion::Exact(5), 1)
+            );
         }
         other => panic!("expected a conflict, got {other:?}"),
     }
-    assert_eq!(store.stream_version(&stream).await.unwrap(), 1, "a conflicting append writes nothing");
-    store.append(&stream, ExpectedVersion::Exact(1), vec![sample_event(2)], None).await.expect("exact 1");
-    let res = store.append(&stream, ExpectedVersion::Any, vec![sample_event(3), sample_event(4)], None).await.expect("any");
+    assert_eq!(
+        store.stream_version(&stream).await.unwrap(),
+        1,
+        "a conflicting append writes nothing"
+    );
+    store
+        .append(
+            &stream,
+            ExpectedVersion::Exact(1),
+            vec![sample_event(2)],
+            None,
+        )
+        .await
+        .expect("exact 1");
+    let res = store
+        .append(
+            &stream,
+            ExpectedVersion::Any,
+            vec![sample_event(3), sample_event(4)],
+            None,
+        )
+        .await
+        .expect("any");
     assert_eq!(res.version, 4);
     assert_eq!(store.read_stream(&stream, 1, 100).await.unwrap().len(), 4);
 }
@@ -154,26 +251,52 @@ pub async fn racing_writers(store: Arc<dyn EventStore>) {
     for round in 0..5 {
         let stream = fresh_stream("conformance");
         if round > 0 {
-            store.append(&stream, ExpectedVersion::NoStream, vec![sample_event(0)], None).await.unwrap();
+            store
+                .append(
+                    &stream,
+                    ExpectedVersion::NoStream,
+                    vec![sample_event(0)],
+                    None,
+                )
+                .await
+                .unwrap();
         }
-        let expected = if round > 0 { ExpectedVersion::Exact(1) } else { ExpectedVersion::NoStream };
+        let expected = if round > 0 {
+            ExpectedVersion::Exact(1)
+        } else {
+            ExpectedVersion::NoStream
+        };
         let mut tasks = Vec::new();
         for i in 0..16 {
             let (store, stream) = (store.clone(), stream.clone());
             tasks.push(tokio::spawn(async move {
-                store.append(&stream, expected, vec![sample_event(i), sample_event(i + 100)], None).await
+                store
+                    .append(
+                        &stream,
+                        expected,
+                        vec![sample_event(i), sample_event(i + 100)],
+                        None,
+                    )
+                    .await
             }));
         }
         let mut wins = 0;
         for t in tasks {
             match t.await.expect("writer task") {
                 Ok(_) => wins += 1,
-                Err(e) => assert!(e.is_conflict(), "a losing writer must get the conflict error, got {e:?}"),
+                Err(e) => assert!(
+                    e.is_conflict(),
+                    "a losing writer must get the conflict error, got {e:?}"
+                ),
             }
         }
         assert_eq!(wins, 1, "exactly one racing writer wins");
         let base = if round > 0 { 1 } else { 0 };
-        assert_eq!(store.stream_version(&stream).await.unwrap(), base + 2, "only the winner's events are written");
+        assert_eq!(
+            store.stream_version(&stream).await.unwrap(),
+            base + 2,
+            "only the winner's events are written"
+        );
     }
 }
 
@@ -185,24 +308,43 @@ pub async fn all_stream_order_and_batches(store: &dyn EventStore) {
     let mut ids = Vec::new();
     for round in 0..5u64 {
         for s in &streams {
-            let events: Vec<_> = (0..(round % 3 + 1)).map(|i| sample_event(round * 10 + i)).collect();
+            let events: Vec<_> = (0..(round % 3 + 1))
+                .map(|i| sample_event(round * 10 + i))
+                .collect();
             ids.extend(events.iter().map(|e| e.event_id));
-            store.append(s, ExpectedVersion::Any, events, None).await.unwrap();
+            store
+                .append(s, ExpectedVersion::Any, events, None)
+                .await
+                .unwrap();
         }
     }
     let set: HashSet<_> = streams.iter().cloned().collect();
     let whole = read_all_of(store, start, 10_000, &set).await;
-    assert_eq!(whole.iter().map(|e| e.event_id).collect::<Vec<_>>(), ids, "the all-stream holds every event once, in append order");
+    assert_eq!(
+        whole.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+        ids,
+        "the all-stream holds every event once, in append order"
+    );
     for batch in [1, 3, 7] {
         let again = read_all_of(store, start, batch, &set).await;
-        assert_eq!(again, whole, "reading in batches of {batch} gives the same all-stream");
+        assert_eq!(
+            again, whole,
+            "reading in batches of {batch} gives the same all-stream"
+        );
     }
     let mut versions: HashMap<&StreamId, u64> = HashMap::new();
     for e in &whole {
         let v = versions.entry(&e.stream).or_default();
-        assert_eq!(e.stream_version, *v + 1, "per-stream order holds in the all-stream");
+        assert_eq!(
+            e.stream_version,
+            *v + 1,
+            "per-stream order holds in the all-stream"
+        );
         *v += 1;
-        assert_eq!(store.cursor_of(e.cursor.position).await.unwrap(), Some(e.cursor));
+        assert_eq!(
+            store.cursor_of(e.cursor.position).await.unwrap(),
+            Some(e.cursor)
+        );
     }
 }
 
@@ -216,7 +358,15 @@ pub async fn all_stream_under_concurrent_writers(store: Arc<dyn EventStore>) {
         let store = store.clone();
         writers.push(tokio::spawn(async move {
             for i in 0..25 {
-                store.append(&s, ExpectedVersion::Any, vec![sample_event(i), sample_event(i + 1)], None).await.unwrap();
+                store
+                    .append(
+                        &s,
+                        ExpectedVersion::Any,
+                        vec![sample_event(i), sample_event(i + 1)],
+                        None,
+                    )
+                    .await
+                    .unwrap();
             }
         }));
     }
@@ -224,7 +374,11 @@ pub async fn all_stream_under_concurrent_writers(store: Arc<dyn EventStore>) {
     let mut cursor = start;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while seen.len() < 200 {
-        assert!(tokio::time::Instant::now() < deadline, "reader did not see all 200 events, saw {}", seen.len());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "reader did not see all 200 events, saw {}",
+            seen.len()
+        );
         let events = store.read_all(cursor, 17).await.unwrap();
         if let Some(last) = events.last() {
             assert!(last.cursor > cursor);
@@ -232,7 +386,12 @@ pub async fn all_stream_under_concurrent_writers(store: Arc<dyn EventStore>) {
         } else {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        seen.extend(events.into_iter().filter(|e| set.contains(&e.stream)).map(|e| e.event_id));
+        seen.extend(
+            events
+                .into_iter()
+                .filter(|e| set.contains(&e.stream))
+                .map(|e| e.event_id),
+        );
     }
     for w in writers {
         w.await.unwrap();
@@ -250,20 +409,81 @@ pub async fn idempotent_command_ids(store: &dyn EventStore) {
     let stream = fresh_stream("conformance");
     let cid = Uuid::new_v4();
     assert_eq!(store.command_result(&stream, cid).await.unwrap(), None);
-    let first = store.append(&stream, ExpectedVersion::NoStream, vec![sample_event(1), sample_event(2)], Some(cid)).await.unwrap();
+    let first = store
+        .append(
+            &stream,
+            ExpectedVersion::NoStream,
+            vec![sample_event(1), sample_event(2)],
+            Some(cid),
+        )
+        .await
+        .unwrap();
     assert!(!first.duplicate);
-    let again = store.append(&stream, ExpectedVersion::Any, vec![sample_event(3)], Some(cid)).await.unwrap();
-    assert!(again.duplicate, "a repeated command id is reported as a duplicate");
-    assert_eq!((again.version, again.position), (first.version, first.position), "the repeat returns the first result");
-    let stale = store.append(&stream, ExpectedVersion::NoStream, vec![sample_event(3)], Some(cid)).await.unwrap();
-    assert!(stale.duplicate, "a repeat wins over a now-stale expected version");
-    assert_eq!(store.stream_version(&stream).await.unwrap(), 2, "nothing new appended");
-    let found = store.command_result(&stream, cid).await.unwrap().expect("command result kept");
-    assert_eq!((found.version, found.position), (first.version, first.position));
+    let again = store
+        .append(
+            &stream,
+            ExpectedVersion::Any,
+            vec![sample_event(3)],
+            Some(cid),
+        )
+        .await
+        .unwrap();
+    assert!(
+        again.duplicate,
+        "a repeated command id is reported as a duplicate"
+    );
+    assert_eq!(
+        (again.version, again.position),
+        (first.version, first.position),
+        "the repeat returns the first result"
+    );
+    let stale = store
+        .append(
+            &stream,
+            ExpectedVersion::NoStream,
+            vec![sample_event(3)],
+            Some(cid),
+        )
+        .await
+        .unwrap();
+    assert!(
+        stale.duplicate,
+        "a repeat wins over a now-stale expected version"
+    );
+    assert_eq!(
+        store.stream_version(&stream).await.unwrap(),
+        2,
+        "nothing new appended"
+    );
+    let found = store
+        .command_result(&stream, cid)
+        .await
+        .unwrap()
+        .expect("command result kept");
+    assert_eq!(
+        (found.version, found.position),
+        (first.version, first.position)
+    );
     let other = fresh_stream("conformance");
-    let res = store.append(&other, ExpectedVersion::Any, vec![sample_event(4)], Some(cid)).await.unwrap();
+    let res = store
+        .append(
+            &other,
+            ExpectedVersion::Any,
+            vec![sample_event(4)],
+            Some(cid),
+        )
+        .await
+        .unwrap();
     assert!(!res.duplicate, "command ids are per stream");
-    let next = store.append(&stream, ExpectedVersion::Exact(2), vec![sample_event(5)], Some(Uuid::new_v4())).await.unwrap();
+    let next = store
+        .append(
+            &stream,
+            ExpectedVersion::Exact(2),
+            vec![sample_event(5)],
+            Some(Uuid::new_v4()),
+        )
+        .await
+        .unwrap();
     assert_eq!(next.version, 3);
 }
 
@@ -271,10 +491,24 @@ pub async fn idempotent_command_ids(store: &dyn EventStore) {
 pub async fn duplicate_event_id_rejected(store: &dyn EventStore) {
     let stream = fresh_stream("conformance");
     let e = sample_event(1);
-    store.append(&stream, ExpectedVersion::Any, vec![e.clone()], None).await.unwrap();
-    let err = store.append(&stream, ExpectedVersion::Exact(1), vec![sample_event(2), e], None).await;
+    store
+        .append(&stream, ExpectedVersion::Any, vec![e.clone()], None)
+        .await
+        .unwrap();
+    let err = store
+        .append(
+            &stream,
+            ExpectedVersion::Exact(1),
+            vec![sample_event(2), e],
+            None,
+        )
+        .await;
     assert!(err.is_err(), "an append repeating a stored event id fails");
-    assert_eq!(store.stream_version(&stream).await.unwrap(), 1, "and writes nothing");
+    assert_eq!(
+        store.stream_version(&stream).await.unwrap(),
+        1,
+        "and writes nothing"
+    );
 }
 
 /// Appends wake subscribers.
@@ -282,7 +516,10 @@ pub async fn wake_ups_on_append(store: &dyn EventStore) {
     let mut rx = store.wake_ups();
     rx.borrow_and_update();
     let stream = fresh_stream("conformance");
-    store.append(&stream, ExpectedVersion::Any, vec![sample_event(1)], None).await.unwrap();
+    store
+        .append(&stream, ExpectedVersion::Any, vec![sample_event(1)], None)
+        .await
+        .unwrap();
     tokio::time::timeout(Duration::from_secs(5), rx.changed())
         .await
         .expect("an append wakes subscribers within 5 s")
@@ -293,19 +530,33 @@ pub async fn wake_ups_on_append(store: &dyn EventStore) {
 pub async fn snapshot_store(store: &dyn SnapshotStore) {
     let stream = fresh_stream("conformance");
     assert_eq!(store.load(&stream).await.unwrap(), None);
-    let snap = |v: u64| Snapshot { version: v, state: json!({ "v": v, "s": "ü" }), schema: 2 };
+    let snap = |v: u64| Snapshot {
+        version: v,
+        state: json!({ "v": v, "s": "ü" }),
+        schema: 2,
+    };
     store.save(&stream, snap(5)).await.unwrap();
     assert_eq!(store.load(&stream).await.unwrap(), Some(snap(5)));
     store.save(&stream, snap(3)).await.unwrap();
-    assert_eq!(store.load(&stream).await.unwrap(), Some(snap(5)), "a snapshot never moves backwards");
+    assert_eq!(
+        store.load(&stream).await.unwrap(),
+        Some(snap(5)),
+        "a snapshot never moves backwards"
+    );
     store.save(&stream, snap(10)).await.unwrap();
     assert_eq!(store.load(&stream).await.unwrap(), Some(snap(10)));
-    assert_eq!(store.load(&fresh_stream("conformance")).await.unwrap(), None);
+    assert_eq!(
+        store.load(&fresh_stream("conformance")).await.unwrap(),
+        None
+    );
 }
 
 /// Checkpoints: start at zero, saved per name, reset.
 pub async fn checkpoint_store(store: &dyn CheckpointStore) {
-    let (a, b) = (format!("cp-{}", Uuid::new_v4()), format!("cp-{}", Uuid::new_v4()));
+    let (a, b) = (
+        format!("cp-{}", Uuid::new_v4()),
+        format!("cp-{}", Uuid::new_v4()),
+    );
     assert_eq!(store.load(&a).await.unwrap(), Cursor::START);
     store.save(&a, Cursor::new(7, 42)).await.unwrap();
     store.save(&b, Cursor::new(0, 3)).await.unwrap();
@@ -314,7 +565,11 @@ pub async fn checkpoint_store(store: &dyn CheckpointStore) {
     assert_eq!(store.load(&a).await.unwrap(), Cursor::new(9, 43));
     store.reset(&a).await.unwrap();
     assert_eq!(store.load(&a).await.unwrap(), Cursor::START);
-    assert_eq!(store.load(&b).await.unwrap(), Cursor::new(0, 3), "names are independent");
+    assert_eq!(
+        store.load(&b).await.unwrap(),
+        Cursor::new(0, 3),
+        "names are independent"
+    );
 }
 
 fn letter(subscriber: &str, n: u64) -> DeadLetter {
@@ -342,29 +597,57 @@ fn letter(subscriber: &str, n: u64) -> DeadLetter {
 
 /// Dead letters: parked, listed oldest first per subscriber, status set, removed.
 pub async fn dead_letter_store(store: &dyn DeadLetterStore) {
-    let (a, b) = (format!("dl-{}", Uuid::new_v4()), format!("dl-{}", Uuid::new_v4()));
+    let (a, b) = (
+        format!("dl-{}", Uuid::new_v4()),
+        format!("dl-{}", Uuid::new_v4()),
+    );
     let (a1, a2, b1) = (letter(&a, 1), letter(&a, 2), letter(&b, 3));
     for l in [&a1, &b1, &a2] {
         store.park(l.clone()).await.unwrap();
     }
     let listed = store.list(Some(&a)).await.unwrap();
-    assert_eq!(listed.iter().map(|l| l.id).collect::<Vec<_>>(), vec![a1.id, a2.id], "oldest first, one subscriber");
+    assert_eq!(
+        listed.iter().map(|l| l.id).collect::<Vec<_>>(),
+        vec![a1.id, a2.id],
+        "oldest first, one subscriber"
+    );
     assert_eq!(listed[0].event, a1.event, "the parked event is kept whole");
     assert_eq!(listed[0].error, a1.error);
     assert_eq!(listed[0].attempts, 5);
     let all = store.list(None).await.unwrap();
-    assert!([a1.id, a2.id, b1.id].iter().all(|id| all.iter().any(|l| l.id == *id)));
-    store.set_status(a1.id, DeadLetterStatus::RetryRequested).await.unwrap();
-    assert_eq!(store.list(Some(&a)).await.unwrap()[0].status, DeadLetterStatus::RetryRequested);
+    assert!(
+        [a1.id, a2.id, b1.id]
+            .iter()
+            .all(|id| all.iter().any(|l| l.id == *id))
+    );
+    store
+        .set_status(a1.id, DeadLetterStatus::RetryRequested)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.list(Some(&a)).await.unwrap()[0].status,
+        DeadLetterStatus::RetryRequested
+    );
     let mut again = a1.clone();
     again.attempts = 6;
     again.error = "still failing".into();
     store.park(again).await.unwrap();
     let listed = store.list(Some(&a)).await.unwrap();
     assert_eq!(listed.len(), 2, "parking the same id again replaces it");
-    assert_eq!((listed[0].id, listed[0].attempts, listed[0].status), (a1.id, 6, DeadLetterStatus::Parked));
+    assert_eq!(
+        (listed[0].id, listed[0].attempts, listed[0].status),
+        (a1.id, 6, DeadLetterStatus::Parked)
+    );
     store.remove(a1.id).await.unwrap();
     assert_eq!(store.list(Some(&a)).await.unwrap().len(), 1);
-    assert!(matches!(store.remove(a1.id).await, Err(Error::NotFound(_))), "removing twice is NotFound");
-    assert!(matches!(store.set_status(Uuid::new_v4(), DeadLetterStatus::Parked).await, Err(Error::NotFound(_))));
+    assert!(
+        matches!(store.remove(a1.id).await, Err(Error::NotFound(_))),
+        "removing twice is NotFound"
+    );
+    assert!(matches!(
+        store
+            .set_status(Uuid::new_v4(), DeadLetterStatus::Parked)
+            .await,
+        Err(Error::NotFound(_))
+    ));
 }

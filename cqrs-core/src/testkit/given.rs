@@ -48,13 +48,18 @@ impl<A: Aggregate> AggregateTest<A> {
 
     /// Starts from the default state.
     pub fn given_nothing() -> Self {
-        AggregateTest { state: A::default() }
+        AggregateTest {
+            state: A::default(),
+        }
     }
 
     /// Decides on `command`.
     pub fn when(self, command: A::Command) -> Outcome<A> {
         let result = self.state.handle(&command);
-        Outcome { state: self.state, result }
+        Outcome {
+            state: self.state,
+            result,
+        }
     }
 }
 
@@ -75,7 +80,10 @@ where
         let expected: Vec<_> = expected.into_iter().collect();
         match self.result {
             Ok(events) => {
-                assert_eq!(events, expected, "the command produced other events than expected");
+                assert_eq!(
+                    events, expected,
+                    "the command produced other events than expected"
+                );
                 let mut state = self.state;
                 for e in &events {
                     state.apply(e);
@@ -91,7 +99,10 @@ where
     pub fn then_error(self, check: impl FnOnce(&A::Error) -> bool) {
         match self.result {
             Ok(events) => panic!("expected a rejection, the command produced {events:?}"),
-            Err(e) => assert!(check(&e), "the command was rejected with an unexpected error: {e}"),
+            Err(e) => assert!(
+                check(&e),
+                "the command was rejected with an unexpected error: {e}"
+            ),
         }
     }
 

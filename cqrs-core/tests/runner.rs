@@ -1,0 +1,493 @@
+//! The subscription runner, replay and process managers on the in-memory parts.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{Account, AccountCommand, Balances};
+use cqrs_core::*;
+use tokio::sync::Notify;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn fast() -> RunnerConfig {
+    RunnerConfig {
+        batch_size: 50,
+        backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(5),
+        dead_letter_interval: Duration::from_millis(20),
+        poll_interval: Duration::from_millis(200),
+        ..RunnerConfig::default()
+    }
+}
+
+/// Opens `n` accounts and gives each `deposits` deposits, spread over several tasks.
+async fn workload(store: Arc<dyn EventStore>, n: usize, deposits: u64) -> u64 {
+    let accounts = Arc::new(CommandHandler::<Account>::new(store.clone()));
+    let mut tasks = Vec::new();
+    for t in 0..4 {
+        let accounts = accounts.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in (t..n).step_by(4) {
+                let id = format!("acc-{i}");
+                accounts
+                    .execute(
+                        &id,
+                        &AccountCommand::Open {
+                            owner: format!("owner {i}"),
+                        },
+                    )
+                    .await
+                    .unwrap();
+                for d in 1..=deposits {
+                    accounts
+                        .execute(
+                            &id,
+                            &AccountCommand::Deposit {
+                                amount: d * 10 + i as u64,
+                            },
+                        )
+                        .await
+                        .unwrap();
+                }
+                if i % 3 == 0 {
+                    accounts
+                        .execute(&id, &AccountCommand::Withdraw { amount: 5 })
+                        .await
+                        .unwrap();
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    store.head_position().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn live_projection_equals_replay_from_zero() {
+    let store: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+    let live = Arc::new(Balances::named("balances"));
+    let runner = Runner::new(store.clone(), Arc::new(InMemoryDeadLetterStore::new()))
+        .with_config(fast())
+        .with(Checkpointed::new(
+            live.clone(),
+            InMemoryCheckpointStore::new(),
+        ))
+        .start();
+    // Events arrive while the runner follows live.
+    let head = workload(store.clone(), 30, 20).await;
+    runner.wait_for("balances", head, WAIT).await.unwrap();
+    let status = runner.status().await.unwrap();
+    assert_eq!(
+        (status[0].position, status[0].lag, status[0].parked),
+        (head, 0, 0)
+    );
+    runner.shutdown().await;
+
+    let rebuilt = Arc::new(Balances::named("balances"));
+    let checkpoints = Arc::new(InMemoryCheckpointStore::new());
+    let mut seen = Vec::new();
+    let report = Replay::new(store.clone(), Arc::new(InMemoryDeadLetterStore::new()))
+        .with_config(RunnerConfig {
+            batch_size: 97,
+            ..fast()
+        })
+        .run(
+            &Checkpointed::new(rebuilt.clone(), checkpoints.clone()),
+            |p| seen.push(p),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.events, head);
+    assert_eq!(
+        rebuilt.snapshot(),
+        live.snapshot(),
+        "replay gives the same read model as live processing"
+    );
+    assert_eq!(rebuilt.snapshot().len(), 30);
+    assert_eq!(checkpoints.load("balances").await.unwrap().position, head);
+    assert!(
+        seen.windows(2).all(|w| w[0].processed < w[1].processed),
+        "progress only grows"
+    );
+    assert_eq!(seen.last().unwrap().processed, head);
+    assert!(seen.iter().all(|p| p.head == head));
+
+    // Replaying again over a dirty model resets it first: same result, not doubled.
+    Replay::new(store, Arc::new(InMemoryDeadLetterStore::new()))
+        .run(&Checkpointed::new(rebuilt.clone(), checkpoints), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(rebuilt.snapshot(), live.snapshot());
+}
+
+/// Fails on every event of one stream while `poisoned` holds.
+#[derive(Debug)]
+struct Picky {
+    inner: Balances,
+    poisoned_stream: String,
+    poisoned: AtomicBool,
+    attempts: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Projector for Picky {
+    fn name(&self) -> &str {
+        "picky"
+    }
+    async fn handle(&self, event: &RecordedEvent) -> Result<(), BoxError> {
+        if event.stream.id == self.poisoned_stream
+            && event.stream_version == 2
+            && self.poisoned.load(Ordering::SeqCst)
+        {
+            self.attempts.fetch_add(1, Ordering::SeqCst);
+            return Err(format!("cannot handle {} v{}", event.stream, event.stream_version).into());
+        }
+        self.inner.handle(event).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_poison_event_is_parked_while_the_rest_goes_on() {
+    let store: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+    let dead = Arc::new(InMemoryDeadLetterStore::new());
+    let picky = Arc::new(Picky {
+        inner: Balances::named("picky"),
+        poisoned_stream: "acc-1".into(),
+        poisoned: AtomicBool::new(true),
+        attempts: AtomicUsize::new(0),
+    });
+    let other = Arc::new(Balances::named("other"));
+    let runner = Runner::new(store.clone(), dead.clone())
+        .with_config(fast())
+        .with(Checkpointed::new(
+            picky.clone(),
+            InMemoryCheckpointStore::new(),
+        ))
+        .with(Checkpointed::new(
+            other.clone(),
+            InMemoryCheckpointStore::new(),
+        ))
+        .start();
+    let head = workload(store.clone(), 8, 3).await;
+    runner.wait_for_all(head, WAIT).await.unwrap();
+
+    let letters = dead.list(Some("picky")).await.unwrap();
+    assert_eq!(letters.len(), 1, "exactly the poison event is parked");
+    let letter = &letters[0];
+    assert_eq!(
+        (letter.event.stream.id.as_str(), letter.event.stream_version),
+        ("acc-1", 2)
+    );
+    assert!(
+        letter.error.contains("cannot handle account-acc-1 v2"),
+        "{}",
+        letter.error
+    );
+    assert_eq!(letter.attempts, fast().max_attempts);
+    assert_eq!(
+        picky.attempts.load(Ordering::SeqCst) as u32,
+        fast().max_attempts + 1,
+        "tried in its batch, then max_attempts alone"
+    );
+    // Later events of every stream (the poisoned one included) and the other projector went on.
+    assert_eq!(picky.inner.snapshot().len(), 8);
+    assert_eq!(other.snapshot().len(), 8);
+    assert_eq!(dead.list(Some("other")).await.unwrap().len(), 0);
+    let lost = other.snapshot()["acc-1"].1 - picky.inner.snapshot()["acc-1"].1;
+    assert_eq!(lost, 11, "only the parked deposit (10 * 1 + 1) is missing");
+    let status = runner.status().await.unwrap();
+    let picky_status = status.iter().find(|s| s.name == "picky").unwrap();
+    assert_eq!((picky_status.parked, picky_status.position), (1, head));
+
+    // Retry after the cause is fixed: the event is handled and the dead letter goes away.
+    picky.poisoned.store(false, Ordering::SeqCst);
+    dead.set_status(letter.id, DeadLetterStatus::RetryRequested)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !dead.list(Some("picky")).await.unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "retried dead letter not resolved"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        picky.inner.snapshot(),
+        other.snapshot(),
+        "the retried event completes the read model"
+    );
+    runner.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_retry_parks_again_and_skip_removes() {
+    let store: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+    let dead = Arc::new(InMemoryDeadLetterStore::new());
+    let picky = Arc::new(Picky {
+        inner: Balances::named("picky"),
+        poisoned_stream: "acc-0".into(),
+        poisoned: AtomicBool::new(true),
+        attempts: AtomicUsize::new(0),
+    });
+    let runner = Runner::new(store.clone(), dead.clone())
+        .with_config(fast())
+        .with(Checkpointed::new(
+            picky.clone(),
+            InMemoryCheckpointStore::new(),
+        ))
+        .start();
+    let head = workload(store.clone(), 2, 2).await;
+    runner.wait_for("picky", head, WAIT).await.unwrap();
+    let id = dead.list(None).await.unwrap()[0].id;
+    dead.set_status(id, DeadLetterStatus::RetryRequested)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let l = &dead.list(None).await.unwrap()[0];
+        if l.status == DeadLetterStatus::Parked {
+            assert_eq!(
+                l.attempts,
+                fast().max_attempts + 1,
+                "the failed retry counts"
+            );
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    dead.remove(id).await.unwrap();
+    assert!(dead.list(None).await.unwrap().is_empty());
+    runner.shutdown().await;
+}
+
+/// Blocks in the middle of its `gate`-th batch until released; counts deliveries.
+#[derive(Debug)]
+struct Stalling {
+    inner: Balances,
+    stall_at: usize,
+    handled: AtomicUsize,
+    reached: Notify,
+    never: Notify,
+}
+
+#[async_trait::async_trait]
+impl Projector for Stalling {
+    fn name(&self) -> &str {
+        "stalling"
+    }
+    async fn handle(&self, event: &RecordedEvent) -> Result<(), BoxError> {
+        if self.handled.fetch_add(1, Ordering::SeqCst) == self.stall_at {
+            self.reached.notify_one();
+            self.never.notified().await;
+        }
+        self.inner.handle(event).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_runner_stopped_mid_batch_resumes_from_its_checkpoint() {
+    let store: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+    let head = workload(store.clone(), 10, 19).await; // 200 + a few withdrawals
+    let checkpoints = Arc::new(InMemoryCheckpointStore::new());
+    let dead = Arc::new(InMemoryDeadLetterStore::new());
+    let first = Arc::new(Stalling {
+        inner: Balances::named("stalling"),
+        stall_at: 125, // inside the third batch of 50
+        handled: AtomicUsize::new(0),
+        reached: Notify::new(),
+        never: Notify::new(),
+    });
+    let runner = Runner::new(store.clone(), dead.clone())
+        .with_config(fast())
+        .with(Checkpointed::new(first.clone(), checkpoints.clone()))
+        .start();
+    tokio::time::timeout(WAIT, first.reached.notified())
+        .await
+        .unwrap();
+    runner.abort(); // a crash: the batch in flight is never finished
+    let saved = checkpoints.load("stalling").await.unwrap();
+    assert_eq!(
+        saved.position, 100,
+        "two whole batches were checkpointed, the third was not"
+    );
+
+    // The read model outlives the crash (as a table would): the new projector starts from it.
+    let second = Arc::new(Balances::named("stalling"));
+    *second.rows.lock().unwrap() = first.inner.snapshot();
+    let runner = Runner::new(store.clone(), dead)
+        .with_config(fast())
+        .with(Checkpointed::new(second.clone(), checkpoints.clone()))
+        .start();
+    runner.wait_for("stalling", head, WAIT).await.unwrap();
+    runner.shutdown().await;
+    let redelivered: Vec<_> = second.deliveries.lock().unwrap().clone();
+    assert_eq!(
+        redelivered.len() as u64,
+        head - 100,
+        "resumed from the checkpoint, not from zero"
+    );
+    let all = store.read_all(Cursor::START, 10_000).await.unwrap();
+    let expected: Vec<_> = all[100..].iter().map(|e| e.event_id).collect();
+    assert_eq!(redelivered, expected, "in order, nothing skipped");
+    let first_seen: HashSet<_> = first
+        .inner
+        .deliveries
+        .lock()
+        .unwrap()
+        .iter()
+        .copied()
+        .collect();
+    assert_eq!(
+        first_seen.len(),
+        125,
+        "the first runner had handled part of the third batch"
+    );
+}
+
+#[tokio::test]
+async fn wait_for_times_out_and_names_unknown_subscribers() {
+    let store: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+    let stuck = Arc::new(Stalling {
+        inner: Balances::named("stalling"),
+        stall_at: 0,
+        handled: AtomicUsize::new(0),
+        reached: Notify::new(),
+        never: Notify::new(),
+    });
+    let runner = Runner::new(store.clone(), Arc::new(InMemoryDeadLetterStore::new()))
+        .with(Checkpointed::new(stuck, InMemoryCheckpointStore::new()))
+        .start();
+    let head = workload(store.clone(), 1, 1).await;
+    let err = runner
+        .wait_for("stalling", head, Duration::from_millis(100))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout(_)), "{err:?}");
+    let err = runner
+        .wait_for("nope", head, Duration::from_millis(100))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+    let err = runner
+        .wait_for("stalling", head + 100, Duration::from_millis(100))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::NotFound(_)),
+        "a position never written: {err:?}"
+    );
+    let status = runner.status().await.unwrap();
+    assert_eq!(
+        (status[0].position, status[0].lag, status[0].active),
+        (0, head, true)
+    );
+    runner.abort();
+}
+
+/// A process manager: each deposit into a "source" account is mirrored into a "mirror" account.
+/// Its commands carry ids derived from the event, so handling an event twice has one effect.
+struct Mirror {
+    accounts: CommandHandler<Account>,
+    issued: Mutex<u64>,
+}
+
+#[async_trait::async_trait]
+impl Projector for Mirror {
+    fn name(&self) -> &str {
+        "mirror"
+    }
+    async fn handle(&self, event: &RecordedEvent) -> Result<(), BoxError> {
+        let Some(e) = event.decode_for::<Account>()? else {
+            return Ok(());
+        };
+        if e.stream.id != "source" {
+            return Ok(());
+        }
+        let cmd = match e.payload {
+            common::AccountEvent::Opened { .. } => AccountCommand::Open {
+                owner: "mirror".into(),
+            },
+            common::AccountEvent::Deposited { amount } => AccountCommand::Deposit { amount },
+            common::AccountEvent::Withdrawn { .. } => return Ok(()),
+        };
+        let opts = CommandOptions {
+            command_id: Some(command_id_for(event.event_id, "mirror")),
+            metadata: Metadata {
+                correlation_id: event.metadata.correlation_id,
+                causation_id: Some(event.event_id),
+                ..Default::default()
+            },
+        };
+        self.accounts.execute_with("mirror", &cmd, opts).await?;
+        *self.issued.lock().unwrap() += 1;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_process_manager_crashing_before_its_checkpoint_repeats_no_effect() {
+    let store: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+    let accounts = CommandHandler::<Account>::new(store.clone());
+    accounts
+        .execute("source", &AccountCommand::Open { owner: "s".into() })
+        .await
+        .unwrap();
+    for a in 1..=5 {
+        accounts
+            .execute("source", &AccountCommand::Deposit { amount: a })
+            .await
+            .unwrap();
+    }
+    let mirror = Arc::new(Mirror {
+        accounts: CommandHandler::new(store.clone()),
+        issued: Mutex::new(0),
+    });
+    let checkpoints = Arc::new(InMemoryCheckpointStore::new());
+    let dead = Arc::new(InMemoryDeadLetterStore::new());
+    let pm = Checkpointed::new(mirror.clone(), checkpoints.clone());
+    let runner = Runner::new(store.clone(), dead.clone())
+        .with_config(fast())
+        .with(pm)
+        .start();
+    runner.wait_for("mirror", 6, WAIT).await.unwrap();
+    runner.shutdown().await;
+    assert_eq!(accounts.load("mirror").await.unwrap().0.balance, 15);
+
+    // A crash after the commands but before the checkpoint: the events come again.
+    checkpoints.reset("mirror").await.unwrap();
+    let runner = Runner::new(store.clone(), dead.clone())
+        .with_config(fast())
+        .with(Checkpointed::new(mirror.clone(), checkpoints))
+        .start();
+    let head = store.head_position().await.unwrap();
+    runner.wait_for("mirror", head, WAIT).await.unwrap();
+    runner.shutdown().await;
+    assert_eq!(
+        *mirror.issued.lock().unwrap(),
+        12,
+        "every event was handled twice"
+    );
+    let (state, version) = accounts.load("mirror").await.unwrap();
+    assert_eq!(
+        (state.balance, version),
+        (15, 6),
+        "but each command took effect once"
+    );
+    let mirrored = store
+        .read_stream(&StreamId::new("account", "mirror"), 1, 10)
+        .await
+        .unwrap();
+    assert!(
+        mirrored.iter().all(|e| e.metadata.causation_id.is_some()),
+        "causation is kept"
+    );
+    assert!(dead.list(None).await.unwrap().is_empty());
+}
