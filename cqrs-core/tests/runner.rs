@@ -491,3 +491,46 @@ async fn a_process_manager_crashing_before_its_checkpoint_repeats_no_effect() {
     );
     assert!(dead.list(None).await.unwrap().is_empty());
 }
+
+/// Slow on every event, to catch a shutdown mid-batch.
+#[derive(Debug)]
+struct Slow(Balances);
+
+#[async_trait::async_trait]
+impl Projector for Slow {
+    fn name(&self) -> &str {
+        "slow"
+    }
+    async fn handle(&self, event: &RecordedEvent) -> Result<(), BoxError> {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        self.0.handle(event).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn graceful_shutdown_finishes_the_batch_in_flight() {
+    let store: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+    let head = workload(store.clone(), 4, 24).await;
+    let checkpoints = Arc::new(InMemoryCheckpointStore::new());
+    let slow = Arc::new(Slow(Balances::named("slow")));
+    let runner = Runner::new(store.clone(), Arc::new(InMemoryDeadLetterStore::new()))
+        .with_config(RunnerConfig {
+            batch_size: 20,
+            ..fast()
+        })
+        .with(Checkpointed::new(slow.clone(), checkpoints.clone()))
+        .start();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    runner.shutdown().await;
+    let handled = slow.0.deliveries.lock().unwrap().len() as u64;
+    let saved = checkpoints.load("slow").await.unwrap().position;
+    assert!(
+        handled > 0 && handled < head,
+        "stopped part way: {handled} of {head}"
+    );
+    assert_eq!(
+        saved, handled,
+        "every handled event is checkpointed: no batch left half done"
+    );
+    assert_eq!(saved % 20, 0, "stopped on a batch boundary");
+}
