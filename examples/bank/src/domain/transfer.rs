@@ -1,0 +1,300 @@
+//! The transfer aggregate: the record of one transfer's progress, driven by the process
+//! manager in [`crate::TransferProcess`].
+
+use cqrs_core::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::money::Amount;
+
+/// What can be asked of a transfer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferCommand {
+    /// Starts a transfer of `amount` from `from` to `to`.
+    Start {
+        /// The source account.
+        from: Uuid,
+        /// The target account.
+        to: Uuid,
+        /// How much.
+        amount: Amount,
+    },
+    /// Records that the source was debited.
+    RecordDebit,
+    /// Records that the target was credited: the transfer is complete.
+    Complete,
+    /// Records that the target could not be credited; the source is to be refunded.
+    RecordCreditFailure {
+        /// Why.
+        reason: String,
+    },
+    /// Ends the transfer as failed.
+    Fail {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What happened to a transfer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TransferEvent {
+    /// The transfer was asked for.
+    Started {
+        /// The source account.
+        from: Uuid,
+        /// The target account.
+        to: Uuid,
+        /// How much.
+        amount: u64,
+    },
+    /// The source was debited: the transfer holds the money.
+    Debited,
+    /// The target was credited.
+    Completed,
+    /// The target could not be credited (closed or missing).
+    CreditFailed {
+        /// Why.
+        reason: String,
+    },
+    /// The transfer ended without moving money (after a refund when it had debited).
+    Failed {
+        /// Why.
+        reason: String,
+        /// Whether the source got its money back.
+        refunded: bool,
+    },
+}
+
+impl DomainEvent for TransferEvent {}
+
+/// Where a transfer is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TransferStatus {
+    /// Not started.
+    #[default]
+    New,
+    /// Started, source not yet debited.
+    Started,
+    /// Source debited, target not yet credited.
+    Debited,
+    /// Target not creditable, refund pending.
+    CreditFailed,
+    /// Done: the money moved.
+    Completed,
+    /// Done: the money did not move.
+    Failed,
+}
+
+impl TransferStatus {
+    /// The lowercase name used in read models and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransferStatus::New => "new",
+            TransferStatus::Started => "started",
+            TransferStatus::Debited => "debited",
+            TransferStatus::CreditFailed => "credit_failed",
+            TransferStatus::Completed => "completed",
+            TransferStatus::Failed => "failed",
+        }
+    }
+
+    /// Whether the transfer has ended.
+    pub fn is_final(self) -> bool {
+        matches!(self, TransferStatus::Completed | TransferStatus::Failed)
+    }
+}
+
+/// Why a transfer refuses a command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransferError {
+    /// Start of a transfer that exists.
+    #[error("transfer already started")]
+    AlreadyStarted,
+    /// Source and target are the same account.
+    #[error("cannot transfer to the same account")]
+    SameAccount,
+    /// A step that does not follow from the current status.
+    #[error("transfer is {status:?}, cannot {step}")]
+    OutOfOrder {
+        /// The current status.
+        status: TransferStatus,
+        /// The step refused.
+        step: &'static str,
+    },
+}
+
+/// The transfer's state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    /// Where it is.
+    pub status: TransferStatus,
+    /// The source account.
+    pub from: Uuid,
+    /// The target account.
+    pub to: Uuid,
+    /// How much.
+    pub amount: u64,
+}
+
+impl Aggregate for Transfer {
+    const TYPE: &'static str = "transfer";
+    type Command = TransferCommand;
+    type Event = TransferEvent;
+    type Error = TransferError;
+
+    fn handle(&self, command: &TransferCommand) -> Result<Vec<TransferEvent>, TransferError> {
+        use TransferCommand as C;
+        use TransferEvent as E;
+        use TransferStatus as S;
+        let out_of_order = |step| {
+            Err(TransferError::OutOfOrder {
+                status: self.status,
+                step,
+            })
+        };
+        let event = match (command, self.status) {
+            (C::Start { .. }, s) if s != S::New => return Err(TransferError::AlreadyStarted),
+            (C::Start { from, to, .. }, _) if from == to => return Err(TransferError::SameAccount),
+            (C::Start { from, to, amount }, _) => E::Started {
+                from: *from,
+                to: *to,
+                amount: amount.get(),
+            },
+            (C::RecordDebit, S::Started) => E::Debited,
+            (C::RecordDebit, _) => return out_of_order("record a debit"),
+            (C::Complete, S::Debited) => E::Completed,
+            (C::Complete, _) => return out_of_order("complete"),
+            (C::RecordCreditFailure { reason }, S::Debited) => E::CreditFailed {
+                reason: reason.clone(),
+            },
+            (C::RecordCreditFailure { .. }, _) => return out_of_order("record a credit failure"),
+            (C::Fail { reason }, S::Started) => E::Failed {
+                reason: reason.clone(),
+                refunded: false,
+            },
+            (C::Fail { reason }, S::CreditFailed) => E::Failed {
+                reason: reason.clone(),
+                refunded: true,
+            },
+            (C::Fail { .. }, _) => return out_of_order("fail"),
+        };
+        Ok(vec![event])
+    }
+
+    fn apply(&mut self, event: &TransferEvent) {
+        self.status = match event {
+            TransferEvent::Started { from, to, amount } => {
+                (self.from, self.to, self.amount) = (*from, *to, *amount);
+                TransferStatus::Started
+            }
+            TransferEvent::Debited => TransferStatus::Debited,
+            TransferEvent::Completed => TransferStatus::Completed,
+            TransferEvent::CreditFailed { .. } => TransferStatus::CreditFailed,
+            TransferEvent::Failed { .. } => TransferStatus::Failed,
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cqrs_core::testkit::AggregateTest;
+
+    use super::*;
+
+    type T = AggregateTest<Transfer>;
+    use TransferCommand as C;
+    use TransferEvent as E;
+
+    fn started() -> E {
+        E::Started {
+            from: Uuid::from_u128(1),
+            to: Uuid::from_u128(2),
+            amount: 10,
+        }
+    }
+
+    #[test]
+    fn happy_path() {
+        let start = C::Start {
+            from: Uuid::from_u128(1),
+            to: Uuid::from_u128(2),
+            amount: Amount::new(10).unwrap(),
+        };
+        let s = T::given_nothing().when(start.clone()).then([started()]);
+        assert_eq!((s.status, s.amount), (TransferStatus::Started, 10));
+        T::given([started()])
+            .when(start)
+            .then_error(|e| *e == TransferError::AlreadyStarted);
+        T::given([started()])
+            .when(C::RecordDebit)
+            .then([E::Debited]);
+        let s = T::given([started(), E::Debited])
+            .when(C::Complete)
+            .then([E::Completed]);
+        assert!(s.status.is_final());
+    }
+
+    #[test]
+    fn no_transfer_to_self() {
+        let id = Uuid::from_u128(1);
+        T::given_nothing()
+            .when(C::Start {
+                from: id,
+                to: id,
+                amount: Amount::new(1).unwrap(),
+            })
+            .then_error(|e| *e == TransferError::SameAccount);
+    }
+
+    #[test]
+    fn failure_before_and_after_the_debit() {
+        let s = T::given([started()])
+            .when(C::Fail {
+                reason: "funds".into(),
+            })
+            .then([E::Failed {
+                reason: "funds".into(),
+                refunded: false,
+            }]);
+        assert_eq!(s.status, TransferStatus::Failed);
+        T::given([started(), E::Debited])
+            .when(C::RecordCreditFailure {
+                reason: "closed".into(),
+            })
+            .then([E::CreditFailed {
+                reason: "closed".into(),
+            }]);
+        T::given([
+            started(),
+            E::Debited,
+            E::CreditFailed {
+                reason: "closed".into(),
+            },
+        ])
+        .when(C::Fail {
+            reason: "closed".into(),
+        })
+        .then([E::Failed {
+            reason: "closed".into(),
+            refunded: true,
+        }]);
+    }
+
+    #[test]
+    fn steps_out_of_order_are_refused() {
+        T::given_nothing()
+            .when(C::RecordDebit)
+            .then_error(|e| matches!(e, TransferError::OutOfOrder { .. }));
+        T::given([started()])
+            .when(C::Complete)
+            .then_error(|e| matches!(e, TransferError::OutOfOrder { .. }));
+        // Once debited, failing needs a refund first.
+        T::given([started(), E::Debited])
+            .when(C::Fail { reason: "x".into() })
+            .then_error(|e| matches!(e, TransferError::OutOfOrder { .. }));
+        T::given([started(), E::Debited, E::Completed])
+            .when(C::RecordCreditFailure { reason: "x".into() })
+            .then_error(|e| matches!(e, TransferError::OutOfOrder { .. }));
+    }
+}
