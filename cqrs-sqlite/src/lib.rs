@@ -1,1 +1,90 @@
-//! TODO: cqrs-sqlite.
+//! The embedded back-end of cqrs: events, snapshots, checkpoints, dead letters and
+//! transactional read models in one SQLite file, with no server to install.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use cqrs_core::{BoxError, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Runner, StreamId};
+//! use cqrs_sqlite::{SqliteDatabase, SqliteProjector};
+//! use sqlx::SqliteConnection;
+//!
+//! // A read model in a table of the same database, written in the checkpoint's transaction.
+//! #[derive(Debug)]
+//! struct Totals;
+//!
+//! #[async_trait::async_trait]
+//! impl SqliteProjector for Totals {
+//!     fn name(&self) -> &str { "totals" }
+//!     async fn setup(&self, conn: &mut SqliteConnection) -> Result<(), BoxError> {
+//!         sqlx::query("CREATE TABLE IF NOT EXISTS totals (id TEXT PRIMARY KEY, total INTEGER NOT NULL)")
+//!             .execute(conn).await?;
+//!         Ok(())
+//!     }
+//!     async fn handle(&self, conn: &mut SqliteConnection, event: &RecordedEvent) -> Result<(), BoxError> {
+//!         let amount = event.payload["amount"].as_i64().ok_or("no amount")?;
+//!         sqlx::query("INSERT INTO totals VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET total = total + excluded.total")
+//!             .bind(&event.stream.id).bind(amount)
+//!             .execute(conn).await?;
+//!         Ok(())
+//!     }
+//!     async fn reset(&self, conn: &mut SqliteConnection) -> Result<(), BoxError> {
+//!         sqlx::query("DELETE FROM totals").execute(conn).await?;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # tokio::runtime::Runtime::new()?.block_on(async {
+//! // A file path works the same way (created if missing): SqliteDatabase::open("bank.db").
+//! let db = SqliteDatabase::open("sqlite::memory:").await?;
+//! let events = Arc::new(db.events());
+//! let runner = Runner::new(events.clone(), Arc::new(db.dead_letters()))
+//!     .with(db.transactional(Totals))
+//!     .start();
+//!
+//! let stream = StreamId::new("account", "a1");
+//! let deposit = NewEvent::new("Deposited", serde_json::json!({ "amount": 250 }));
+//! let out = events.append(&stream, ExpectedVersion::NoStream, vec![deposit], None).await?;
+//!
+//! // Read your own write: wait until the projector has passed the event, then query.
+//! runner.wait_for("totals", out.position, Duration::from_secs(5)).await?;
+//! let total: i64 = sqlx::query_scalar("SELECT total FROM totals WHERE id = 'a1'").fetch_one(db.pool()).await?;
+//! assert_eq!(total, 250);
+//! runner.shutdown().await;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # })?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Overview
+//! - [`SqliteDatabase`] opens a file (created if missing; WAL mode, foreign keys, a busy
+//!   timeout) or `sqlite::memory:`, runs the embedded [`MIGRATOR`], and hands out the stores,
+//!   which are cheap views of it: [`SqliteEventStore`], [`SqliteSnapshotStore`],
+//!   [`SqliteCheckpointStore`], [`SqliteDeadLetterStore`].
+//! - Appends run one at a time on the one write connection in `BEGIN IMMEDIATE` transactions:
+//!   writers of the process queue instead of meeting `database is locked`, a lock held by
+//!   another process is waited for and retried, and positions follow commit order, so the
+//!   all-stream has no gaps ([`Cursor::tx`](cqrs_core::Cursor::tx) is always 0). An append
+//!   wakes this process's subscribers at once.
+//! - [`SqliteProjector`] with [`SqliteTransactional`]: read-model tables written in the same
+//!   transaction as the checkpoint, for exactly-once effect. Query them through
+//!   [`SqliteDatabase::pool`].
+//! - Bad rows: the tables are `STRICT` and check their JSON, so raw SQL cannot store text the
+//!   store could not read back. A payload that no longer fits its type, or an unknown type,
+//!   fails in [`RecordedEvent::decode`](cqrs_core::RecordedEvent::decode) naming the stream,
+//!   version and type, and the runner parks the event while the others go on. Metadata, ids or
+//!   times that do not parse make reads fail with [`Error::Corrupt`](cqrs_core::Error::Corrupt)
+//!   naming the stream and version: a row the store wrote itself is broken, and no subscriber
+//!   skips it silently.
+
+mod database;
+mod dead_letters;
+mod error;
+mod events;
+mod projector;
+mod stores;
+
+pub use database::{MIGRATOR, SqliteConfig, SqliteDatabase};
+pub use dead_letters::SqliteDeadLetterStore;
+pub use events::SqliteEventStore;
+pub use projector::{SqliteProjector, SqliteTransactional};
+pub use stores::{SqliteCheckpointStore, SqliteSnapshotStore};

@@ -1,0 +1,260 @@
+//! The database handle: connections, pragmas, migrations, and the single writer.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cqrs_core::{Error, Result};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+};
+use sqlx::{ConnectOptions, Connection, Sqlite, Transaction};
+use tokio::sync::watch;
+
+use crate::error::{Failure, retry_busy};
+use crate::{
+    SqliteCheckpointStore, SqliteDeadLetterStore, SqliteEventStore, SqliteProjector,
+    SqliteSnapshotStore, SqliteTransactional,
+};
+
+/// The migrations of the store's tables, embedded in the crate. [`SqliteDatabase::open`] runs
+/// them; run them yourself only when you open connections by other means.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+
+/// Waits for a pooled connection have no deadline of their own: writers of this process queue for
+/// the one write connection, and a write is never failed for waiting its turn.
+const FOREVER: Duration = Duration::from_secs(60 * 60 * 24 * 365);
+
+/// How a [`SqliteDatabase`] opens its connections.
+#[derive(Debug, Clone)]
+pub struct SqliteConfig {
+    /// How long a connection waits for another process's write lock before the store retries
+    /// (SQLite's busy timeout).
+    pub busy_timeout: Duration,
+    /// How long, in all, a write keeps retrying while the database stays locked by another
+    /// process, before it fails with [`Error::Timeout`]. Writers of this process never see a
+    /// lock: they queue for the one write connection.
+    pub write_patience: Duration,
+    /// Connections for reads (file databases only; an in-memory database has one connection).
+    pub readers: u32,
+    /// Whether each commit waits for the disk (`synchronous = FULL`): a committed event then
+    /// survives a power cut, not only a crash of the process. Off means `NORMAL`, faster, and
+    /// still safe against a crash of the process.
+    pub durable: bool,
+}
+
+impl Default for SqliteConfig {
+    fn default() -> Self {
+        SqliteConfig {
+            busy_timeout: Duration::from_secs(5),
+            write_patience: Duration::from_secs(60),
+            readers: 4,
+            durable: true,
+        }
+    }
+}
+
+/// An open SQLite database holding the event store and its companions. Cheap to clone: clones
+/// share the connections.
+///
+/// One connection writes and the others read: SQLite allows one writer at a time, so writers of
+/// this process queue for that connection instead of racing for the file lock, and readers
+/// never wait for writers (WAL mode). Every store of the crate is a view of one handle:
+///
+/// ```
+/// # tokio::runtime::Runtime::new()?.block_on(async {
+/// use cqrs_sqlite::SqliteDatabase;
+///
+/// let db = SqliteDatabase::open("sqlite::memory:").await?;
+/// let (events, snapshots) = (db.events(), db.snapshots());
+/// let (checkpoints, dead_letters) = (db.checkpoints(), db.dead_letters());
+/// # let _ = (events, snapshots, checkpoints, dead_letters);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct SqliteDatabase {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) reader: SqlitePool,
+    pub(crate) writer: SqlitePool,
+    pub(crate) wake: watch::Sender<u64>,
+    pub(crate) config: SqliteConfig,
+    /// NOTE: an in-memory database lives as long as one connection to it; this one never runs a
+    /// statement, so the data outlives any recycling of the pool's connection.
+    keeper: Mutex<Option<SqliteConnection>>,
+    memory: bool,
+}
+
+impl std::fmt::Debug for SqliteDatabase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteDatabase")
+            .field("memory", &self.inner.memory)
+            .field("readers", &self.inner.reader.size())
+            .field("config", &self.inner.config)
+            .finish()
+    }
+}
+
+impl SqliteDatabase {
+    /// Opens (creating it if missing) the database at `location` with the default
+    /// [`SqliteConfig`], and runs the migrations.
+    ///
+    /// `location` is `sqlite::memory:` for a private in-memory database, a `sqlite:` URL
+    /// (`sqlite:bank.db`, `sqlite:///var/lib/bank.db?mode=rwc`), or a plain file path.
+    pub async fn open(location: &str) -> Result<Self> {
+        Self::open_with(location, SqliteConfig::default()).await
+    }
+
+    /// Opens the database at `location` with `config`. See [`open`](Self::open).
+    pub async fn open_with(location: &str, config: SqliteConfig) -> Result<Self> {
+        if location.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(location).map_err(Error::backend)?;
+            let memory =
+                location.starts_with("sqlite::memory:") || location.contains("mode=memory");
+            Self::connect(options, memory, config).await
+        } else {
+            Self::open_path(location, config).await
+        }
+    }
+
+    /// Opens (creating it if missing) the database file at `path`.
+    pub async fn open_path(path: impl AsRef<Path>, config: SqliteConfig) -> Result<Self> {
+        let options = SqliteConnectOptions::new().filename(path);
+        Self::connect(options, false, config).await
+    }
+
+    /// A fresh, private in-memory database: gone when the last clone of the handle drops.
+    pub async fn in_memory() -> Result<Self> {
+        Self::open("sqlite::memory:").await
+    }
+
+    async fn connect(
+        options: SqliteConnectOptions,
+        memory: bool,
+        config: SqliteConfig,
+    ) -> Result<Self> {
+        let options = options
+            .create_if_missing(true)
+            .foreign_keys(true)
+            .busy_timeout(config.busy_timeout)
+            .pragma(
+                "synchronous",
+                if config.durable { "FULL" } else { "NORMAL" },
+            );
+        let (reader, writer, keeper) = if memory {
+            // One connection for reads and writes: a shared-cache in-memory database has
+            // table-level locks that fail instead of waiting, so only one connection works it.
+            let keeper = options.connect().await.map_err(Error::backend)?;
+            let pool = single_connection(options);
+            (pool.clone(), pool, Some(keeper))
+        } else {
+            let options = options.journal_mode(SqliteJournalMode::Wal);
+            let writer = single_connection(options.clone());
+            // NOTE: the writer connects first, so the file exists and is in WAL mode before a
+            // reader opens it.
+            writer.acquire().await.map_err(Error::backend)?;
+            let reader = SqlitePoolOptions::new()
+                .max_connections(config.readers.max(1))
+                .acquire_timeout(FOREVER)
+                .connect_lazy_with(options);
+            (reader, writer, None)
+        };
+        let db = SqliteDatabase {
+            inner: Arc::new(Inner {
+                reader,
+                writer,
+                wake: watch::channel(0).0,
+                config,
+                keeper: Mutex::new(keeper),
+                memory,
+            }),
+        };
+        let writer = db.inner.writer.clone();
+        retry_busy!(&db.inner.config, async {
+            let mut conn = writer.acquire().await?;
+            MIGRATOR
+                .run(&mut *conn)
+                .await
+                .map_err(|e| Failure::Core(Error::backend(e)))
+        })?;
+        Ok(db)
+    }
+
+    /// The event store.
+    pub fn events(&self) -> SqliteEventStore {
+        SqliteEventStore { db: self.clone() }
+    }
+
+    /// The snapshot store.
+    pub fn snapshots(&self) -> SqliteSnapshotStore {
+        SqliteSnapshotStore { db: self.clone() }
+    }
+
+    /// The checkpoint store.
+    pub fn checkpoints(&self) -> SqliteCheckpointStore {
+        SqliteCheckpointStore { db: self.clone() }
+    }
+
+    /// The dead-letter store.
+    pub fn dead_letters(&self) -> SqliteDeadLetterStore {
+        SqliteDeadLetterStore { db: self.clone() }
+    }
+
+    /// Runs `projector` as a transactional subscriber of this database: its read-model writes
+    /// and its checkpoint commit together.
+    pub fn transactional<P: SqliteProjector>(&self, projector: P) -> SqliteTransactional<P> {
+        SqliteTransactional::new(self.clone(), projector)
+    }
+
+    /// The pool for queries of read-model tables (and of the store's tables).
+    ///
+    /// Write through [`begin_write`](Self::begin_write) instead: a write on this pool races the
+    /// store's writer for SQLite's one write lock and can fail with `database is locked`.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.inner.reader
+    }
+
+    /// Begins a write transaction (`BEGIN IMMEDIATE`) on the store's one write connection,
+    /// queuing behind the store's own writes. Commit it with `tx.commit().await`; dropping it
+    /// rolls back.
+    ///
+    /// Keep it short: appends wait while it is open. Do not append events or use
+    /// [`pool`](Self::pool) for writes while holding it; on an in-memory database, do not
+    /// query through [`pool`](Self::pool) either (it is the same connection).
+    pub async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
+        let writer = &self.inner.writer;
+        retry_busy!(&self.inner.config, async {
+            Ok(writer.begin_with("BEGIN IMMEDIATE").await?)
+        })
+    }
+
+    /// Closes every connection, waiting for those in use to be returned. Later calls fail.
+    pub async fn close(&self) {
+        self.inner.writer.close().await;
+        self.inner.reader.close().await;
+        let keeper = self.inner.keeper.lock().expect("keeper lock").take();
+        if let Some(conn) = keeper {
+            let _ = conn.close().await;
+        }
+    }
+
+    /// Tells this process's subscribers that events were appended.
+    pub(crate) fn notify(&self) {
+        self.inner.wake.send_modify(|n| *n += 1);
+    }
+}
+
+/// A pool of one connection that is never recycled, whose waiters queue without a deadline.
+fn single_connection(options: SqliteConnectOptions) -> SqlitePool {
+    SqlitePoolOptions::new()
+        .max_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .acquire_timeout(FOREVER)
+        .connect_lazy_with(options)
+}

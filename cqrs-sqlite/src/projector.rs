@@ -1,0 +1,255 @@
+//! Transactional projectors: read-model writes and the checkpoint commit in one SQLite
+//! transaction, so each event takes effect exactly once, crash or not.
+
+use async_trait::async_trait;
+use cqrs_core::{BoxError, Cursor, Error, RecordedEvent, Result, Subscriber};
+use sqlx::SqliteConnection;
+use tokio::sync::OnceCell;
+
+use crate::database::SqliteDatabase;
+use crate::error::{Failure, retry_busy};
+use crate::stores::{delete_checkpoint, load_checkpoint, save_checkpoint};
+
+/// Runs `$body` (an async block given `$conn`, the connection) in a `BEGIN IMMEDIATE`
+/// transaction of `$db` and commits it; the whole is retried while another process holds the
+/// write lock.
+macro_rules! in_write_tx {
+    ($db:expr, |$conn:ident| $body:expr) => {{
+        let db: &SqliteDatabase = $db;
+        retry_busy!(&db.inner.config, async {
+            let mut tx = db.inner.writer.begin_with("BEGIN IMMEDIATE").await?;
+            let $conn: &mut SqliteConnection = &mut tx;
+            let () = $body.await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }};
+}
+
+/// A projector whose read model is a set of tables in the store's SQLite database.
+///
+/// Every method gets the connection of an open write transaction: write the read model through
+/// it and nothing else. [`SqliteTransactional`] commits those writes together with the
+/// checkpoint, or rolls both back when a handler fails, so the read model never counts an event
+/// twice or misses one. Handlers run while the database's one writer is held: keep them to
+/// read-model SQL, and append no events from them (a process manager that issues commands is a
+/// [`cqrs_core::Projector`] run with [`cqrs_core::Checkpointed`]).
+///
+/// ```
+/// use cqrs_core::{BoxError, RecordedEvent};
+/// use cqrs_sqlite::SqliteProjector;
+/// use sqlx::SqliteConnection;
+///
+/// #[derive(Debug)]
+/// struct EventCounts;
+///
+/// #[async_trait::async_trait]
+/// impl SqliteProjector for EventCounts {
+///     fn name(&self) -> &str { "event_counts" }
+///     async fn setup(&self, conn: &mut SqliteConnection) -> Result<(), BoxError> {
+///         sqlx::query("CREATE TABLE IF NOT EXISTS event_counts (event_type TEXT PRIMARY KEY, n INTEGER NOT NULL)")
+///             .execute(conn).await?;
+///         Ok(())
+///     }
+///     async fn handle(&self, conn: &mut SqliteConnection, event: &RecordedEvent) -> Result<(), BoxError> {
+///         sqlx::query("INSERT INTO event_counts VALUES (?, 1) ON CONFLICT (event_type) DO UPDATE SET n = n + 1")
+///             .bind(&event.event_type)
+///             .execute(conn).await?;
+///         Ok(())
+///     }
+///     async fn reset(&self, conn: &mut SqliteConnection) -> Result<(), BoxError> {
+///         sqlx::query("DELETE FROM event_counts").execute(conn).await?;
+///         Ok(())
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait SqliteProjector: Send + Sync {
+    /// The stable name: the key of the checkpoint and of the dead letters.
+    fn name(&self) -> &str;
+
+    /// Creates the read model's tables if they do not exist (`CREATE TABLE IF NOT EXISTS`).
+    /// Runs once per [`SqliteTransactional`], before anything else. The default does nothing.
+    async fn setup(&self, conn: &mut SqliteConnection) -> Result<(), BoxError> {
+        let _ = conn;
+        Ok(())
+    }
+
+    /// Applies one event to the read model.
+    async fn handle(
+        &self,
+        conn: &mut SqliteConnection,
+        event: &RecordedEvent,
+    ) -> Result<(), BoxError>;
+
+    /// Applies events in order; by default one by one. Override it to write a batch at once in
+    /// fast replays.
+    async fn handle_batch(
+        &self,
+        conn: &mut SqliteConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), BoxError> {
+        for e in events {
+            self.handle(conn, e).await?;
+        }
+        Ok(())
+    }
+
+    /// Empties the read model, to rebuild it from the first event.
+    async fn reset(&self, conn: &mut SqliteConnection) -> Result<(), BoxError>;
+}
+
+#[async_trait]
+impl<P: SqliteProjector + ?Sized> SqliteProjector for std::sync::Arc<P> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    async fn setup(&self, conn: &mut SqliteConnection) -> Result<(), BoxError> {
+        (**self).setup(conn).await
+    }
+    async fn handle(
+        &self,
+        conn: &mut SqliteConnection,
+        event: &RecordedEvent,
+    ) -> Result<(), BoxError> {
+        (**self).handle(conn, event).await
+    }
+    async fn handle_batch(
+        &self,
+        conn: &mut SqliteConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), BoxError> {
+        (**self).handle_batch(conn, events).await
+    }
+    async fn reset(&self, conn: &mut SqliteConnection) -> Result<(), BoxError> {
+        (**self).reset(conn).await
+    }
+}
+
+/// Runs a [`SqliteProjector`] as a [`Subscriber`]: each batch is handled and checkpointed in
+/// one `BEGIN IMMEDIATE` transaction (exactly-once effect). Build it with
+/// [`SqliteDatabase::transactional`] and hand it to a [`cqrs_core::Runner`].
+///
+/// The checkpoint never moves backwards; events at or before the committed checkpoint are
+/// skipped, except when a parked event is retried (`to` at or before the checkpoint).
+#[derive(Debug)]
+pub struct SqliteTransactional<P> {
+    db: SqliteDatabase,
+    projector: P,
+    ready: OnceCell<()>,
+}
+
+impl<P: SqliteProjector> SqliteTransactional<P> {
+    /// Pairs `projector` with the database holding its tables and checkpoint.
+    pub fn new(db: SqliteDatabase, projector: P) -> Self {
+        SqliteTransactional {
+            db,
+            projector,
+            ready: OnceCell::new(),
+        }
+    }
+
+    /// The projector.
+    pub fn projector(&self) -> &P {
+        &self.projector
+    }
+
+    /// The database of the read model, for queries.
+    pub fn database(&self) -> &SqliteDatabase {
+        &self.db
+    }
+
+    /// Runs the projector's [`setup`](SqliteProjector::setup) (once; later calls return at
+    /// once). The subscriber calls it before its first batch; call it yourself to query the
+    /// read model before the runner starts.
+    pub async fn setup(&self) -> Result<()> {
+        self.ready
+            .get_or_try_init(|| async {
+                in_write_tx!(&self.db, |conn| async {
+                    self.projector
+                        .setup(conn)
+                        .await
+                        .map_err(|e| self.handler_error(e))
+                })
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The cursor after the last event whose effect is committed.
+    pub async fn checkpoint(&self) -> Result<Cursor> {
+        let reader = &self.db.inner.reader;
+        let name = self.projector.name();
+        retry_busy!(&self.db.inner.config, async {
+            load_checkpoint(&mut *reader.acquire().await?, name).await
+        })
+    }
+
+    fn handler_error(&self, source: BoxError) -> Failure {
+        Failure::Core(Error::Handler {
+            handler: self.projector.name().to_owned(),
+            source,
+        })
+    }
+}
+
+/// Takes the handler's own error back out of the wrapper, so that the runner records it as the
+/// handler wrote it.
+fn unwrap_handler(e: Error) -> BoxError {
+    match e {
+        Error::Handler { source, .. } => source,
+        other => Box::new(other),
+    }
+}
+
+#[async_trait]
+impl<P: SqliteProjector> Subscriber for SqliteTransactional<P> {
+    fn name(&self) -> &str {
+        self.projector.name()
+    }
+
+    async fn checkpoint(&self) -> Result<Cursor> {
+        self.setup().await?;
+        SqliteTransactional::checkpoint(self).await
+    }
+
+    async fn process(&self, events: &[RecordedEvent], to: Cursor) -> Result<(), BoxError> {
+        self.setup().await?;
+        let name = self.projector.name();
+        in_write_tx!(&self.db, |conn| async {
+            let current = load_checkpoint(conn, name).await?;
+            // NOTE: `to` at or before the checkpoint is a parked event retried: handle it as
+            // given. Otherwise skip what is already committed, in case another process ran the
+            // same subscriber meanwhile.
+            let fresh = if to > current {
+                &events[events.partition_point(|e| e.cursor <= current)..]
+            } else {
+                events
+            };
+            if !fresh.is_empty() {
+                self.projector
+                    .handle_batch(conn, fresh)
+                    .await
+                    .map_err(|e| self.handler_error(e))?;
+            }
+            if to > current {
+                save_checkpoint(conn, name, to).await?;
+            }
+            Ok::<(), Failure>(())
+        })
+        .map_err(unwrap_handler)
+    }
+
+    async fn reset(&self) -> Result<(), BoxError> {
+        self.setup().await?;
+        let name = self.projector.name();
+        in_write_tx!(&self.db, |conn| async {
+            self.projector
+                .reset(conn)
+                .await
+                .map_err(|e| self.handler_error(e))?;
+            delete_checkpoint(conn, name).await
+        })
+        .map_err(unwrap_handler)
+    }
+}
