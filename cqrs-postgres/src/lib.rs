@@ -1,1 +1,114 @@
-//! TODO: cqrs-postgres.
+//! A PostgreSQL back-end for `cqrs-core`: the event store, snapshots, checkpoints, dead
+//! letters, transactional projectors, leases and diagnostics, on sqlx.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use cqrs_core::{BoxError, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Runner, StreamId};
+//! use cqrs_postgres::{PgConfig, PgEventStore, PgProjector};
+//! use sqlx::PgConnection;
+//!
+//! // A read model kept in the same database, updated in the checkpoint's transaction.
+//! #[derive(Debug)]
+//! struct Deposits;
+//!
+//! #[async_trait::async_trait]
+//! impl PgProjector for Deposits {
+//!     fn name(&self) -> &str { "deposits" }
+//!     async fn handle(&self, tx: &mut PgConnection, event: &RecordedEvent) -> Result<(), BoxError> {
+//!         sqlx::query("INSERT INTO deposits (account, n) VALUES ($1, 1) \
+//!                      ON CONFLICT (account) DO UPDATE SET n = deposits.n + 1")
+//!             .bind(&event.stream.id)
+//!             .execute(tx)
+//!             .await?;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # tokio::runtime::Runtime::new()?.block_on(async {
+//! let url = std::env::var("DATABASE_URL")?;
+//! // Creates the schema `bank`, runs the migrations, starts the wake-up listener.
+//! let store = PgEventStore::connect(&url, PgConfig::with_schema("bank")).await?;
+//! sqlx::query("CREATE TABLE IF NOT EXISTS deposits (account TEXT PRIMARY KEY, n BIGINT NOT NULL)")
+//!     .execute(store.pool())
+//!     .await?;
+//!
+//! let leases = store.leases();
+//! let runner = Runner::new(Arc::new(store.clone()), Arc::new(store.dead_letters()))
+//!     .with_leases(Arc::new(leases.clone()))
+//!     .with(store.transactional(Deposits).fenced_by(leases))
+//!     .start();
+//!
+//! let stream = StreamId::new("account", "a1");
+//! let out = store
+//!     .append(&stream, ExpectedVersion::Any, vec![NewEvent::new("Deposited", serde_json::json!({"amount": 5}))], None)
+//!     .await?;
+//! runner.wait_for("deposits", out.position, Duration::from_secs(5)).await?;
+//! println!("{:#?}", store.diagnostics().await?);
+//! runner.shutdown().await;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # })?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Overview
+//! - [`PgEventStore`]: the [`EventStore`](cqrs_core::EventStore). An append is one statement
+//!   (so one implicit transaction and one round trip): it checks the command id and the expected
+//!   version, inserts every event through `UNNEST` and records the command id. The unique key on
+//!   `(stream_category, stream_id, stream_version)` turns a lost race into
+//!   [`Error::Conflict`](cqrs_core::Error::Conflict), with nothing written.
+//! - The all-stream is gap-safe (guarantee 2 of the architecture): each row keeps its writer's
+//!   transaction id (`xid8`), and `read_all` reads, in (transaction id, position) order, only
+//!   rows below `pg_snapshot_xmin(pg_current_snapshot())`, the oldest transaction still in
+//!   flight. An event committing late can therefore never land behind a subscriber's cursor.
+//!   The price: one long writing transaction anywhere in the cluster pauses every subscriber;
+//!   [`diagnose`] names it (pid, since when).
+//! - Wake-ups: appends signal local subscribers at once and other processes by
+//!   `LISTEN`/`NOTIFY` (sent after commit, once per burst); the listener reconnects by itself and
+//!   wakes everyone after a reconnection. Runners still poll as a fallback.
+//! - [`PgSnapshotStore`], [`PgCheckpointStore`], [`PgDeadLetterStore`]: the other core stores.
+//! - [`PgProjector`] + [`PgTransactional`]: handlers get the open transaction, which also
+//!   writes the checkpoint; exactly-once effect.
+//! - [`PgLeases`]: one process per subscriber, by advisory locks, with fencing of a holder that
+//!   lost its lease ([`PgTransactional::fenced_by`]).
+//! - [`diagnose`]: subscribers' lag, the watermark and what holds it back, lease holders.
+//!
+//! # Schema
+//! [`PgConfig::schema`] picks the schema. The pools of this crate set the sessions'
+//! `search_path` to it ([`schema_options`]) and every statement, migrations included, is
+//! unqualified, so each schema is a store of its own. [`MIGRATOR`] holds the migrations and
+//! [`migrate`] runs them in a schema.
+//!
+//! # Broken rows
+//! A payload that no longer decodes, or an unknown event type, comes out of
+//! [`RecordedEvent::decode`](cqrs_core::RecordedEvent::decode) as
+//! [`Error::Decode`](cqrs_core::Error::Decode) naming stream, version and type, so the runner
+//! parks it. Metadata that does not parse makes `read_stream` fail with
+//! [`Error::Corrupt`](cqrs_core::Error::Corrupt); `read_all` hands such an event on with empty
+//! metadata holding the raw value under [`CORRUPT_METADATA_KEY`], so that no subscriber stalls
+//! on it.
+
+mod checkpoint;
+mod config;
+mod dead_letter;
+mod diagnostics;
+mod error;
+mod lease;
+mod notify;
+mod projector;
+mod rows;
+mod snapshot;
+mod store;
+
+pub use checkpoint::PgCheckpointStore;
+pub use config::{MIGRATOR, PgConfig, migrate, schema_options};
+pub use dead_letter::PgDeadLetterStore;
+pub use diagnostics::{LeaseHolder, OpenTransaction, PgDiagnostics, SubscriberLag, diagnose};
+pub use lease::PgLeases;
+pub use projector::{PgProjector, PgTransactional};
+pub use rows::CORRUPT_METADATA_KEY;
+pub use snapshot::PgSnapshotStore;
+pub use store::PgEventStore;
+
+// Re-exported so that users name the same sqlx as this crate.
+pub use sqlx;

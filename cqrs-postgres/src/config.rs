@@ -1,0 +1,124 @@
+//! Connecting: the configuration, the pool, the schema and the migrations.
+
+use cqrs_core::{Error, Result};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
+
+/// The migrations of the event store, checkpoint, snapshot, dead-letter and lease tables.
+///
+/// Every name in them is unqualified, so they create the tables in the schema the
+/// connection's `search_path` selects; [`migrate`] runs them in a chosen schema.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+
+/// Settings of a PostgreSQL store.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PgConfig {
+    /// The schema holding the tables (`public` by default): lowercase ASCII letters, digits and
+    /// `_`, starting with a letter or `_`, at most 48 bytes. Each schema is an independent store,
+    /// so services or tenants can share one database.
+    pub schema: String,
+    /// Connections of the pool the store opens (10 by default).
+    pub max_connections: u32,
+    /// Whether [`PgEventStore::connect`](crate::PgEventStore::connect) creates the schema and
+    /// runs [`MIGRATOR`] (true by default).
+    pub migrate: bool,
+}
+
+impl Default for PgConfig {
+    fn default() -> Self {
+        PgConfig {
+            schema: "public".into(),
+            max_connections: 10,
+            migrate: true,
+        }
+    }
+}
+
+impl PgConfig {
+    /// The default settings with another schema.
+    pub fn with_schema(schema: impl Into<String>) -> Self {
+        PgConfig {
+            schema: schema.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Sets the pool size.
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.max_connections = n;
+        self
+    }
+
+    /// Sets whether connecting migrates the schema.
+    pub fn migrate(mut self, migrate: bool) -> Self {
+        self.migrate = migrate;
+        self
+    }
+}
+
+/// Checks a schema name; only plain lowercase identifiers are accepted, so the name never
+/// needs quoting in `search_path`, in `CREATE SCHEMA` or in a notification channel.
+pub(crate) fn check_schema(schema: &str) -> Result<()> {
+    let mut chars = schema.chars();
+    let ok_start = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let ok_rest = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok_start && ok_rest && schema.len() <= 48 {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "schema name {schema:?}: use lowercase letters, digits and _, at most 48 bytes"
+        )))
+    }
+}
+
+/// Connect options whose sessions use `schema` (and only it) as their `search_path`.
+///
+/// This is how the schema is chosen: every statement of this crate, and of the migrations, is
+/// unqualified, and the server resolves it in the session's schema. Transactional projectors
+/// writing unqualified read-model tables get them in the same schema.
+pub fn schema_options(options: PgConnectOptions, schema: &str) -> Result<PgConnectOptions> {
+    check_schema(schema)?;
+    Ok(options.options([("search_path", schema)]))
+}
+
+/// Opens the pool the stores share.
+pub(crate) async fn open_pool(options: PgConnectOptions, config: &PgConfig) -> Result<PgPool> {
+    let options = if options.get_application_name().is_none() {
+        options.application_name("cqrs-postgres")
+    } else {
+        options
+    };
+    PgPoolOptions::new()
+        .max_connections(config.max_connections)
+        // NOTE: sqlx pings each connection when it goes back to the pool; a second ping on
+        // acquire would add a round trip to every append. A connection that died while idle
+        // fails its next statement once and is then replaced.
+        .test_before_acquire(false)
+        .connect_with(options)
+        .await
+        .map_err(Error::backend)
+}
+
+/// Creates `schema` if needed and runs [`MIGRATOR`] in it.
+///
+/// `options` are the plain connect options (any `search_path` in them is replaced). The
+/// migrations' bookkeeping table (`_sqlx_migrations`) lives in the schema too, so each schema
+/// is migrated on its own.
+pub async fn migrate(options: &PgConnectOptions, schema: &str) -> Result<()> {
+    check_schema(schema)?;
+    let mut conn = PgConnection::connect_with(options)
+        .await
+        .map_err(Error::backend)?;
+    // NOTE: the name was checked above to be a plain identifier, so it is safe to splice in.
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path TO {schema}"
+    )))
+    .execute(&mut conn)
+    .await
+    .map_err(Error::backend)?;
+    MIGRATOR.run(&mut conn).await.map_err(Error::backend)?;
+    conn.close().await.map_err(Error::backend)
+}

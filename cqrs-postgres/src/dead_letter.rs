@@ -1,0 +1,127 @@
+//! Dead letters in a table.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use cqrs_core::{DeadLetter, DeadLetterStatus, DeadLetterStore, Error, RecordedEvent, Result};
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::error::backend;
+use crate::rows::to_i64;
+
+/// A [`DeadLetterStore`] on PostgreSQL (table `dead_letters`).
+///
+/// The parked event is kept whole as JSON, with its stream, version, position and type in
+/// columns of their own for operators' queries.
+#[derive(Debug, Clone)]
+pub struct PgDeadLetterStore {
+    pool: PgPool,
+}
+
+impl PgDeadLetterStore {
+    /// The dead-letter store of the pool's schema.
+    pub fn new(pool: PgPool) -> Self {
+        PgDeadLetterStore { pool }
+    }
+}
+
+fn status_name(status: DeadLetterStatus) -> &'static str {
+    match status {
+        DeadLetterStatus::RetryRequested => "retry_requested",
+        _ => "parked",
+    }
+}
+
+type Row = (Uuid, String, Value, String, i32, DateTime<Utc>, String);
+
+fn letter((id, subscriber, event, error, attempts, parked_at, status): Row) -> Result<DeadLetter> {
+    let event: RecordedEvent = serde_json::from_value(event)
+        .map_err(|e| Error::Invalid(format!("dead letter {id} holds an unreadable event: {e}")))?;
+    let status = if status == "retry_requested" {
+        DeadLetterStatus::RetryRequested
+    } else {
+        DeadLetterStatus::Parked
+    };
+    Ok(DeadLetter {
+        id,
+        subscriber,
+        event,
+        error,
+        attempts: attempts.max(0) as u32,
+        parked_at,
+        status,
+    })
+}
+
+#[async_trait]
+impl DeadLetterStore for PgDeadLetterStore {
+    async fn park(&self, l: DeadLetter) -> Result<()> {
+        let event = serde_json::to_value(&l.event).map_err(|source| Error::Serialize {
+            event_type: l.event.event_type.clone(),
+            source,
+        })?;
+        // NOTE: parking the same id again keeps its place (`seq`) in the oldest-first order.
+        sqlx::query(
+            "INSERT INTO dead_letters (id, subscriber, stream_category, stream_id, stream_version, position, \
+             event_type, event, error, attempts, parked_at, status) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+             ON CONFLICT (id) DO UPDATE SET subscriber = EXCLUDED.subscriber, event = EXCLUDED.event, \
+             error = EXCLUDED.error, attempts = EXCLUDED.attempts, parked_at = EXCLUDED.parked_at, \
+             status = EXCLUDED.status",
+        )
+        .bind(l.id)
+        .bind(&l.subscriber)
+        .bind(&l.event.stream.category)
+        .bind(&l.event.stream.id)
+        .bind(to_i64(l.event.stream_version, "stream version")?)
+        .bind(to_i64(l.event.cursor.position, "position")?)
+        .bind(&l.event.event_type)
+        .bind(event)
+        .bind(&l.error)
+        .bind(i32::try_from(l.attempts).unwrap_or(i32::MAX))
+        .bind(l.parked_at)
+        .bind(status_name(l.status))
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn list(&self, subscriber: Option<&str>) -> Result<Vec<DeadLetter>> {
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT id, subscriber, event, error, attempts, parked_at, status FROM dead_letters \
+             WHERE $1::text IS NULL OR subscriber = $1 ORDER BY seq",
+        )
+        .bind(subscriber)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.into_iter().map(letter).collect()
+    }
+
+    async fn set_status(&self, id: Uuid, status: DeadLetterStatus) -> Result<()> {
+        let done = sqlx::query("UPDATE dead_letters SET status = $2 WHERE id = $1")
+            .bind(id)
+            .bind(status_name(status))
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound(format!("dead letter {id}")));
+        }
+        Ok(())
+    }
+
+    async fn remove(&self, id: Uuid) -> Result<()> {
+        let done = sqlx::query("DELETE FROM dead_letters WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound(format!("dead letter {id}")));
+        }
+        Ok(())
+    }
+}

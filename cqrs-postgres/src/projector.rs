@@ -1,0 +1,199 @@
+//! Transactional projectors: the read model and the checkpoint commit together.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use cqrs_core::{BoxError, Cursor, RecordedEvent, Result, Subscriber};
+use sqlx::{PgConnection, PgPool};
+
+use crate::checkpoint;
+use crate::lease::PgLeases;
+use crate::rows::to_i64;
+
+/// A projector whose read model lives in PostgreSQL: its handlers run in the transaction that
+/// also writes its checkpoint. Run it with [`PgTransactional`].
+///
+/// ```no_run
+/// use cqrs_core::{BoxError, RecordedEvent};
+/// use cqrs_postgres::PgProjector;
+/// use sqlx::PgConnection;
+///
+/// #[derive(Debug)]
+/// struct EventCounts;
+///
+/// #[async_trait::async_trait]
+/// impl PgProjector for EventCounts {
+///     fn name(&self) -> &str { "event_counts" }
+///     async fn handle(&self, tx: &mut PgConnection, event: &RecordedEvent) -> Result<(), BoxError> {
+///         sqlx::query("INSERT INTO event_counts (event_type, n) VALUES ($1, 1) \
+///                      ON CONFLICT (event_type) DO UPDATE SET n = event_counts.n + 1")
+///             .bind(&event.event_type)
+///             .execute(tx)
+///             .await?;
+///         Ok(())
+///     }
+///     async fn reset(&self, tx: &mut PgConnection) -> Result<(), BoxError> {
+///         sqlx::query("DELETE FROM event_counts").execute(tx).await?;
+///         Ok(())
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait PgProjector: Send + Sync {
+    /// The stable name, the key of the checkpoint, the dead letters and the lease.
+    fn name(&self) -> &str;
+    /// Handles one event inside the open transaction `tx`.
+    async fn handle(&self, tx: &mut PgConnection, event: &RecordedEvent) -> Result<(), BoxError>;
+    /// Handles events in order inside `tx`; by default one by one. Override it to write a batch
+    /// with fewer statements in fast replays.
+    async fn handle_batch(
+        &self,
+        tx: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), BoxError> {
+        for e in events {
+            self.handle(tx, e).await?;
+        }
+        Ok(())
+    }
+    /// Empties the read model inside `tx` before a rebuild. The default does nothing.
+    async fn reset(&self, tx: &mut PgConnection) -> Result<(), BoxError> {
+        let _ = tx;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl<P: PgProjector + ?Sized> PgProjector for Arc<P> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    async fn handle(&self, tx: &mut PgConnection, event: &RecordedEvent) -> Result<(), BoxError> {
+        (**self).handle(tx, event).await
+    }
+    async fn handle_batch(
+        &self,
+        tx: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), BoxError> {
+        (**self).handle_batch(tx, events).await
+    }
+    async fn reset(&self, tx: &mut PgConnection) -> Result<(), BoxError> {
+        (**self).reset(tx).await
+    }
+}
+
+/// Never moves a checkpoint backwards: the runner may hand a parked event back with the
+/// current cursor, or an empty batch.
+const SAVE: &str = "INSERT INTO checkpoints (name, tx, position) VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE \
+     SET tx = EXCLUDED.tx, position = EXCLUDED.position, updated_at = now() \
+     WHERE (checkpoints.tx, checkpoints.position) < (EXCLUDED.tx, EXCLUDED.position)";
+
+/// [`SAVE`] only while the lease row still has our epoch, locking the row against a takeover
+/// until the transaction ends; returns 0 rows when fenced out.
+const SAVE_FENCED: &str = "WITH fence AS (SELECT epoch FROM leases WHERE name = $1 AND epoch = $4 FOR SHARE), \
+     up AS (INSERT INTO checkpoints (name, tx, position) SELECT $1, $2, $3 FROM fence ON CONFLICT (name) DO UPDATE \
+     SET tx = EXCLUDED.tx, position = EXCLUDED.position, updated_at = now() \
+     WHERE (checkpoints.tx, checkpoints.position) < (EXCLUDED.tx, EXCLUDED.position)) \
+     SELECT epoch FROM fence";
+
+/// Runs a [`PgProjector`] as a [`Subscriber`]: each batch is handled and checkpointed in one
+/// transaction, so a crash at any point neither loses nor repeats an effect.
+#[derive(Debug)]
+pub struct PgTransactional<P> {
+    pool: PgPool,
+    projector: P,
+    fence: Option<PgLeases>,
+}
+
+impl<P: PgProjector> PgTransactional<P> {
+    /// Runs `projector` with its read model and checkpoint in `pool`'s database (and schema).
+    pub fn new(pool: PgPool, projector: P) -> Self {
+        PgTransactional {
+            pool,
+            projector,
+            fence: None,
+        }
+    }
+
+    /// Commits a batch only while this process holds the projector's lease in `leases` (give
+    /// the runner the same `leases`): a holder that lost the lease is fenced out.
+    pub fn fenced_by(mut self, leases: PgLeases) -> Self {
+        self.fence = Some(leases);
+        self
+    }
+
+    /// The projector.
+    pub fn projector(&self) -> &P {
+        &self.projector
+    }
+
+    async fn save(&self, conn: &mut PgConnection, to: Cursor) -> Result<(), BoxError> {
+        let name = self.projector.name();
+        let (tx, position) = (
+            to_i64(to.tx, "cursor transaction id")?,
+            to_i64(to.position, "cursor position")?,
+        );
+        match &self.fence {
+            None => {
+                sqlx::query(SAVE)
+                    .bind(name)
+                    .bind(tx)
+                    .bind(position)
+                    .execute(conn)
+                    .await?;
+            }
+            Some(leases) => {
+                let epoch = leases
+                    .epoch(name)
+                    .ok_or_else(|| format!("the lease on {name} is not held by this process"))?;
+                let kept: Option<i64> = sqlx::query_scalar(SAVE_FENCED)
+                    .bind(name)
+                    .bind(tx)
+                    .bind(position)
+                    .bind(epoch)
+                    .fetch_optional(conn)
+                    .await?;
+                if kept.is_none() {
+                    return Err(format!("the lease on {name} was taken over (epoch {epoch} is stale); batch rolled back").into());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl<P: PgProjector> Subscriber for PgTransactional<P> {
+    fn name(&self) -> &str {
+        self.projector.name()
+    }
+
+    async fn checkpoint(&self) -> Result<Cursor> {
+        checkpoint::load(&self.pool, self.projector.name()).await
+    }
+
+    async fn process(&self, events: &[RecordedEvent], to: Cursor) -> Result<(), BoxError> {
+        if events.is_empty() {
+            // NOTE: one statement commits on its own; no transaction needed to move the cursor.
+            let mut conn = self.pool.acquire().await?;
+            return self.save(&mut conn, to).await;
+        }
+        let mut tx = self.pool.begin().await?;
+        self.projector.handle_batch(&mut tx, events).await?;
+        self.save(&mut tx, to).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn reset(&self) -> Result<(), BoxError> {
+        let mut tx = self.pool.begin().await?;
+        self.projector.reset(&mut tx).await?;
+        sqlx::query("DELETE FROM checkpoints WHERE name = $1")
+            .bind(self.projector.name())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,102 @@
+//! Stored rows turned into core values, with broken rows named rather than panicking.
+
+use chrono::{DateTime, Utc};
+use cqrs_core::{Cursor, Error, Metadata, RecordedEvent, Result, StreamId};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// The columns every event query selects, in [`EventRow`] order.
+pub(crate) const EVENT_COLUMNS: &str = "position, tx_id::text::int8 AS tx, stream_category, stream_id, stream_version, \
+     event_id, event_type, schema_version, payload, metadata, recorded_at";
+
+/// Key under which [`EventRow::into_recorded_lenient`] keeps metadata it could not parse.
+pub const CORRUPT_METADATA_KEY: &str = "cqrs_corrupt_metadata";
+
+/// One row of the events table.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct EventRow {
+    position: i64,
+    tx: i64,
+    stream_category: String,
+    stream_id: String,
+    stream_version: i64,
+    event_id: Uuid,
+    event_type: String,
+    schema_version: i32,
+    payload: Value,
+    metadata: Value,
+    recorded_at: DateTime<Utc>,
+}
+
+impl EventRow {
+    fn stream(&self) -> StreamId {
+        StreamId::new(self.stream_category.clone(), self.stream_id.clone())
+    }
+
+    fn corrupt(&self, reason: impl Into<String>) -> Error {
+        Error::Corrupt {
+            stream: self.stream(),
+            version: self.stream_version.max(0) as u64,
+            reason: reason.into(),
+        }
+    }
+
+    /// The event, or [`Error::Corrupt`] naming its stream and version when a column is broken.
+    pub(crate) fn into_recorded(self) -> Result<RecordedEvent> {
+        let metadata = serde_json::from_value::<Metadata>(self.metadata.clone())
+            .map_err(|e| self.corrupt(format!("metadata does not parse: {e}")))?;
+        self.into_recorded_with(metadata)
+    }
+
+    /// Like [`into_recorded`](Self::into_recorded), but unparsable metadata is replaced by
+    /// empty metadata keeping the raw value under [`CORRUPT_METADATA_KEY`].
+    ///
+    /// The all-stream reads this way: an error there would stop every subscriber at the row
+    /// for good, while an event handed on can be handled or parked by each subscriber.
+    pub(crate) fn into_recorded_lenient(self) -> Result<RecordedEvent> {
+        let metadata = match serde_json::from_value::<Metadata>(self.metadata.clone()) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(stream = %self.stream(), version = self.stream_version, error = %e,
+                    "event metadata does not parse; handing the event on with the raw metadata");
+                let mut m = Metadata::default();
+                m.extra
+                    .insert(CORRUPT_METADATA_KEY.into(), self.metadata.clone());
+                m
+            }
+        };
+        self.into_recorded_with(metadata)
+    }
+
+    fn into_recorded_with(self, metadata: Metadata) -> Result<RecordedEvent> {
+        let stream_version = u64::try_from(self.stream_version)
+            .map_err(|_| self.corrupt("negative stream version"))?;
+        let schema_version = u32::try_from(self.schema_version)
+            .map_err(|_| self.corrupt("negative schema version"))?;
+        let (Ok(tx), Ok(position)) = (u64::try_from(self.tx), u64::try_from(self.position)) else {
+            return Err(self.corrupt("negative position or transaction id"));
+        };
+        Ok(RecordedEvent {
+            event_id: self.event_id,
+            stream: StreamId::new(self.stream_category, self.stream_id),
+            stream_version,
+            cursor: Cursor::new(tx, position),
+            recorded_at: self.recorded_at,
+            event_type: self.event_type,
+            schema_version,
+            payload: self.payload,
+            metadata,
+        })
+    }
+}
+
+/// A `u64` from the core as a PostgreSQL `BIGINT`.
+pub(crate) fn to_i64(n: u64, what: &str) -> Result<i64> {
+    i64::try_from(n)
+        .map_err(|_| Error::Invalid(format!("{what} {n} is beyond the range of a BIGINT")))
+}
+
+/// A `BIGINT` read back as a `u64` (the tables only hold non-negative numbers there).
+pub(crate) fn to_u64(n: i64) -> u64 {
+    n.max(0) as u64
+}

@@ -1,0 +1,71 @@
+//! The core conformance suite against PostgreSQL, in the default schema and in two schemas
+//! sharing one database.
+
+mod support;
+
+use std::sync::Arc;
+
+use cqrs_core::testkit::conformance;
+use cqrs_core::{EventStore, ExpectedVersion, StreamId};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn event_store_passes_the_conformance_suite() {
+    let db = support::TestDb::new().await;
+    let store = db.store("public").await;
+    conformance::event_store(Arc::new(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_stores_pass_the_conformance_suite() {
+    let db = support::TestDb::new().await;
+    let store = db.store("public").await;
+    conformance::snapshot_store(&store.snapshots()).await;
+    conformance::checkpoint_store(&store.checkpoints()).await;
+    conformance::dead_letter_store(&store.dead_letters()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_schemas_share_a_database_independently() {
+    let db = support::TestDb::new().await;
+    let (a, b) = (db.store("tenant_a").await, db.store("tenant_b").await);
+    let stream = StreamId::new("account", "1");
+    a.append(
+        &stream,
+        ExpectedVersion::NoStream,
+        vec![conformance::sample_event(1)],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        b.stream_version(&stream).await.unwrap(),
+        0,
+        "schemas do not see each other's events"
+    );
+    b.append(
+        &stream,
+        ExpectedVersion::NoStream,
+        vec![conformance::sample_event(2)],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(a.stream_version(&stream).await.unwrap(), 1);
+    conformance::event_store(Arc::new(b.clone())).await;
+    conformance::checkpoint_store(&a.checkpoints()).await;
+    let tables: i64 = cqrs_postgres::sqlx::query_scalar(
+        "SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 'events' AND table_schema IN ('tenant_a', 'tenant_b')",
+    )
+    .fetch_one(a.pool())
+    .await
+    .unwrap();
+    assert_eq!(tables, 2, "each schema has its own events table");
+    assert!(
+        cqrs_postgres::PgEventStore::connect_with(
+            db.options.clone(),
+            cqrs_postgres::PgConfig::with_schema("Bad-Name")
+        )
+        .await
+        .is_err()
+    );
+}
