@@ -79,14 +79,15 @@ impl Retry {
             Ok(v) => Some(Ok(v)),
             Err(Failure::Core(e)) => Some(Err(e)),
             Err(Failure::Db(e)) if is_busy(&e) => {
-                if Instant::now() + self.wait > self.deadline {
+                let now = Instant::now();
+                if now >= self.deadline {
                     return Some(Err(Error::Timeout(format!(
-                        "the database stayed locked by another connection for {:?}: {e}",
+                        "another connection held the database's write lock for more than {:?}",
                         self.patience
                     ))));
                 }
                 tracing::debug!(error = %e, wait = ?self.wait, "database locked, retrying");
-                tokio::time::sleep(self.wait).await;
+                tokio::time::sleep(self.wait.min(self.deadline - now)).await;
                 self.wait = (self.wait * 2).min(Duration::from_millis(100));
                 None
             }
