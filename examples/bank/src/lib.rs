@@ -1,7 +1,38 @@
-//! The example bank service, as a library so that tests can drive it.
-mod domain;
-mod process;
+//! The example bank service, as a library so that tests and the `bank` binary share it.
+//!
+//! ```
+//! use bank::{Amount, Backend, Bank, BankConfig};
+//! # tokio::runtime::Runtime::new()?.block_on(async {
+//! let bank = Bank::start(Backend::open("sqlite::memory:").await?, BankConfig::default());
+//! let alice = bank.open_account("alice", None).await?;
+//! let bob = bank.open_account("bob", None).await?;
+//! bank.deposit(alice.id, Amount::new(1_000)?, None).await?;
+//! let t = bank.transfer(alice.id, bob.id, Amount::new(300)?, None).await?;
+//! bank.settle(std::time::Duration::from_secs(5)).await?;
+//! # let _ = t;
+//! assert_eq!(bank.account(bob.id, None).await?.balance, 300);
+//! bank.shutdown().await;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # })?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! - [`domain`](Account): the aggregates [`Account`] and [`Transfer`], pure and tested with
+//!   given/when/then.
+//! - [`TransferProcess`]: the process manager that carries transfers out.
+//! - [`ReadModel`]: `accounts`, `statement`, `transfers` and the `large_withdrawals` flags,
+//!   SQL tables kept by transactional projectors on SQLite and PostgreSQL alike.
+//! - [`Bank`]: the service, [`router`]: its HTTP API.
 
+mod backend;
+mod domain;
+mod error;
+mod http;
+mod process;
+mod readmodel;
+mod service;
+
+pub use backend::{Backend, DEFAULT_DATABASE, LeaseSet};
 pub use domain::account::{
     Account, AccountCommand, AccountError, AccountEvent, AccountStatus, MAX_OWNER_LEN, valid_owner,
 };
@@ -9,4 +40,14 @@ pub use domain::money::{Amount, InvalidAmount, MAX_AMOUNT, MAX_BALANCE, format_m
 pub use domain::transfer::{
     Transfer, TransferCommand, TransferError, TransferEvent, TransferStatus,
 };
+pub use error::BankError;
+pub use http::router;
 pub use process::{TRANSFER_PROCESS, TransferProcess};
+pub use readmodel::{
+    AccountView, LARGE_WITHDRAWAL, LargeWithdrawalView, ReadModel, SqlProjection, StatementLine,
+    TransferView,
+};
+pub use service::{
+    Accepted, Bank, BankConfig, Handlers, Opened, ProjectionStatus, Written, key_id,
+    subscriber_names, subscribers,
+};

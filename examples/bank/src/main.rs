@@ -1,4 +1,117 @@
-//! The example bank service. Run: `cargo run -p bank -- demo`.
-fn main() {
-    println!("bank: coming soon");
+//! The example bank service. Run: `cargo run -p bank -- demo`, or `cargo run -p bank -- serve`.
+//!
+//! `--database` (or `DATABASE_URL`) picks the store: none is the embedded store in `./bank.db`,
+//! `sqlite::memory:` a throwaway one, `postgres://...` PostgreSQL.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cli;
+
+/// The example bank: accounts, transfers, read models, over HTTP.
+#[derive(Debug, Parser)]
+#[command(name = "bank", version, about)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+struct Database {
+    /// The store: a file path, `sqlite:...`, `sqlite::memory:` or `postgres://...`
+    /// [default: the embedded store in ./bank.db]
+    #[arg(long, env = "DATABASE_URL")]
+    database: Option<String>,
+}
+
+impl Database {
+    fn url(&self) -> &str {
+        self.database.as_deref().unwrap_or(bank::DEFAULT_DATABASE)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serves the HTTP API, with command handling, every projector and the process manager.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        #[command(flatten)]
+        db: Database,
+    },
+    /// A scripted tour on a fresh in-memory store.
+    Demo,
+    /// Rebuilds a read model from the first event, with a progress bar.
+    Replay {
+        /// accounts, statement, transfers or large_withdrawals.
+        projection: String,
+        #[command(flatten)]
+        db: Database,
+    },
+    /// Position, lag and parked events of every projector.
+    Projections {
+        #[command(flatten)]
+        db: Database,
+    },
+    /// Events a projector could not handle.
+    DeadLetters {
+        #[command(subcommand)]
+        action: DeadLetterAction,
+        #[command(flatten)]
+        db: Database,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DeadLetterAction {
+    /// Lists parked events.
+    List,
+    /// Asks the running service to try a parked event again.
+    Retry {
+        /// The dead letter's id.
+        id: uuid::Uuid,
+    },
+    /// Drops a parked event for good.
+    Skip {
+        /// The dead letter's id.
+        id: uuid::Uuid,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                let default = if matches!(args.command, Command::Serve { .. }) {
+                    "info"
+                } else {
+                    "warn"
+                };
+                tracing_subscriber::EnvFilter::new(default)
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match args.command {
+        Command::Serve { listen, db } => cli::serve(&listen, db.url()).await,
+        Command::Demo => cli::demo().await,
+        Command::Replay { projection, db } => cli::replay(&projection, db.url()).await,
+        Command::Projections { db } => cli::projections(db.url()).await,
+        Command::DeadLetters { action, db } => match action {
+            DeadLetterAction::List => cli::dead_letters_list(db.url()).await,
+            DeadLetterAction::Retry { id } => cli::dead_letter_retry(db.url(), id).await,
+            DeadLetterAction::Skip { id } => cli::dead_letter_skip(db.url(), id).await,
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bank: {}", cli::chain(&*e));
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,131 @@
+//! The service's errors, each with the HTTP status and the stable code the API reports.
+
+use cqrs_core::CommandError;
+
+use crate::domain::account::AccountError;
+use crate::domain::transfer::TransferError;
+
+/// Why a request to the bank failed. Nothing is written when one of these is returned.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BankError {
+    /// The request is malformed or a field is invalid (400).
+    #[error("{message}")]
+    Invalid {
+        /// Stable code: `malformed_json`, `invalid_field`, ...
+        code: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// An account or transfer does not exist (404).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// A concurrency conflict outlasted the retries, or the thing exists already (409).
+    #[error("{message}")]
+    Conflict {
+        /// Stable code.
+        code: &'static str,
+        /// What clashed.
+        message: String,
+    },
+    /// A business rule refused the command (422).
+    #[error("{message}")]
+    Rule {
+        /// Stable code: `insufficient_funds`, `balance_not_zero`, ...
+        code: &'static str,
+        /// The rule's message.
+        message: String,
+    },
+    /// A read model did not reach the asked position in time (504).
+    #[error("read model {0} did not catch up in time")]
+    Timeout(String),
+    /// The store failed (500).
+    #[error("storage error")]
+    Store(#[from] cqrs_core::Error),
+}
+
+impl BankError {
+    /// A 400 for an invalid field.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        BankError::Invalid {
+            code: "invalid_field",
+            message: message.into(),
+        }
+    }
+
+    /// The HTTP status code.
+    pub fn status(&self) -> u16 {
+        match self {
+            BankError::Invalid { .. } => 400,
+            BankError::NotFound(_) => 404,
+            BankError::Conflict { .. } => 409,
+            BankError::Rule { .. } => 422,
+            BankError::Timeout(_) => 504,
+            BankError::Store(_) => 500,
+        }
+    }
+
+    /// The stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            BankError::Invalid { code, .. }
+            | BankError::Conflict { code, .. }
+            | BankError::Rule { code, .. } => code,
+            BankError::NotFound(_) => "not_found",
+            BankError::Timeout(_) => "timeout",
+            BankError::Store(_) => "internal",
+        }
+    }
+}
+
+fn rule(code: &'static str, e: impl std::fmt::Display) -> BankError {
+    BankError::Rule {
+        code,
+        message: e.to_string(),
+    }
+}
+
+impl From<AccountError> for BankError {
+    fn from(e: AccountError) -> Self {
+        match e {
+            AccountError::NotFound => BankError::NotFound("account"),
+            AccountError::AlreadyOpen => BankError::Conflict {
+                code: "already_exists",
+                message: e.to_string(),
+            },
+            AccountError::InvalidOwner => BankError::invalid(e.to_string()),
+            AccountError::Closed => rule("account_closed", e),
+            AccountError::InsufficientFunds { .. } => rule("insufficient_funds", e),
+            AccountError::BalanceLimit => rule("balance_limit", e),
+            AccountError::BalanceNotZero { .. } => rule("balance_not_zero", e),
+            AccountError::TransfersInFlight(_) => rule("transfers_in_flight", e),
+            _ => rule("rejected", e),
+        }
+    }
+}
+
+impl From<TransferError> for BankError {
+    fn from(e: TransferError) -> Self {
+        match e {
+            TransferError::SameAccount => rule("same_account", e),
+            _ => BankError::Conflict {
+                code: "already_exists",
+                message: e.to_string(),
+            },
+        }
+    }
+}
+
+impl<E: Into<BankError>> From<CommandError<E>> for BankError {
+    fn from(e: CommandError<E>) -> Self {
+        match e {
+            CommandError::Rejected(e) => e.into(),
+            e if e.is_conflict() => BankError::Conflict {
+                code: "conflict",
+                message: "concurrent updates kept conflicting; try again".into(),
+            },
+            CommandError::Store(e) => BankError::Store(e),
+            _ => BankError::Store(cqrs_core::Error::Invalid("unexpected command error".into())),
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! The HTTP API (axum, JSON).
+
+mod json;
+mod routes;
+
+pub use routes::router;

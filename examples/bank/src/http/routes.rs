@@ -1,0 +1,197 @@
+//! The routes and their handlers.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::json::{ApiError, Body, PathId, Query, idempotency_key};
+use crate::domain::account::{MAX_OWNER_LEN, valid_owner};
+use crate::domain::money::Amount;
+use crate::error::BankError;
+use crate::service::Bank;
+
+type Shared = State<Arc<Bank>>;
+type Reply = Result<Response, ApiError>;
+
+/// The HTTP API of `bank`, ready to serve.
+///
+/// ```
+/// # tokio::runtime::Runtime::new()?.block_on(async {
+/// use std::sync::Arc;
+/// use bank::{Backend, Bank, BankConfig};
+///
+/// let bank = Arc::new(Bank::start(Backend::open("sqlite::memory:").await?, BankConfig::default()));
+/// let app = bank::router(bank.clone());
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// tokio::spawn(async move { axum::serve(listener, app).await });
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn router(bank: Arc<Bank>) -> Router {
+    Router::new()
+        .route("/accounts", post(open_account))
+        .route("/accounts/{id}", get(account))
+        .route("/accounts/{id}/deposit", post(deposit))
+        .route("/accounts/{id}/withdraw", post(withdraw))
+        .route("/accounts/{id}/close", post(close))
+        .route("/accounts/{id}/statement", get(statement))
+        .route("/transfers", post(transfer))
+        .route("/transfers/{id}", get(transfer_view))
+        .route("/projections", get(projections))
+        .route("/large-withdrawals", get(large_withdrawals))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(bank)
+}
+
+#[derive(Debug, Deserialize)]
+struct OpenRequest {
+    owner: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct AmountRequest {
+    amount: Amount,
+}
+
+#[derive(Debug, Deserialize)]
+struct TransferRequest {
+    from: Uuid,
+    to: Uuid,
+    amount: Amount,
+}
+
+#[derive(Debug, Deserialize)]
+struct After {
+    after: Option<u64>,
+}
+
+fn parse_id(PathId(id): PathId) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(&id).map_err(|_| {
+        ApiError::from(BankError::Invalid {
+            code: "invalid_id",
+            message: format!("{id:?} is not a UUID"),
+        })
+    })
+}
+
+fn json(status: StatusCode, body: impl serde::Serialize) -> Reply {
+    Ok((status, axum::Json(body)).into_response())
+}
+
+async fn open_account(
+    State(bank): Shared,
+    headers: HeaderMap,
+    Body(req): Body<OpenRequest>,
+) -> Reply {
+    let key = idempotency_key(&headers)?;
+    if !valid_owner(&req.owner) {
+        return Err(BankError::invalid(format!(
+            "owner must be 1 to {MAX_OWNER_LEN} characters, not blank"
+        ))
+        .into());
+    }
+    json(
+        StatusCode::CREATED,
+        bank.open_account(&req.owner, key.as_deref()).await?,
+    )
+}
+
+async fn deposit(
+    State(bank): Shared,
+    id: PathId,
+    headers: HeaderMap,
+    Body(req): Body<AmountRequest>,
+) -> Reply {
+    let (id, key) = (parse_id(id)?, idempotency_key(&headers)?);
+    json(
+        StatusCode::OK,
+        bank.deposit(id, req.amount, key.as_deref()).await?,
+    )
+}
+
+async fn withdraw(
+    State(bank): Shared,
+    id: PathId,
+    headers: HeaderMap,
+    Body(req): Body<AmountRequest>,
+) -> Reply {
+    let (id, key) = (parse_id(id)?, idempotency_key(&headers)?);
+    json(
+        StatusCode::OK,
+        bank.withdraw(id, req.amount, key.as_deref()).await?,
+    )
+}
+
+async fn close(State(bank): Shared, id: PathId, headers: HeaderMap) -> Reply {
+    let (id, key) = (parse_id(id)?, idempotency_key(&headers)?);
+    json(StatusCode::OK, bank.close(id, key.as_deref()).await?)
+}
+
+async fn transfer(
+    State(bank): Shared,
+    headers: HeaderMap,
+    Body(req): Body<TransferRequest>,
+) -> Reply {
+    let key = idempotency_key(&headers)?;
+    json(
+        StatusCode::ACCEPTED,
+        bank.transfer(req.from, req.to, req.amount, key.as_deref())
+            .await?,
+    )
+}
+
+async fn account(State(bank): Shared, id: PathId, Query(q): Query<After>) -> Reply {
+    json(StatusCode::OK, bank.account(parse_id(id)?, q.after).await?)
+}
+
+async fn statement(State(bank): Shared, id: PathId, Query(q): Query<After>) -> Reply {
+    let id = parse_id(id)?;
+    let lines = bank.statement(id, q.after).await?;
+    json(
+        StatusCode::OK,
+        serde_json::json!({ "account": id, "lines": lines }),
+    )
+}
+
+async fn transfer_view(State(bank): Shared, id: PathId, Query(q): Query<After>) -> Reply {
+    json(
+        StatusCode::OK,
+        bank.transfer_view(parse_id(id)?, q.after).await?,
+    )
+}
+
+async fn projections(State(bank): Shared) -> Reply {
+    json(StatusCode::OK, bank.projections().await?)
+}
+
+async fn large_withdrawals(State(bank): Shared, Query(q): Query<After>) -> Reply {
+    bank.wait_for(crate::readmodel::ReadModel::LargeWithdrawals, q.after)
+        .await?;
+    json(
+        StatusCode::OK,
+        bank.backend()
+            .large_withdrawals()
+            .await
+            .map_err(BankError::from)?,
+    )
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
+}

@@ -1,0 +1,424 @@
+//! The bank service: command handling, the runner with every read model and the process
+//! manager, and the queries, on one back-end.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cqrs_core::{
+    Checkpointed, CommandHandler, CommandOptions, Metadata, RetryPolicy, Runner, RunnerConfig,
+    RunnerHandle, StreamId, Subscriber, SubscriberStatus,
+};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::backend::Backend;
+use crate::domain::account::{Account, AccountCommand, AccountStatus};
+use crate::domain::money::Amount;
+use crate::domain::transfer::{Transfer, TransferCommand};
+use crate::error::BankError;
+use crate::process::{TRANSFER_PROCESS, TransferProcess};
+use crate::readmodel::{AccountView, ReadModel, StatementLine, TransferView};
+
+/// The namespace of ids derived from idempotency keys.
+const KEY_NAMESPACE: Uuid = Uuid::from_u128(0x6b61_6e6b_2d69_6465_6d70_6f74_656e_6379);
+
+/// A deterministic id for what an idempotency key asks for, within `scope`.
+pub fn key_id(scope: &str, key: &str) -> Uuid {
+    Uuid::new_v5(&KEY_NAMESPACE, format!("{scope}\n{key}").as_bytes())
+}
+
+/// Tuning of a [`Bank`].
+#[derive(Debug, Clone)]
+pub struct BankConfig {
+    /// How long a read with `?after=N` waits for its read model before giving up.
+    pub read_timeout: Duration,
+    /// The subscription runner's tuning.
+    pub runner: RunnerConfig,
+}
+
+impl Default for BankConfig {
+    fn default() -> Self {
+        BankConfig {
+            read_timeout: Duration::from_secs(5),
+            runner: RunnerConfig {
+                poll_interval: Duration::from_millis(500),
+                ..RunnerConfig::default()
+            },
+        }
+    }
+}
+
+/// An account just opened: `201 {"id","version","position"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Opened {
+    /// The new account's id.
+    pub id: Uuid,
+    /// Its stream version (1).
+    pub version: u64,
+    /// The global position to read your write at.
+    pub position: u64,
+}
+
+/// A command's result: `{"version","position"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Written {
+    /// The account's version after the command.
+    pub version: u64,
+    /// The global position to read your write at.
+    pub position: u64,
+}
+
+/// A transfer accepted: `202 {"id","position"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Accepted {
+    /// The transfer's id.
+    pub id: Uuid,
+    /// The global position of its start.
+    pub position: u64,
+}
+
+/// How far one projector is: `GET /projections`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProjectionStatus {
+    /// Its name.
+    pub name: String,
+    /// Global position of the last event it passed.
+    pub position: u64,
+    /// Events appended after that position.
+    pub lag: u64,
+    /// Dead letters waiting for it.
+    pub parked: usize,
+    /// Whether this process runs it now.
+    pub active: bool,
+    /// The last error, until the next batch succeeds.
+    pub last_error: Option<String>,
+}
+
+impl From<SubscriberStatus> for ProjectionStatus {
+    fn from(s: SubscriberStatus) -> Self {
+        ProjectionStatus {
+            name: s.name,
+            position: s.position,
+            lag: s.lag,
+            parked: s.parked,
+            active: s.active,
+            last_error: s.last_error,
+        }
+    }
+}
+
+/// The command handlers of a back-end.
+#[derive(Debug, Clone)]
+pub struct Handlers {
+    /// Accounts.
+    pub accounts: Arc<CommandHandler<Account>>,
+    /// Transfers.
+    pub transfers: Arc<CommandHandler<Transfer>>,
+}
+
+impl Handlers {
+    /// Handlers on `backend`'s store, with a cache, snapshots every 100 events, and patient
+    /// retries (hot accounts see conflicts under load).
+    pub fn new(backend: &Backend) -> Self {
+        let retry = RetryPolicy {
+            max_attempts: 10,
+            backoff: Duration::from_millis(1),
+        };
+        let accounts = CommandHandler::<Account>::new(backend.events())
+            .with_retry(retry)
+            .with_cache(10_000)
+            .with_snapshots(backend.snapshots(), 100, 1);
+        let transfers = CommandHandler::<Transfer>::new(backend.events())
+            .with_retry(retry)
+            .with_cache(10_000);
+        Handlers {
+            accounts: Arc::new(accounts),
+            transfers: Arc::new(transfers),
+        }
+    }
+
+    /// The process manager driving transfers with these handlers.
+    pub fn process(&self) -> TransferProcess {
+        TransferProcess::new(self.accounts.clone(), self.transfers.clone())
+    }
+}
+
+/// Every subscriber of the service by name: the read models and the process manager.
+pub fn subscribers(backend: &Backend, handlers: &Handlers) -> Vec<Arc<dyn Subscriber>> {
+    let leases = backend.leases();
+    let mut subs: Vec<Arc<dyn Subscriber>> = ReadModel::ALL
+        .into_iter()
+        .map(|m| backend.read_model(m, leases.as_ref()))
+        .collect();
+    subs.push(Arc::new(Checkpointed::new(
+        handlers.process(),
+        backend.checkpoints(),
+    )));
+    subs
+}
+
+/// The running service.
+#[derive(Debug)]
+pub struct Bank {
+    backend: Backend,
+    handlers: Handlers,
+    runner: RunnerHandle,
+    config: BankConfig,
+}
+
+impl Bank {
+    /// Starts command handling and every projector and process manager on `backend`.
+    pub fn start(backend: Backend, config: BankConfig) -> Self {
+        let handlers = Handlers::new(&backend);
+        let mut runner = Runner::new(backend.events(), backend.dead_letters())
+            .with_config(config.runner.clone());
+        if let Some(leases) = backend.leases() {
+            runner = runner.with_leases(leases.as_leases());
+        }
+        for sub in subscribers(&backend, &handlers) {
+            runner = runner.with_arc(sub);
+        }
+        Bank {
+            runner: runner.start(),
+            backend,
+            handlers,
+            config,
+        }
+    }
+
+    /// The back-end.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// The command handlers.
+    pub fn handlers(&self) -> &Handlers {
+        &self.handlers
+    }
+
+    /// The runner.
+    pub fn runner(&self) -> &RunnerHandle {
+        &self.runner
+    }
+
+    /// Opens an account for `owner`. With an idempotency key, the account id derives from it
+    /// and a repeat returns the first answer.
+    pub async fn open_account(&self, owner: &str, key: Option<&str>) -> Result<Opened, BankError> {
+        let id = key.map_or_else(Uuid::new_v4, |k| key_id("account", k));
+        let mut opts = options(key.map(|k| key_id("open", k)));
+        opts.metadata.correlation_id = Some(id);
+        let out = self
+            .handlers
+            .accounts
+            .execute_with(
+                &id.to_string(),
+                &AccountCommand::Open {
+                    owner: owner.into(),
+                },
+                opts,
+            )
+            .await?;
+        Ok(Opened {
+            id,
+            version: out.version,
+            position: out.position,
+        })
+    }
+
+    /// Deposits `amount` on account `id`.
+    pub async fn deposit(
+        &self,
+        id: Uuid,
+        amount: Amount,
+        key: Option<&str>,
+    ) -> Result<Written, BankError> {
+        self.account_command(id, "deposit", AccountCommand::Deposit { amount }, key)
+            .await
+    }
+
+    /// Withdraws `amount` from account `id` (422 `insufficient_funds` past the balance).
+    pub async fn withdraw(
+        &self,
+        id: Uuid,
+        amount: Amount,
+        key: Option<&str>,
+    ) -> Result<Written, BankError> {
+        self.account_command(id, "withdraw", AccountCommand::Withdraw { amount }, key)
+            .await
+    }
+
+    /// Closes account `id` (422 `balance_not_zero` unless empty).
+    pub async fn close(&self, id: Uuid, key: Option<&str>) -> Result<Written, BankError> {
+        self.account_command(id, "close", AccountCommand::Close, key)
+            .await
+    }
+
+    async fn account_command(
+        &self,
+        id: Uuid,
+        op: &str,
+        cmd: AccountCommand,
+        key: Option<&str>,
+    ) -> Result<Written, BankError> {
+        let opts = options(key.map(|k| key_id(&format!("{op} {id}"), k)));
+        let out = self
+            .handlers
+            .accounts
+            .execute_with(&id.to_string(), &cmd, opts)
+            .await?;
+        Ok(Written {
+            version: out.version,
+            position: out.position,
+        })
+    }
+
+    /// Starts a transfer; the process manager carries it out. Both accounts must exist.
+    pub async fn transfer(
+        &self,
+        from: Uuid,
+        to: Uuid,
+        amount: Amount,
+        key: Option<&str>,
+    ) -> Result<Accepted, BankError> {
+        let id = key.map_or_else(Uuid::new_v4, |k| key_id("transfer", k));
+        let command_id = key.map(|k| key_id("transfer start", k));
+        let stream = StreamId::new("transfer", id.to_string());
+        if let Some(cid) = command_id
+            && let Some(prev) = self.backend.events().command_result(&stream, cid).await?
+        {
+            return Ok(Accepted {
+                id,
+                position: prev.position,
+            });
+        }
+        if from == to {
+            return Err(crate::domain::transfer::TransferError::SameAccount.into());
+        }
+        for account in [from, to] {
+            if self
+                .handlers
+                .accounts
+                .load(&account.to_string())
+                .await?
+                .0
+                .status
+                == AccountStatus::New
+            {
+                return Err(BankError::NotFound("account"));
+            }
+        }
+        let mut opts = options(command_id);
+        opts.metadata.correlation_id = Some(id);
+        let out = self
+            .handlers
+            .transfers
+            .execute_with(
+                &id.to_string(),
+                &TransferCommand::Start { from, to, amount },
+                opts,
+            )
+            .await?;
+        Ok(Accepted {
+            id,
+            position: out.position,
+        })
+    }
+
+    /// Waits until `model` has passed global position `after` (504 after the read timeout).
+    pub async fn wait_for(&self, model: ReadModel, after: Option<u64>) -> Result<(), BankError> {
+        let Some(after) = after else { return Ok(()) };
+        match self
+            .runner
+            .wait_for(model.name(), after, self.config.read_timeout)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(cqrs_core::Error::Timeout(_)) => Err(BankError::Timeout(model.name().into())),
+            Err(cqrs_core::Error::NotFound(_)) => Err(BankError::invalid(format!(
+                "position {after} is past the end of the log"
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The `accounts` row of `id`, after position `after` if given.
+    pub async fn account(&self, id: Uuid, after: Option<u64>) -> Result<AccountView, BankError> {
+        self.wait_for(ReadModel::Accounts, after).await?;
+        self.backend
+            .account(&id.to_string())
+            .await?
+            .ok_or(BankError::NotFound("account"))
+    }
+
+    /// The statement of `id`, after position `after` if given.
+    pub async fn statement(
+        &self,
+        id: Uuid,
+        after: Option<u64>,
+    ) -> Result<Vec<StatementLine>, BankError> {
+        self.wait_for(ReadModel::Statement, after).await?;
+        // NOTE: an account without movements has an empty statement; an unknown one is a 404.
+        self.wait_for(ReadModel::Accounts, after).await?;
+        if self.backend.account(&id.to_string()).await?.is_none() {
+            return Err(BankError::NotFound("account"));
+        }
+        Ok(self.backend.statement(&id.to_string()).await?)
+    }
+
+    /// The `transfers` row of `id`, after position `after` if given.
+    pub async fn transfer_view(
+        &self,
+        id: Uuid,
+        after: Option<u64>,
+    ) -> Result<TransferView, BankError> {
+        self.wait_for(ReadModel::Transfers, after).await?;
+        self.backend
+            .transfer(&id.to_string())
+            .await?
+            .ok_or(BankError::NotFound("transfer"))
+    }
+
+    /// Position, lag and parked count of every projector and process manager.
+    pub async fn projections(&self) -> Result<Vec<ProjectionStatus>, BankError> {
+        Ok(self
+            .runner
+            .status()
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+
+    /// Waits until every subscriber has passed the store's head and the process manager has
+    /// nothing left to do: the head stays put once they all reach it (for tests and the demo).
+    pub async fn settle(&self, timeout: Duration) -> Result<(), BankError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let head = self.backend.events().head_position().await?;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            self.runner.wait_for_all(head, left).await?;
+            if self.backend.events().head_position().await? == head {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Stops the runner after its current batches.
+    pub async fn shutdown(self) {
+        self.runner.shutdown().await;
+    }
+}
+
+fn options(command_id: Option<Uuid>) -> CommandOptions {
+    CommandOptions {
+        command_id,
+        metadata: Metadata::default(),
+    }
+}
+
+/// The names of the subscribers the service runs.
+pub fn subscriber_names() -> Vec<&'static str> {
+    let mut names: Vec<_> = ReadModel::ALL.iter().map(|m| m.name()).collect();
+    names.push(TRANSFER_PROCESS);
+    names
+}
