@@ -216,12 +216,11 @@ impl SqliteEventStore {
         &self,
         sql: &'static str,
         bind: impl Fn(SqlQuery) -> SqlQuery,
-    ) -> Result<Vec<RecordedEvent>> {
+    ) -> Result<Vec<sqlx::sqlite::SqliteRow>> {
         let reader = &self.db.inner.reader;
-        let rows = retry_busy!(&self.db.inner.config, async {
+        retry_busy!(&self.db.inner.config, async {
             Ok(bind(sqlx::query(sql)).fetch_all(reader).await?)
-        })?;
-        rows.iter().map(event_from_row).collect()
+        })
     }
 }
 
@@ -276,7 +275,10 @@ impl EventStore for SqliteEventStore {
                 .bind(from)
                 .bind(limit(limit_n))
         })
-        .await
+        .await?
+        .iter()
+        .map(event_from_row)
+        .collect()
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
@@ -289,7 +291,20 @@ impl EventStore for SqliteEventStore {
     async fn read_all(&self, after: Cursor, limit_n: usize) -> Result<Vec<RecordedEvent>> {
         let after = i64::try_from(after.position).unwrap_or(i64::MAX);
         let sql = select_events!("WHERE position > ? ORDER BY position LIMIT ?");
-        self.read(sql, |q| q.bind(after).bind(limit(limit_n))).await
+        let rows = self
+            .read(sql, |q| q.bind(after).bind(limit(limit_n)))
+            .await?;
+        // NOTE: the events before a corrupt row are handed out, so that subscribers stop right
+        // before it; the next read starts at the corrupt row and reports it.
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            match event_from_row(row) {
+                Ok(e) => out.push(e),
+                Err(e) if out.is_empty() => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(out)
     }
 
     async fn head_position(&self) -> Result<u64> {

@@ -1,0 +1,235 @@
+//! Transactional projectors: the read model and the checkpoint commit together or not at all.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use cqrs_core::{
+    BoxError, Cursor, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Replay, Runner,
+    RunnerConfig, StreamId, Subscriber,
+};
+use cqrs_sqlite::{SqliteDatabase, SqliteProjector};
+use serde_json::json;
+use sqlx::SqliteConnection;
+use support::balances::{Totals, expected_totals, totals};
+use support::{CounterEvent, file_db};
+
+/// Counts events per stream, fails on a payload with `"fail": true`, and counts its setups.
+#[derive(Debug, Default)]
+struct Strict {
+    setups: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl SqliteProjector for Strict {
+    fn name(&self) -> &str {
+        "strict"
+    }
+    async fn setup(&self, conn: &mut SqliteConnection) -> Result<(), BoxError> {
+        self.setups.fetch_add(1, Ordering::SeqCst);
+        sqlx::query("CREATE TABLE IF NOT EXISTS seen (position INTEGER PRIMARY KEY)")
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+    async fn handle(
+        &self,
+        conn: &mut SqliteConnection,
+        event: &RecordedEvent,
+    ) -> Result<(), BoxError> {
+        sqlx::query("INSERT INTO seen VALUES (?)")
+            .bind(event.position() as i64)
+            .execute(&mut *conn)
+            .await?;
+        if event.payload["fail"] == json!(true) {
+            return Err("refused".into());
+        }
+        Ok(())
+    }
+    async fn reset(&self, conn: &mut SqliteConnection) -> Result<(), BoxError> {
+        sqlx::query("DELETE FROM seen").execute(conn).await?;
+        Ok(())
+    }
+}
+
+async fn seen(db: &SqliteDatabase) -> Vec<i64> {
+    sqlx::query_scalar("SELECT position FROM seen ORDER BY position")
+        .fetch_all(db.pool())
+        .await
+        .unwrap()
+}
+
+async fn append(db: &SqliteDatabase, payloads: &[serde_json::Value]) -> Vec<RecordedEvent> {
+    let store = db.events();
+    let stream = StreamId::new("strict", uuid::Uuid::new_v4().to_string());
+    let events = payloads
+        .iter()
+        .map(|p| NewEvent::new("Noted", p.clone()))
+        .collect();
+    store
+        .append(&stream, ExpectedVersion::NoStream, events, None)
+        .await
+        .unwrap();
+    store.read_stream(&stream, 1, 100).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_failing_handler_rolls_back_the_batch_and_its_checkpoint() {
+    let (_dir, db) = file_db().await;
+    let sub = db.transactional(Strict::default());
+    let events = append(&db, &[json!({}), json!({ "fail": true }), json!({})]).await;
+    let err = sub.process(&events, events[2].cursor).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "refused",
+        "the handler's own error comes back"
+    );
+    assert_eq!(
+        seen(&db).await,
+        Vec::<i64>::new(),
+        "no row of the failed batch is kept"
+    );
+    assert_eq!(Subscriber::checkpoint(&sub).await.unwrap(), Cursor::START);
+    sub.process(&events[..1], events[0].cursor).await.unwrap();
+    assert_eq!(seen(&db).await, vec![1]);
+    assert_eq!(
+        Subscriber::checkpoint(&sub).await.unwrap(),
+        events[0].cursor
+    );
+}
+
+#[tokio::test]
+async fn the_checkpoint_never_moves_backwards_and_committed_events_are_not_redone() {
+    let db = SqliteDatabase::in_memory().await.unwrap();
+    let sub = db.transactional(Strict::default());
+    let events = append(&db, &[json!({}), json!({}), json!({}), json!({})]).await;
+    sub.process(&events[..2], events[1].cursor).await.unwrap();
+    // Another runner handing the same events again (it read them before this commit).
+    sub.process(&events[..3], events[2].cursor).await.unwrap();
+    assert_eq!(
+        seen(&db).await,
+        vec![1, 2, 3],
+        "events at or before the checkpoint are skipped"
+    );
+    sub.process(&[], events[0].cursor).await.unwrap();
+    assert_eq!(
+        Subscriber::checkpoint(&sub).await.unwrap(),
+        events[2].cursor,
+        "the checkpoint never moves backwards"
+    );
+    // A parked event retried: handled, checkpoint unchanged.
+    sqlx::query("DELETE FROM seen WHERE position = 2")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    sub.process(&events[1..2], events[2].cursor).await.unwrap();
+    assert_eq!(seen(&db).await, vec![1, 2, 3]);
+    assert_eq!(
+        Subscriber::checkpoint(&sub).await.unwrap(),
+        events[2].cursor
+    );
+    sub.process(&[], events[3].cursor).await.unwrap();
+    assert_eq!(
+        Subscriber::checkpoint(&sub).await.unwrap(),
+        events[3].cursor,
+        "an empty batch moves the checkpoint"
+    );
+    assert_eq!(
+        sub.projector().setups.load(Ordering::SeqCst),
+        1,
+        "setup runs once"
+    );
+    Subscriber::reset(&sub).await.unwrap();
+    assert_eq!(seen(&db).await, Vec::<i64>::new());
+    assert_eq!(Subscriber::checkpoint(&sub).await.unwrap(), Cursor::START);
+}
+
+/// A runner with a long poll interval still follows at once: appends wake it.
+async fn follows_live(db: SqliteDatabase) {
+    let store = Arc::new(db.events());
+    let config = RunnerConfig {
+        poll_interval: Duration::from_secs(30),
+        ..Default::default()
+    };
+    let runner = Runner::new(store.clone(), Arc::new(db.dead_letters()))
+        .with_config(config)
+        .with(db.transactional(Totals::default()))
+        .start();
+    for i in 1..=20u64 {
+        let event =
+            NewEvent::from_domain(&CounterEvent::Added { n: i }, Default::default()).unwrap();
+        let started = Instant::now();
+        let out = store
+            .append(
+                &StreamId::new("counter", "live"),
+                ExpectedVersion::Any,
+                vec![event],
+                None,
+            )
+            .await
+            .unwrap();
+        runner
+            .wait_for("totals", out.position, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "woken by the append, not by polling"
+        );
+    }
+    runner.shutdown().await;
+    assert_eq!(totals(&db).await, vec![("live".into(), 210, 20)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_follow_live_on_a_file() {
+    follows_live(file_db().await.1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_follow_live_in_memory() {
+    follows_live(SqliteDatabase::in_memory().await.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_rebuilds_the_same_read_model() {
+    let (_dir, db) = file_db().await;
+    let store = Arc::new(db.events());
+    for i in 1..=300u64 {
+        let event =
+            NewEvent::from_domain(&CounterEvent::Added { n: i }, Default::default()).unwrap();
+        let stream = StreamId::new("counter", format!("r{}", i % 7));
+        store
+            .append(&stream, ExpectedVersion::Any, vec![event], None)
+            .await
+            .unwrap();
+    }
+    let sub = db.transactional(Totals::default());
+    let runner = Runner::new(store.clone(), Arc::new(db.dead_letters()))
+        .with(db.transactional(Totals::default()))
+        .start();
+    runner
+        .wait_for("totals", 300, Duration::from_secs(10))
+        .await
+        .unwrap();
+    runner.shutdown().await;
+    let live = totals(&db).await;
+    let log = store.read_all(Cursor::START, 1000).await.unwrap();
+    assert_eq!(live, expected_totals(&log, 300));
+    let report = Replay::new(store.clone(), Arc::new(db.dead_letters()))
+        .with_config(RunnerConfig {
+            batch_size: 64,
+            ..Default::default()
+        })
+        .run(&sub, |_| {})
+        .await
+        .unwrap();
+    assert_eq!((report.events, report.parked), (300, 0));
+    assert_eq!(
+        totals(&db).await,
+        live,
+        "the replay gives the live read model"
+    );
+}
