@@ -1,6 +1,7 @@
 //! Transactional projectors: the read model and the checkpoint commit together.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use cqrs_core::{BoxError, Cursor, RecordedEvent, Result, Subscriber};
@@ -163,6 +164,44 @@ impl<P: PgProjector> PgTransactional<P> {
     }
 }
 
+impl<P: PgProjector> PgTransactional<P> {
+    /// One try of a batch; on failure, the error and whether it came from the COMMIT.
+    async fn attempt(&self, events: &[RecordedEvent], to: Cursor) -> Result<(), (BoxError, bool)> {
+        let before = |e: BoxError| (e, false);
+        if events.is_empty() {
+            // NOTE: one statement commits on its own; no transaction needed to move the cursor.
+            let mut conn = self.pool.acquire().await.map_err(|e| before(e.into()))?;
+            return self.save(&mut conn, to).await.map_err(before);
+        }
+        let mut tx = self.pool.begin().await.map_err(|e| before(e.into()))?;
+        self.projector
+            .handle_batch(&mut tx, events)
+            .await
+            .map_err(before)?;
+        self.save(&mut tx, to).await.map_err(before)?;
+        tx.commit().await.map_err(|e| (e.into(), true))
+    }
+}
+
+/// Whether `err` (or its source) says the connection failed rather than the statement.
+fn is_connection_error(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(sqlx_err) = e.downcast_ref::<sqlx::Error>() {
+            return match sqlx_err {
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Protocol(_) => true,
+                // Class 08: connection exception; 57P01-57P03: the server shuts the session down.
+                sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+                    c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")
+                }),
+                _ => false,
+            };
+        }
+        cur = e.source();
+    }
+    false
+}
+
 #[async_trait]
 impl<P: PgProjector> Subscriber for PgTransactional<P> {
     fn name(&self) -> &str {
@@ -174,16 +213,38 @@ impl<P: PgProjector> Subscriber for PgTransactional<P> {
     }
 
     async fn process(&self, events: &[RecordedEvent], to: Cursor) -> Result<(), BoxError> {
-        if events.is_empty() {
-            // NOTE: one statement commits on its own; no transaction needed to move the cursor.
-            let mut conn = self.pool.acquire().await?;
-            return self.save(&mut conn, to).await;
+        // A dead pool connection (the server restarted, a session was terminated) must not
+        // count as a failure of the handler, or the runner would park good events: retry on
+        // another connection as long as nothing can have been committed. Each dead idle
+        // connection fails once, so the bound covers a pool full of them.
+        let retries = self.pool.options().get_max_connections() + 2;
+        let mut attempt = 0;
+        loop {
+            let (err, at_commit) = match self.attempt(events, to).await {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            if attempt >= retries || !is_connection_error(&*err) {
+                return Err(err);
+            }
+            // NOTE: a batch whose COMMIT got no answer may have committed. Its checkpoint tells:
+            // the batch ends at `to` and starts past the saved checkpoint, so the checkpoint
+            // reaches `to` only by this commit. A parked event handed back at the current
+            // checkpoint cannot be told apart this way and is left to the runner.
+            if at_commit {
+                if events.last().is_none_or(|e| e.cursor != to) {
+                    return Err(err);
+                }
+                match checkpoint::load(&self.pool, self.projector.name()).await {
+                    Ok(saved) if saved >= to => return Ok(()),
+                    Ok(_) => {}
+                    Err(_) => return Err(err),
+                }
+            }
+            attempt += 1;
+            tracing::debug!(subscriber = self.projector.name(), error = %err, attempt, "connection lost; retrying the batch");
+            tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt.min(20)))).await;
         }
-        let mut tx = self.pool.begin().await?;
-        self.projector.handle_batch(&mut tx, events).await?;
-        self.save(&mut tx, to).await?;
-        tx.commit().await?;
-        Ok(())
     }
 
     async fn reset(&self) -> Result<(), BoxError> {
