@@ -38,6 +38,9 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
+        /// How long a read with `?after=N` waits for its read model before a 504, in ms.
+        #[arg(long, default_value_t = 5000)]
+        read_timeout_ms: u64,
         #[command(flatten)]
         db: Database,
     },
@@ -97,7 +100,18 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match args.command {
-        Command::Serve { listen, db } => cli::serve(&listen, db.url()).await,
+        Command::Serve {
+            listen,
+            read_timeout_ms,
+            db,
+        } => {
+            cli::serve(
+                &listen,
+                db.url(),
+                std::time::Duration::from_millis(read_timeout_ms),
+            )
+            .await
+        }
         Command::Demo => cli::demo().await,
         Command::Replay { projection, db } => cli::replay(&projection, db.url()).await,
         Command::Projections { db } => cli::projections(db.url()).await,

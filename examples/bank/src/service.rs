@@ -11,7 +11,7 @@ use cqrs_core::{
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, LeaseSet};
 use crate::domain::account::{Account, AccountCommand, AccountStatus};
 use crate::domain::money::Amount;
 use crate::domain::transfer::{Transfer, TransferCommand};
@@ -34,6 +34,8 @@ pub struct BankConfig {
     pub read_timeout: Duration,
     /// The subscription runner's tuning.
     pub runner: RunnerConfig,
+    /// Retries of a command after a concurrency conflict (then 409).
+    pub retry: RetryPolicy,
 }
 
 impl Default for BankConfig {
@@ -43,6 +45,12 @@ impl Default for BankConfig {
             runner: RunnerConfig {
                 poll_interval: Duration::from_millis(500),
                 ..RunnerConfig::default()
+            },
+            // NOTE: hot accounts see conflicts under load (the process manager writes to them
+            // too); ten tries waiting 1, 2, 4 ... ms ride those out in about half a second.
+            retry: RetryPolicy {
+                max_attempts: 10,
+                backoff: Duration::from_millis(1),
             },
         }
     }
@@ -117,13 +125,8 @@ pub struct Handlers {
 }
 
 impl Handlers {
-    /// Handlers on `backend`'s store, with a cache, snapshots every 100 events, and patient
-    /// retries (hot accounts see conflicts under load).
-    pub fn new(backend: &Backend) -> Self {
-        let retry = RetryPolicy {
-            max_attempts: 10,
-            backoff: Duration::from_millis(1),
-        };
+    /// Handlers on `backend`'s store, with a cache, snapshots every 100 events, and `retry`.
+    pub fn new(backend: &Backend, retry: RetryPolicy) -> Self {
         let accounts = CommandHandler::<Account>::new(backend.events())
             .with_retry(retry)
             .with_cache(10_000)
@@ -143,12 +146,16 @@ impl Handlers {
     }
 }
 
-/// Every subscriber of the service by name: the read models and the process manager.
-pub fn subscribers(backend: &Backend, handlers: &Handlers) -> Vec<Arc<dyn Subscriber>> {
-    let leases = backend.leases();
+/// Every subscriber of the service: the read models (fenced by `leases` on PostgreSQL; give
+/// the runner the same leases) and the process manager.
+pub fn subscribers(
+    backend: &Backend,
+    handlers: &Handlers,
+    leases: Option<&LeaseSet>,
+) -> Vec<Arc<dyn Subscriber>> {
     let mut subs: Vec<Arc<dyn Subscriber>> = ReadModel::ALL
         .into_iter()
-        .map(|m| backend.read_model(m, leases.as_ref()))
+        .map(|m| backend.read_model(m, leases))
         .collect();
     subs.push(Arc::new(Checkpointed::new(
         handlers.process(),
@@ -169,13 +176,14 @@ pub struct Bank {
 impl Bank {
     /// Starts command handling and every projector and process manager on `backend`.
     pub fn start(backend: Backend, config: BankConfig) -> Self {
-        let handlers = Handlers::new(&backend);
+        let handlers = Handlers::new(&backend, config.retry);
         let mut runner = Runner::new(backend.events(), backend.dead_letters())
             .with_config(config.runner.clone());
-        if let Some(leases) = backend.leases() {
-            runner = runner.with_leases(leases.as_leases());
+        let leases = backend.leases();
+        if let Some(l) = &leases {
+            runner = runner.with_leases(l.as_leases());
         }
-        for sub in subscribers(&backend, &handlers) {
+        for sub in subscribers(&backend, &handlers, leases.as_ref()) {
             runner = runner.with_arc(sub);
         }
         Bank {

@@ -9,10 +9,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::CliResult;
 
-pub(crate) async fn serve(listen: &str, url: &str) -> CliResult {
+pub(crate) async fn serve(listen: &str, url: &str, read_timeout: Duration) -> CliResult {
     let backend = Backend::open(url).await?;
     let kind = backend.kind();
-    let bank = Arc::new(Bank::start(backend, BankConfig::default()));
+    let config = BankConfig {
+        read_timeout,
+        ..BankConfig::default()
+    };
+    let bank = Arc::new(Bank::start(backend, config));
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, store = kind, "serving");
@@ -117,7 +121,11 @@ pub(crate) async fn projections(url: &str) -> CliResult {
         "{:<20} {:>10} {:>10} {:>7}",
         "NAME", "POSITION", "LAG", "PARKED"
     );
-    for sub in bank::subscribers(&backend, &Handlers::new(&backend)) {
+    for sub in bank::subscribers(
+        &backend,
+        &Handlers::new(&backend, cqrs_core::RetryPolicy::default()),
+        None,
+    ) {
         let position = sub.checkpoint().await?.position;
         let parked = letters
             .iter()

@@ -101,16 +101,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
                         e.body_text(),
                     )
                 })?;
-        serde_json::from_slice(&bytes)
+        // NOTE: two steps, so that any syntax error is `malformed_json` even when the
+        // document's shape goes wrong before the error is reached.
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", e.to_string()))?;
+        T::deserialize(value)
             .map(Body)
-            .map_err(|e: serde_json::Error| {
-                let code = if e.is_data() {
-                    "invalid_field"
-                } else {
-                    "malformed_json"
-                };
-                ApiError::new(StatusCode::BAD_REQUEST, code, e.to_string())
-            })
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", e.to_string()))
     }
 }
 

@@ -1,0 +1,4 @@
+//! End-to-end tests of the `bank` binary over HTTP, on the embedded store and on PostgreSQL.
+
+mod contract;
+mod support;
