@@ -1,5 +1,7 @@
 //! Connecting: the configuration, the pool, the schema and the migrations.
 
+use std::time::Duration;
+
 use cqrs_core::{Error, Result};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
@@ -93,10 +95,18 @@ pub(crate) async fn open_pool(options: PgConnectOptions, config: &PgConfig) -> R
     };
     PgPoolOptions::new()
         .max_connections(config.max_connections)
-        // NOTE: sqlx pings each connection when it goes back to the pool; a second ping on
-        // acquire would add a round trip to every append. A connection that died while idle
-        // fails its next statement once and is then replaced.
+        // NOTE: sqlx pings each connection when it goes back to the pool. Pinging again on
+        // acquire would add a round trip to every append under load, so only a connection that
+        // sat idle for a while (and may have been cut meanwhile) is pinged before use.
         .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > Duration::from_millis(100) {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_with(options)
         .await
         .map_err(Error::backend)

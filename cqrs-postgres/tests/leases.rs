@@ -1,0 +1,223 @@
+//! Leases across runtimes: one runner at a time runs a projector; when the holder dies the
+//! other takes over within seconds and the read model ends exact; a holder that lost its lease
+//! cannot commit.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cqrs_core::testkit::conformance::sample_event;
+use cqrs_core::{
+    Cursor, EventStore, ExpectedVersion, Lease, Leases, Runner, RunnerHandle, StreamId, Subscriber,
+};
+use cqrs_postgres::{PgEventStore, sqlx};
+use tokio::runtime::{Builder, Runtime};
+
+const NAME: &str = "leased";
+
+/// A runner of the `leased` projector with leases, in a runtime of its own ("a process").
+fn start_process(db: &support::TestDb) -> (Runtime, RunnerHandle, PgEventStore) {
+    let rt = Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (handle, store) = rt.block_on(async {
+        let store = db.store("public").await;
+        let leases = store.leases();
+        let recorder = support::Recorder::new(store.pool(), NAME).await;
+        let handle = Runner::new(Arc::new(store.clone()), Arc::new(store.dead_letters()))
+            .with_config(support::fast_config())
+            .with_leases(Arc::new(leases.clone()))
+            .with(store.transactional(recorder).fenced_by(leases))
+            .start();
+        (handle, store)
+    });
+    (rt, handle, store)
+}
+
+fn active(rt: &Runtime, handle: &RunnerHandle) -> bool {
+    rt.block_on(handle.status()).unwrap()[0].active
+}
+
+#[test]
+fn one_holder_at_a_time_and_takeover_within_seconds() {
+    let control = Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _noisy = control.block_on(support::noisy_cluster());
+    let db = control.block_on(support::TestDb::new());
+    let writer_store = control.block_on(db.store("public"));
+
+    let (rt_a, a, store_a) = start_process(&db);
+    let (rt_b, b, store_b) = start_process(&db);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !active(&rt_a, &a) && !active(&rt_b, &b) {
+        assert!(Instant::now() < deadline, "nobody took the lease");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let writer = control.spawn(async move {
+        for i in 0..40u64 {
+            let events = vec![
+                sample_event(i),
+                sample_event(i + 100),
+                sample_event(i + 200),
+            ];
+            writer_store
+                .append(
+                    &StreamId::new("leased", format!("{}", i % 4)),
+                    ExpectedVersion::Any,
+                    events,
+                    None,
+                )
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(15)).await;
+        }
+        writer_store
+    });
+    for _ in 0..15 {
+        let (x, y) = (active(&rt_a, &a), active(&rt_b, &b));
+        assert!(
+            x != y,
+            "exactly one process runs the projector (a: {x}, b: {y})"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Kill the holder as a crash would: its tasks and connections vanish with its runtime.
+    let a_held = active(&rt_a, &a);
+    let (rt_dead, dead, dead_store, rt_live, live, live_store) = if a_held {
+        (rt_a, a, store_a, rt_b, b, store_b)
+    } else {
+        (rt_b, b, store_b, rt_a, a, store_a)
+    };
+    dead.abort();
+    rt_dead.block_on(async move { drop(dead_store) });
+    rt_dead.shutdown_timeout(Duration::from_secs(1));
+    let killed_at = Instant::now();
+    while !active(&rt_live, &live) {
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(5),
+            "no takeover within 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let takeover = killed_at.elapsed();
+
+    let writer_store = control.block_on(writer).unwrap();
+    let head = control.block_on(writer_store.head_position()).unwrap();
+    rt_live
+        .block_on(live.wait_for(NAME, head, Duration::from_secs(20)))
+        .unwrap();
+    let counts = control.block_on(support::seen_counts(writer_store.pool(), NAME));
+    assert_eq!(
+        counts,
+        (120, 120, 120),
+        "the read model is exact across the takeover"
+    );
+    let diag = control.block_on(writer_store.diagnostics()).unwrap();
+    let lease = diag
+        .leases
+        .iter()
+        .find(|l| l.name == NAME)
+        .expect("lease row");
+    assert_eq!(
+        lease.epoch, 2,
+        "two acquisitions: the first holder's and the takeover"
+    );
+    println!("takeover after {takeover:?}");
+    rt_live.block_on(async move {
+        live.shutdown().await;
+        drop(live_store);
+    });
+    control.block_on(async move { drop(writer_store) });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_that_lost_its_lease_cannot_commit() {
+    let _noisy = support::noisy_cluster().await;
+    let db = support::TestDb::new().await;
+    let (store_a, store_b) = (db.store("public").await, db.store("public").await);
+    let recorder = support::Recorder::new(store_a.pool(), "fenced").await;
+    store_a
+        .append(
+            &StreamId::new("f", "1"),
+            ExpectedVersion::Any,
+            (0..3).map(sample_event).collect(),
+            None,
+        )
+        .await
+        .unwrap();
+    let events = store_a.read_all(Cursor::START, 10).await.unwrap();
+    assert_eq!(events.len(), 3);
+
+    let (leases_a, leases_b) = (store_a.leases(), store_b.leases());
+    let mut lease_a = leases_a
+        .try_acquire("fenced")
+        .await
+        .unwrap()
+        .expect("the lease is free");
+    assert!(
+        leases_b.try_acquire("fenced").await.unwrap().is_none(),
+        "held by a"
+    );
+    let sub_a = store_a
+        .transactional(recorder.clone())
+        .fenced_by(leases_a.clone());
+    sub_a
+        .process(&events[..1], events[0].cursor)
+        .await
+        .expect("the holder commits");
+
+    let lease_pid: i32 = sqlx::query_scalar(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = \
+         (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_one(store_a.pool())
+    .await
+    .unwrap();
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(lease_pid)
+        .execute(store_a.pool())
+        .await
+        .unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let _lease_b = loop {
+        assert!(Instant::now() < deadline, "b did not take over");
+        if let Ok(Some(l)) = leases_b.try_acquire("fenced").await {
+            break l;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // `a` has not noticed yet; its next batch must not commit.
+    let err = sub_a
+        .process(&events[1..2], events[1].cursor)
+        .await
+        .expect_err("a stale holder is fenced out");
+    assert!(err.to_string().contains("taken over"), "{err}");
+    assert!(
+        !lease_a.renew().await.unwrap(),
+        "a learns it lost the lease"
+    );
+    assert!(
+        sub_a
+            .process(&events[1..2], events[1].cursor)
+            .await
+            .is_err(),
+        "and stays fenced out"
+    );
+    assert_eq!(sub_a.checkpoint().await.unwrap(), events[0].cursor);
+
+    let sub_b = store_b.transactional(recorder).fenced_by(leases_b.clone());
+    sub_b
+        .process(&events[1..], events[2].cursor)
+        .await
+        .expect("the new holder commits");
+    let counts = support::seen_counts(store_a.pool(), "fenced").await;
+    assert_eq!(counts, (3, 3, 3), "each event once across the takeover");
+}
