@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use cqrs_core::testkit::conformance::sample_event;
 use cqrs_core::{
-    Cursor, EventStore, ExpectedVersion, Lease, Leases, Runner, RunnerHandle, StreamId, Subscriber,
+    Cursor, EventStore, ExpectedVersion, Leases, Runner, RunnerHandle, StreamId, Subscriber,
 };
 use cqrs_postgres::{PgEventStore, sqlx};
 use tokio::runtime::{Builder, Runtime};

@@ -164,26 +164,45 @@ impl PgProjector for Recorder {
 
 /// (rows, distinct event ids) recorded by `subscriber`, and the number of events stored.
 pub async fn seen_counts(pool: &PgPool, subscriber: &str) -> (i64, i64, i64) {
-    sqlx::query_as(
-        "SELECT (SELECT COUNT(*) FROM seen WHERE subscriber = $1), \
-                (SELECT COUNT(DISTINCT event_id) FROM seen WHERE subscriber = $1), \
-                (SELECT COUNT(*) FROM events)",
-    )
-    .bind(subscriber)
-    .fetch_one(pool)
+    retry(|| {
+        sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM seen WHERE subscriber = $1), \
+                    (SELECT COUNT(DISTINCT event_id) FROM seen WHERE subscriber = $1), \
+                    (SELECT COUNT(*) FROM events)",
+        )
+        .bind(subscriber)
+        .fetch_one(pool)
+    })
     .await
-    .expect("counts")
 }
 
 /// Events whose id `subscriber` never recorded.
 pub async fn missing(pool: &PgPool, subscriber: &str) -> i64 {
-    sqlx::query_scalar(
-        "SELECT COUNT(*) FROM events e WHERE NOT EXISTS (SELECT 1 FROM seen s WHERE s.subscriber = $1 AND s.event_id = e.event_id)",
-    )
-    .bind(subscriber)
-    .fetch_one(pool)
+    retry(|| {
+        sqlx::query_scalar(
+            "SELECT COUNT(*) FROM events e \
+             WHERE NOT EXISTS (SELECT 1 FROM seen s WHERE s.subscriber = $1 AND s.event_id = e.event_id)",
+        )
+        .bind(subscriber)
+        .fetch_one(pool)
+    })
     .await
-    .expect("missing")
+}
+
+/// Runs a query again when it fails (tests that terminate sessions leave dead pool connections,
+/// each of which fails once).
+async fn retry<T, F: std::future::Future<Output = Result<T, sqlx::Error>>>(
+    mut query: impl FnMut() -> F,
+) -> T {
+    let mut last = None;
+    for _ in 0..20 {
+        match query().await {
+            Ok(v) => return v,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("query keeps failing: {last:?}")
 }
 
 /// A small deterministic generator for delays (xorshift), seeded per task.
