@@ -8,6 +8,7 @@ use std::time::Duration;
 use cqrs_core::{Error, Result};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
 use sqlx::{ConnectOptions, Connection, Sqlite, Transaction};
 use tokio::sync::watch;
@@ -142,10 +143,11 @@ impl SqliteDatabase {
             .create_if_missing(true)
             .foreign_keys(true)
             .busy_timeout(config.busy_timeout)
-            .pragma(
-                "synchronous",
-                if config.durable { "FULL" } else { "NORMAL" },
-            );
+            .synchronous(if config.durable {
+                SqliteSynchronous::Full
+            } else {
+                SqliteSynchronous::Normal
+            });
         let (reader, writer, keeper) = if memory {
             // One connection for reads and writes: a shared-cache in-memory database has
             // table-level locks that fail instead of waiting, so only one connection works it.
@@ -156,8 +158,9 @@ impl SqliteDatabase {
             let options = options.journal_mode(SqliteJournalMode::Wal);
             let writer = single_connection(options.clone());
             // NOTE: the writer connects first, so the file exists and is in WAL mode before a
-            // reader opens it.
-            writer.acquire().await.map_err(Error::backend)?;
+            // reader opens it. Switching a new file to WAL takes a lock SQLite does not wait
+            // for, hence the retry when another process opens the same new file.
+            retry_busy!(&config, async { Ok(writer.acquire().await.map(drop)?) })?;
             let reader = SqlitePoolOptions::new()
                 .max_connections(config.readers.max(1))
                 .acquire_timeout(FOREVER)
