@@ -237,3 +237,41 @@ async fn command_handlers_on_one_aggregate() {
         "every command either landed or got the conflict"
     );
 }
+
+/// Writers racing with one command id on one stream: one append lands, every other caller gets
+/// its result as a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_repeats_of_one_command_append_once() {
+    let (_dir, db) = file_db().await;
+    let store: Arc<dyn EventStore> = Arc::new(db.events());
+    for round in 0..5 {
+        let stream = StreamId::new("idem", round.to_string());
+        let command_id = Uuid::new_v4();
+        let mut tasks = Vec::new();
+        for w in 0..WRITERS {
+            let (store, stream) = (store.clone(), stream.clone());
+            tasks.push(tokio::spawn(async move {
+                let events = vec![NewEvent::new("Added", json!({ "writer": w }))];
+                store
+                    .append(&stream, ExpectedVersion::Any, events, Some(command_id))
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut results = Vec::new();
+        for t in tasks {
+            results.push(t.await.unwrap());
+        }
+        assert_eq!(
+            results.iter().filter(|r| !r.duplicate).count(),
+            1,
+            "exactly one append lands"
+        );
+        assert!(
+            results
+                .iter()
+                .all(|r| (r.version, r.position) == (results[0].version, results[0].position))
+        );
+        assert_eq!(store.stream_version(&stream).await.unwrap(), 1);
+    }
+}

@@ -233,3 +233,108 @@ async fn a_replay_rebuilds_the_same_read_model() {
         "the replay gives the live read model"
     );
 }
+
+/// Fails on `"fail": true` payloads until told otherwise.
+#[derive(Debug, Default)]
+struct Picky {
+    fixed: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl SqliteProjector for Picky {
+    fn name(&self) -> &str {
+        "picky"
+    }
+    async fn setup(&self, conn: &mut SqliteConnection) -> Result<(), BoxError> {
+        sqlx::query("CREATE TABLE IF NOT EXISTS picked (position INTEGER PRIMARY KEY)")
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+    async fn handle(
+        &self,
+        conn: &mut SqliteConnection,
+        event: &RecordedEvent,
+    ) -> Result<(), BoxError> {
+        if event.payload["fail"] == json!(true) && !self.fixed.load(Ordering::SeqCst) {
+            return Err("not yet".into());
+        }
+        sqlx::query("INSERT INTO picked VALUES (?)")
+            .bind(event.position() as i64)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+    async fn reset(&self, conn: &mut SqliteConnection) -> Result<(), BoxError> {
+        sqlx::query("DELETE FROM picked").execute(conn).await?;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_event_retried_by_an_operator_is_handled_once() {
+    use cqrs_core::{DeadLetterStatus, DeadLetterStore};
+    let (_dir, db) = file_db().await;
+    let picky = Arc::new(Picky::default());
+    let config = RunnerConfig {
+        max_attempts: 2,
+        backoff: Duration::from_millis(1),
+        dead_letter_interval: Duration::from_millis(20),
+        poll_interval: Duration::from_millis(20),
+        ..Default::default()
+    };
+    let runner = Runner::new(Arc::new(db.events()), Arc::new(db.dead_letters()))
+        .with_config(config)
+        .with(db.transactional(picky.clone()))
+        .start();
+    let events = append(&db, &[json!({}), json!({ "fail": true }), json!({})]).await;
+    runner
+        .wait_for("picky", events[2].position(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let picked = || async {
+        sqlx::query_scalar::<_, i64>("SELECT position FROM picked ORDER BY position")
+            .fetch_all(db.pool())
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        picked().await,
+        vec![1, 3],
+        "the others go on past the parked event"
+    );
+    let letters = db.dead_letters().list(Some("picky")).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].error, "not yet");
+
+    picky.fixed.store(true, Ordering::SeqCst);
+    db.dead_letters()
+        .set_status(letters[0].id, DeadLetterStatus::RetryRequested)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !db
+        .dead_letters()
+        .list(Some("picky"))
+        .await
+        .unwrap()
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the retried dead letter is handled and removed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    runner.shutdown().await;
+    assert_eq!(picked().await, vec![1, 2, 3]);
+    let checkpoint = db
+        .transactional(Picky::default())
+        .checkpoint()
+        .await
+        .unwrap();
+    assert_eq!(
+        checkpoint, events[2].cursor,
+        "the retry leaves the checkpoint where it was"
+    );
+}
