@@ -1,4 +1,7 @@
 //! End-to-end tests of the `bank` binary over HTTP, on the embedded store and on PostgreSQL.
 
 mod contract;
+mod crash;
+mod load;
+mod replay;
 mod support;

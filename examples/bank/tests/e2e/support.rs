@@ -14,7 +14,6 @@ use uuid::Uuid;
 pub(crate) struct Server {
     child: Child,
     pub(crate) base: String,
-    pub(crate) database: String,
 }
 
 impl Server {
@@ -49,7 +48,6 @@ impl Server {
         Server {
             child,
             base: format!("http://{addr}"),
-            database: database.to_owned(),
         }
     }
 
@@ -112,6 +110,22 @@ impl Client {
 
     pub(crate) async fn post_key(&self, path: &str, body: Value, key: &str) -> (StatusCode, Value) {
         self.post_raw(path, body.to_string(), Some(key)).await
+    }
+
+    /// Like [`post`](Self::post), but a failed connection is an `Err` (the server may be gone).
+    pub(crate) async fn try_post(
+        &self,
+        path: &str,
+        body: Value,
+    ) -> Result<(StatusCode, Value), reqwest::Error> {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await?;
+        let status = resp.status();
+        Ok((status, resp.json().await?))
     }
 
     pub(crate) async fn post_raw(
