@@ -12,8 +12,10 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions, Connection, Sqlite, Transaction};
 use tokio::sync::watch;
+use tokio::task::AbortHandle;
 
 use crate::error::{Failure, retry_busy};
+use crate::watcher;
 use crate::{
     SqliteCheckpointStore, SqliteDeadLetterStore, SqliteEventStore, SqliteProjector,
     SqliteSnapshotStore, SqliteTransactional,
@@ -43,6 +45,10 @@ pub struct SqliteConfig {
     /// survives a power cut, not only a crash of the process. Off means `NORMAL`, faster, and
     /// still safe against a crash of the process.
     pub durable: bool,
+    /// How often to look for commits made by other connections to the file (other processes,
+    /// or other handles in this one), to wake subscribers of this handle; `None` leaves them
+    /// to their polling. This handle's own appends wake its subscribers at once regardless.
+    pub watch_interval: Option<Duration>,
 }
 
 impl Default for SqliteConfig {
@@ -52,6 +58,7 @@ impl Default for SqliteConfig {
             write_patience: Duration::from_secs(60),
             readers: 4,
             durable: true,
+            watch_interval: Some(Duration::from_millis(100)),
         }
     }
 }
@@ -88,7 +95,16 @@ pub(crate) struct Inner {
     /// NOTE: an in-memory database lives as long as one connection to it; this one never runs a
     /// statement, so the data outlives any recycling of the pool's connection.
     keeper: Mutex<Option<SqliteConnection>>,
+    watcher: Mutex<Option<AbortHandle>>,
     memory: bool,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(w) = self.watcher.get_mut().ok().and_then(Option::take) {
+            w.abort();
+        }
+    }
 }
 
 impl std::fmt::Debug for SqliteDatabase {
@@ -152,10 +168,10 @@ impl SqliteDatabase {
             // One connection for reads and writes: a shared-cache in-memory database has
             // table-level locks that fail instead of waiting, so only one connection works it.
             let keeper = options.connect().await.map_err(Error::backend)?;
-            let pool = single_connection(options);
+            let pool = single_connection(options.clone());
             (pool.clone(), pool, Some(keeper))
         } else {
-            let options = options.journal_mode(SqliteJournalMode::Wal);
+            let options = options.clone().journal_mode(SqliteJournalMode::Wal);
             let writer = single_connection(options.clone());
             // NOTE: the writer connects first, so the file exists and is in WAL mode before a
             // reader opens it. Switching a new file to WAL takes a lock SQLite does not wait
@@ -167,6 +183,10 @@ impl SqliteDatabase {
                 .connect_lazy_with(options);
             (reader, writer, None)
         };
+        let watcher_conn = match (memory, config.watch_interval) {
+            (false, Some(_)) => Some(options.connect().await.map_err(Error::backend)?),
+            _ => None,
+        };
         let db = SqliteDatabase {
             inner: Arc::new(Inner {
                 reader,
@@ -174,6 +194,7 @@ impl SqliteDatabase {
                 wake: watch::channel(0).0,
                 config,
                 keeper: Mutex::new(keeper),
+                watcher: Mutex::new(None),
                 memory,
             }),
         };
@@ -185,6 +206,10 @@ impl SqliteDatabase {
                 .await
                 .map_err(|e| Failure::Core(Error::backend(e)))
         })?;
+        if let (Some(conn), Some(every)) = (watcher_conn, db.inner.config.watch_interval) {
+            let handle = watcher::spawn(Arc::downgrade(&db.inner), conn, every);
+            *db.inner.watcher.lock().expect("watcher lock") = Some(handle);
+        }
         Ok(db)
     }
 
@@ -238,6 +263,9 @@ impl SqliteDatabase {
 
     /// Closes every connection, waiting for those in use to be returned. Later calls fail.
     pub async fn close(&self) {
+        if let Some(w) = self.inner.watcher.lock().expect("watcher lock").take() {
+            w.abort();
+        }
         self.inner.writer.close().await;
         self.inner.reader.close().await;
         let keeper = self.inner.keeper.lock().expect("keeper lock").take();

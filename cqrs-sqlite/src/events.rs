@@ -18,8 +18,8 @@ use crate::error::{Failure, is_unique_violation, retry_busy, to_i64, to_u64};
 /// Appends run one at a time on the database's write connection, in a `BEGIN IMMEDIATE`
 /// transaction, so positions are handed out in commit order: the all-stream has no gaps and a
 /// reader resuming after a position never misses an event ([`Cursor::tx`] is always 0).
-/// Appends wake this process's subscribers at once; subscribers in other processes notice new
-/// events by polling.
+/// Appends wake the subscribers of this handle at once, and those of other handles on the file
+/// (other processes) within their [`SqliteConfig::watch_interval`](crate::SqliteConfig::watch_interval).
 #[derive(Debug, Clone)]
 pub struct SqliteEventStore {
     pub(crate) db: SqliteDatabase,

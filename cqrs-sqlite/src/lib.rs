@@ -64,7 +64,8 @@
 //!   writers of the process queue instead of meeting `database is locked`, a lock held by
 //!   another process is waited for and retried, and positions follow commit order, so the
 //!   all-stream has no gaps ([`Cursor::tx`](cqrs_core::Cursor::tx) is always 0). An append
-//!   wakes this process's subscribers at once.
+//!   wakes the handle's subscribers at once; commits made through other connections to the
+//!   file (other processes) wake them within [`SqliteConfig::watch_interval`].
 //! - [`SqliteProjector`] with [`SqliteTransactional`]: read-model tables written in the same
 //!   transaction as the checkpoint, for exactly-once effect. Query them through
 //!   [`SqliteDatabase::pool`].
@@ -82,6 +83,7 @@ mod error;
 mod events;
 mod projector;
 mod stores;
+mod watcher;
 
 pub use database::{MIGRATOR, SqliteConfig, SqliteDatabase};
 pub use dead_letters::SqliteDeadLetterStore;

@@ -151,6 +151,7 @@ async fn follows_live(db: SqliteDatabase) {
     let store = Arc::new(db.events());
     let config = RunnerConfig {
         poll_interval: Duration::from_secs(30),
+        dead_letter_interval: Duration::from_secs(30),
         ..Default::default()
     };
     let runner = Runner::new(store.clone(), Arc::new(db.dead_letters()))
@@ -175,7 +176,7 @@ async fn follows_live(db: SqliteDatabase) {
             .await
             .unwrap();
         assert!(
-            started.elapsed() < Duration::from_secs(2),
+            started.elapsed() < Duration::from_millis(800),
             "woken by the append, not by polling"
         );
     }
@@ -337,4 +338,50 @@ async fn a_parked_event_retried_by_an_operator_is_handled_once() {
         checkpoint, events[2].cursor,
         "the retry leaves the checkpoint where it was"
     );
+}
+
+/// Appends through another handle on the same file (another process, in real life) wake the
+/// subscribers too, within the watch interval rather than the poll interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_wake_for_appends_of_another_handle() {
+    let (dir, db) = file_db().await;
+    let other = SqliteDatabase::open_path(dir.path().join("test.db"), Default::default())
+        .await
+        .unwrap();
+    let config = RunnerConfig {
+        poll_interval: Duration::from_secs(30),
+        dead_letter_interval: Duration::from_secs(30),
+        ..Default::default()
+    };
+    let runner = Runner::new(Arc::new(db.events()), Arc::new(db.dead_letters()))
+        .with_config(config)
+        .with(db.transactional(Totals::default()))
+        .start();
+    let store = other.events();
+    for i in 1..=5u64 {
+        let event =
+            NewEvent::from_domain(&CounterEvent::Added { n: i }, Default::default()).unwrap();
+        let started = Instant::now();
+        let out = store
+            .append(
+                &StreamId::new("counter", "elsewhere"),
+                ExpectedVersion::Any,
+                vec![event],
+                None,
+            )
+            .await
+            .unwrap();
+        runner
+            .wait_for("totals", out.position, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(
+            started.elapsed() < Duration::from_millis(800),
+            "woken by the watcher, not by polling"
+        );
+    }
+    runner.shutdown().await;
+    assert_eq!(totals(&db).await, vec![("elsewhere".into(), 15, 5)]);
+    db.close().await;
+    other.close().await;
 }
