@@ -2,6 +2,7 @@
 
 mod contract;
 mod crash;
+mod edges;
 mod load;
 mod replay;
 mod support;

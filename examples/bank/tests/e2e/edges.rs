@@ -1,0 +1,104 @@
+//! The two error codes load alone does not provoke: 409 when conflicts outlast the retries,
+//! and 504 when a read model cannot catch up in time.
+
+use std::sync::Arc;
+
+use bank::{Backend, Bank, BankConfig};
+use cqrs_core::RetryPolicy;
+use reqwest::StatusCode;
+use serde_json::json;
+use sqlx::Connection;
+
+use crate::support::{Client, Server, pg_db};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conflicts_left_after_retries_are_409_and_write_nothing() {
+    // The router on a real listener, with a bank that never retries a conflict.
+    let backend = Backend::open("sqlite::memory:").await.unwrap();
+    let config = BankConfig {
+        retry: RetryPolicy::NEVER,
+        ..BankConfig::default()
+    };
+    let bank = Arc::new(Bank::start(backend, config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(axum::serve(listener, bank::router(bank.clone())).into_future());
+    let c = Client::new(&base);
+    let id = c.open("hot").await;
+
+    let (mut ok, mut conflicts) = (0, 0);
+    for _round in 0..10 {
+        let calls = (0..32).map(|_| {
+            let c = c.clone();
+            let path = format!("/accounts/{id}/deposit");
+            tokio::spawn(async move { c.post(&path, json!({"amount": 1})).await })
+        });
+        for call in calls.collect::<Vec<_>>() {
+            let (s, b) = call.await.unwrap();
+            match s {
+                StatusCode::OK => ok += 1,
+                StatusCode::CONFLICT => {
+                    assert_eq!(b["code"], "conflict", "{b}");
+                    conflicts += 1;
+                }
+                other => panic!("unexpected {other}: {b}"),
+            }
+        }
+        if conflicts > 0 {
+            break;
+        }
+    }
+    assert!(
+        conflicts > 0,
+        "32 concurrent deposits on one account without retries conflict"
+    );
+    c.settle().await;
+    let (_, a) = c.get(&format!("/accounts/{id}")).await;
+    assert_eq!(a["balance"], ok, "only the answered deposits were written");
+    assert_eq!(a["version"], ok + 1);
+}
+
+#[tokio::test]
+async fn a_read_model_that_cannot_catch_up_is_a_504() {
+    let Some(db) = pg_db().await else { return };
+    {
+        let server = Server::start_with(&db.url, &["--read-timeout-ms", "300"]);
+        let c = server.client();
+        let id = c.open("slow").await;
+        let pos = c.deposit(&id, 10).await;
+        let (s, _) = c
+            .get(&format!("/accounts/{id}/statement?after={pos}"))
+            .await;
+        assert_eq!(s, StatusCode::OK);
+
+        // Another session locks the statement table against writes: its projector blocks.
+        // NOTE: SHARE mode, not ACCESS EXCLUSIVE: the latter takes a transaction id, which
+        // holds back the store's read watermark and would pause every subscriber.
+        let mut locker = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
+        sqlx::query("LOCK TABLE statement IN SHARE MODE")
+            .execute(&mut locker)
+            .await
+            .unwrap();
+        let pos = c.deposit(&id, 5).await;
+        let (s, b) = c
+            .get(&format!("/accounts/{id}/statement?after={pos}"))
+            .await;
+        assert_eq!(
+            (s, b["code"].as_str()),
+            (StatusCode::GATEWAY_TIMEOUT, Some("timeout")),
+            "{b}"
+        );
+        // The accounts read model is not blocked.
+        let (s, b) = c.get(&format!("/accounts/{id}?after={pos}")).await;
+        assert_eq!((s, b["balance"].as_i64()), (StatusCode::OK, Some(15)));
+
+        sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+        let (s, b) = c
+            .get(&format!("/accounts/{id}/statement?after={pos}"))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        assert_eq!(b["lines"].as_array().unwrap().len(), 2);
+    }
+    db.drop_db().await;
+}
