@@ -123,8 +123,11 @@ pub async fn migrate(options: &PgConnectOptions, schema: &str) -> Result<()> {
         .await
         .map_err(Error::backend)?;
     // NOTE: the name was checked above to be a plain identifier, so it is safe to splice in.
+    // The lock keeps processes starting together from racing on CREATE SCHEMA (not safe
+    // against itself even with IF NOT EXISTS); closing the session frees it.
     sqlx::raw_sql(AssertSqlSafe(format!(
-        "CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path TO {schema}"
+        "SELECT pg_advisory_lock(hashtextextended('cqrs-postgres-migrate', 0)); \
+         CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path TO {schema}"
     )))
     .execute(&mut conn)
     .await

@@ -1,16 +1,5 @@
-//! Leases: a session advisory lock per subscriber name, with an epoch that fences out a
-//! holder that lost its lock.
-//!
-//! The lock is held by a connection of its own, so it lasts exactly as long as that session:
-//! a holder that exits, crashes or is killed loses it at once, and one whose host vanishes
-//! loses it when the server's TCP keepalive gives up (about 11 s, set per session below).
-//! Each acquisition increments the lease row's `epoch`; a [`PgTransactional`] fenced by the
-//! leases checks the epoch in the transaction that writes its checkpoint, holding the row
-//! `FOR SHARE`, so a holder that lost the lease and kept working cannot commit a batch after
-//! the next holder has taken over: either its commit comes first and the new holder starts
-//! from its checkpoint, or it finds the newer epoch and rolls back.
-//!
-//! [`PgTransactional`]: crate::PgTransactional
+//! Leases: a session advisory lock per subscriber name, and an epoch that fences out a holder
+//! that lost its lock (see [`PgLeases`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -32,8 +21,26 @@ const TRY_LOCK: &str = "SELECT pg_try_advisory_lock(hashtextextended('cqrs-lease
 
 /// [`Leases`] on PostgreSQL advisory locks, one connection per held lease.
 ///
-/// Cloning shares the leases; [`PgTransactional::fenced_by`](crate::PgTransactional::fenced_by)
-/// takes a clone to learn the epochs of the leases this process holds.
+/// What it guarantees:
+/// - At most one session holds the advisory lock of a name (per schema) at a time; the runner
+///   runs a subscriber only while its lease renews, and a renewal runs a query on the lease's
+///   connection, so a lost connection is noticed at the next batch.
+/// - A holder that exits, crashes or is killed frees the lock at once (its session ends); one
+///   whose host vanishes frees it when the server's TCP keepalive gives up (about 11 s: these
+///   sessions set `tcp_keepalives_idle` 5 s, `tcp_keepalives_interval` 2 s, count 3). The next
+///   runner takes over at its next try (the runner's `lease_interval`).
+/// - Fencing, with [`PgTransactional::fenced_by`](crate::PgTransactional::fenced_by): each
+///   acquisition increments the lease row's `epoch`, and a fenced batch writes its checkpoint
+///   only while the row still has this holder's epoch, holding the row `FOR SHARE` until it
+///   commits. A holder that lost its lock but is still working (a network partition, a long
+///   pause) therefore cannot commit once the next holder has taken the lease: either its
+///   commit comes first and the next holder starts from its checkpoint, or it meets the new
+///   epoch and rolls back. Without fencing (a [`Checkpointed`](cqrs_core::Checkpointed)
+///   projector) a stale holder may still handle a batch the new holder handles too
+///   (at-least-once).
+///
+/// Cloning shares the leases; `fenced_by` takes a clone to learn the epochs of the leases this
+/// process holds.
 #[derive(Clone)]
 pub struct PgLeases {
     inner: Arc<Shared>,

@@ -152,7 +152,15 @@ async fn a_holder_that_lost_its_lease_cannot_commit() {
         )
         .await
         .unwrap();
-    let events = store_a.read_all(Cursor::START, 10).await.unwrap();
+    // NOTE: other tests' open transactions may hold the events back for a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let events = loop {
+        let events = store_a.read_all(Cursor::START, 10).await.unwrap();
+        if events.len() == 3 || Instant::now() > deadline {
+            break events;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(events.len(), 3);
 
     let (leases_a, leases_b) = (store_a.leases(), store_b.leases());

@@ -189,6 +189,18 @@ async fn malformed_rows_are_parked_and_the_rest_goes_on() {
             );
         }
     }
+    let diag = store.diagnostics().await.unwrap();
+    let lag = diag
+        .subscribers
+        .iter()
+        .find(|s| s.name == "deposits")
+        .expect("the checkpoint is reported");
+    assert_eq!(
+        (lag.cursor.position, lag.behind),
+        (head, 0),
+        "caught up: {diag:#?}"
+    );
+    assert_eq!(diag.head_position, head);
     let status = runner.status().await.unwrap();
     assert_eq!(status[0].parked, 3);
     runner.shutdown().await;
