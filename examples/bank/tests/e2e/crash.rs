@@ -146,7 +146,10 @@ async fn sigkill_under_load(db: &str) {
         assert!(state.outgoing.is_empty(), "no transfer left holding money");
         total += state.balance as i128;
     }
+    // Folding the log in order: at every event, the balances plus the money held by
+    // unfinished transfers equal deposits minus withdrawals, and no balance is negative.
     let (mut deposits, mut withdrawals, mut ended, mut started) = (0i128, 0i128, 0, 0);
+    let (mut balances, mut held) = (HashMap::<String, i128>::new(), 0i128);
     let mut after = Cursor::START;
     loop {
         let batch = backend.events().read_all(after, 1000).await.unwrap();
@@ -154,11 +157,46 @@ async fn sigkill_under_load(db: &str) {
         after = last.cursor;
         for e in &batch {
             if let Ok(Some(a)) = e.decode_for::<bank::Account>() {
-                match a.payload {
-                    AccountEvent::Deposited { amount, .. } => deposits += amount as i128,
-                    AccountEvent::Withdrawn { amount, .. } => withdrawals += amount as i128,
-                    _ => {}
-                }
+                let (delta, balance) = match a.payload {
+                    AccountEvent::Deposited { amount, balance } => {
+                        deposits += amount as i128;
+                        (amount as i128, balance)
+                    }
+                    AccountEvent::Withdrawn { amount, balance } => {
+                        withdrawals += amount as i128;
+                        (-(amount as i128), balance)
+                    }
+                    AccountEvent::TransferDebited {
+                        amount, balance, ..
+                    } => {
+                        held += amount as i128;
+                        (-(amount as i128), balance)
+                    }
+                    AccountEvent::TransferCredited {
+                        amount, balance, ..
+                    }
+                    | AccountEvent::TransferRefunded {
+                        amount, balance, ..
+                    } => {
+                        held -= amount as i128;
+                        (amount as i128, balance)
+                    }
+                    _ => continue,
+                };
+                let b = balances.entry(e.stream.id.clone()).or_default();
+                *b += delta;
+                assert_eq!(
+                    *b, balance as i128,
+                    "the balance an event carries follows from the one before"
+                );
+                assert!(held >= 0, "transfers never hold negative money");
+                let sum: i128 = balances.values().sum();
+                assert_eq!(
+                    sum + held,
+                    deposits - withdrawals,
+                    "money is conserved at position {}",
+                    e.position()
+                );
             } else if let Ok(Some(t)) = e.decode_for::<bank::Transfer>() {
                 match t.payload {
                     TransferEvent::Started { .. } => started += 1,
@@ -168,6 +206,7 @@ async fn sigkill_under_load(db: &str) {
             }
         }
     }
+    assert_eq!(held, 0, "no money is left in transfers");
     assert_eq!(total, deposits - withdrawals, "money is conserved");
     assert_eq!(started, ended, "every transfer ended");
     let transfers = backend.transfers().await.unwrap();
