@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cqrs_core::{Error, Result};
+use sqlx::migrate::MigrateError;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
@@ -14,7 +15,7 @@ use sqlx::{ConnectOptions, Connection, Sqlite, Transaction};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
-use crate::error::{Failure, retry_busy};
+use crate::error::{Failure, is_busy, retry_busy};
 use crate::watcher;
 use crate::{
     SqliteCheckpointStore, SqliteDeadLetterStore, SqliteEventStore, SqliteProjector,
@@ -198,14 +199,7 @@ impl SqliteDatabase {
                 memory,
             }),
         };
-        let writer = db.inner.writer.clone();
-        retry_busy!(&db.inner.config, async {
-            let mut conn = writer.acquire().await?;
-            MIGRATOR
-                .run(&mut *conn)
-                .await
-                .map_err(|e| Failure::Core(Error::backend(e)))
-        })?;
+        retry_busy!(&db.inner.config, migrate(&db.inner.writer))?;
         if let (Some(conn), Some(every)) = (watcher_conn, db.inner.config.watch_interval) {
             let handle = watcher::spawn(Arc::downgrade(&db.inner), conn, every);
             *db.inner.watcher.lock().expect("watcher lock") = Some(handle);
@@ -278,6 +272,29 @@ impl SqliteDatabase {
     pub(crate) fn notify(&self) {
         self.inner.wake.send_modify(|n| *n += 1);
     }
+}
+
+/// Runs the migrations that are not applied yet.
+///
+/// NOTE: SQLite has no migration lock in sqlx, so two processes opening a new file at once
+/// would both try to create the tables. Running the whole migrator in one `BEGIN IMMEDIATE`
+/// transaction (its own transactions become savepoints) makes the second wait for the first,
+/// then find everything applied.
+async fn migrate(writer: &SqlitePool) -> Result<(), Failure> {
+    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+    // NOTE: `Migrator::run` is generic over `Acquire`, which keeps its future from being
+    // proven `Send` (sqlx issue #2016); `run_direct` is sqlx's own way around that.
+    MIGRATOR
+        .run_direct(None, &mut *tx, false)
+        .await
+        .map_err(|e| match e {
+            MigrateError::Execute(e) | MigrateError::ExecuteMigration(e, _) if is_busy(&e) => {
+                Failure::Db(e)
+            }
+            e => Failure::Core(Error::backend(e)),
+        })?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// A pool of one connection that is never recycled, whose waiters queue without a deadline.

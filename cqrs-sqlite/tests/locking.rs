@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+mod support;
+
 use cqrs_core::{Error, EventStore, ExpectedVersion, NewEvent, StreamId};
 use cqrs_sqlite::{SqliteConfig, SqliteDatabase};
 use serde_json::json;
@@ -111,4 +113,48 @@ async fn writers_of_one_handle_queue_behind_a_write_transaction() {
     );
     held.commit().await.unwrap();
     assert_eq!(append.await.unwrap().unwrap().version, 1);
+}
+
+/// Processes starting together on a new file: each waits for the others' setup and migrations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn handles_opening_one_new_file_at_once_all_open() {
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.db");
+        let config = SqliteConfig {
+            busy_timeout: Duration::from_millis(1),
+            ..Default::default()
+        };
+        let opens: Vec<_> = (0..6)
+            .map(|_| tokio::spawn(SqliteDatabase::open_path(path.clone(), config.clone())))
+            .collect();
+        for open in opens {
+            let db = open.await.unwrap().expect("every handle opens");
+            db.events()
+                .append(
+                    &StreamId::new("open", "1"),
+                    ExpectedVersion::Any,
+                    event(),
+                    None,
+                )
+                .await
+                .unwrap();
+            db.close().await;
+        }
+    }
+}
+
+/// The futures of the inherent async methods can be spawned (they are `Send`).
+#[allow(dead_code)]
+fn futures_are_send(db: SqliteDatabase) {
+    fn send<T: Send>(_: T) {}
+    send(SqliteDatabase::open("sqlite::memory:"));
+    send(SqliteDatabase::open_with("x.db", SqliteConfig::default()));
+    send(SqliteDatabase::open_path("x.db", SqliteConfig::default()));
+    send(SqliteDatabase::in_memory());
+    send(db.begin_write());
+    send(db.close());
+    let sub = db.transactional(support::balances::Totals::default());
+    send(sub.setup());
+    send(sub.checkpoint());
 }
