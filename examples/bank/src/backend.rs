@@ -9,6 +9,7 @@ use cqrs_core::{
 };
 use cqrs_postgres::{PgConfig, PgEventStore};
 use cqrs_sqlite::SqliteDatabase;
+use uuid::Uuid;
 
 use crate::readmodel::{
     AccountRow, AccountView, LargeWithdrawalRow, LargeWithdrawalView, ReadModel, SqlProjection,
@@ -207,6 +208,48 @@ impl Backend {
         .into_iter()
         .map(Into::into)
         .collect())
+    }
+
+    /// The refusal recorded for command id `id`: status, code and message.
+    pub async fn refusal(&self, id: Uuid) -> Result<Option<(i64, String, String)>> {
+        fetch!(
+            self,
+            (i64, String, String),
+            sql::SELECT_REFUSAL,
+            fetch_optional,
+            id.to_string()
+        )
+    }
+
+    /// Records the refusal of command id `id` (the first one recorded stays).
+    pub async fn record_refusal(
+        &self,
+        id: Uuid,
+        status: u16,
+        code: &str,
+        message: &str,
+    ) -> Result<()> {
+        macro_rules! q {
+            () => {
+                sqlx::query(sql::RECORD_REFUSAL)
+                    .bind(id.to_string())
+                    .bind(i64::from(status))
+                    .bind(code)
+                    .bind(message)
+            };
+        }
+        match &self.kind {
+            Kind::Sqlite(db) => {
+                let mut tx = db.begin_write().await?;
+                q!().execute(&mut *tx).await.map_err(Error::backend)?;
+                tx.commit().await.map_err(Error::backend)
+            }
+            Kind::Postgres(pg) => q!()
+                .execute(pg.pool())
+                .await
+                .map(drop)
+                .map_err(Error::backend),
+        }
     }
 
     /// Closes the connections.

@@ -39,6 +39,17 @@ pub enum BankError {
     /// A read model did not reach the asked position in time (504).
     #[error("read model {0} did not catch up in time")]
     Timeout(String),
+    /// The answer recorded for an idempotency key whose first request was refused (404, 409
+    /// or 422), given again.
+    #[error("{message}")]
+    Repeated {
+        /// The first answer's status.
+        status: u16,
+        /// The first answer's code.
+        code: &'static str,
+        /// The first answer's message.
+        message: String,
+    },
     /// The store failed (500).
     #[error("storage error")]
     Store(#[from] cqrs_core::Error),
@@ -61,6 +72,7 @@ impl BankError {
             BankError::Conflict { .. } => 409,
             BankError::Rule { .. } => 422,
             BankError::Timeout(_) => 504,
+            BankError::Repeated { status, .. } => *status,
             BankError::Store(_) => 500,
         }
     }
@@ -70,10 +82,46 @@ impl BankError {
         match self {
             BankError::Invalid { code, .. }
             | BankError::Conflict { code, .. }
-            | BankError::Rule { code, .. } => code,
+            | BankError::Rule { code, .. }
+            | BankError::Repeated { code, .. } => code,
             BankError::NotFound(_) => "not_found",
             BankError::Timeout(_) => "timeout",
             BankError::Store(_) => "internal",
+        }
+    }
+}
+
+/// Codes of refusals that stay true: the same request gets the same answer.
+const FINAL_CODES: &[&str] = &[
+    "not_found",
+    "already_exists",
+    "account_closed",
+    "insufficient_funds",
+    "balance_limit",
+    "balance_not_zero",
+    "transfers_in_flight",
+    "same_account",
+    "rejected",
+];
+
+impl BankError {
+    /// Whether this is a refusal to remember for an idempotency key: a broken rule or an
+    /// unknown account, not a transient conflict, a timeout or a storage failure.
+    pub fn is_final(&self) -> bool {
+        matches!(self.status(), 404 | 409 | 422) && FINAL_CODES.contains(&self.code())
+    }
+
+    /// A refusal recorded earlier, answered again.
+    pub fn repeated(status: u16, code: &str, message: String) -> Self {
+        let code = FINAL_CODES
+            .iter()
+            .find(|c| **c == code)
+            .copied()
+            .unwrap_or("rejected");
+        BankError::Repeated {
+            status,
+            code,
+            message,
         }
     }
 }

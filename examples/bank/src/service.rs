@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cqrs_core::{
-    Checkpointed, CommandHandler, CommandOptions, Metadata, RetryPolicy, Runner, RunnerConfig,
-    RunnerHandle, StreamId, Subscriber, SubscriberStatus,
+    AppendResult, Checkpointed, CommandHandler, CommandOptions, Metadata, RetryPolicy, Runner,
+    RunnerConfig, RunnerHandle, StreamId, Subscriber, SubscriberStatus,
 };
 use serde::Serialize;
 use uuid::Uuid;
@@ -213,24 +213,27 @@ impl Bank {
     /// and a repeat returns the first answer.
     pub async fn open_account(&self, owner: &str, key: Option<&str>) -> Result<Opened, BankError> {
         let id = key.map_or_else(Uuid::new_v4, |k| key_id("account", k));
-        let mut opts = options(key.map(|k| key_id("open", k)));
-        opts.metadata.correlation_id = Some(id);
-        let out = self
-            .handlers
-            .accounts
-            .execute_with(
-                &id.to_string(),
-                &AccountCommand::Open {
-                    owner: owner.into(),
-                },
-                opts,
-            )
-            .await?;
-        Ok(Opened {
+        let cid = key.map(|k| key_id("open", k));
+        let stream = CommandHandler::<Account>::stream(&id.to_string());
+        let done = |version, position| Opened {
             id,
-            version: out.version,
-            position: out.position,
+            version,
+            position,
+        };
+        self.once(&stream, cid, |r| done(r.version, r.position), async {
+            let mut opts = options(cid);
+            opts.metadata.correlation_id = Some(id);
+            let cmd = AccountCommand::Open {
+                owner: owner.into(),
+            };
+            let out = self
+                .handlers
+                .accounts
+                .execute_with(&id.to_string(), &cmd, opts)
+                .await?;
+            Ok(done(out.version, out.position))
         })
+        .await
     }
 
     /// Deposits `amount` on account `id`.
@@ -268,16 +271,18 @@ impl Bank {
         cmd: AccountCommand,
         key: Option<&str>,
     ) -> Result<Written, BankError> {
-        let opts = options(key.map(|k| key_id(&format!("{op} {id}"), k)));
-        let out = self
-            .handlers
-            .accounts
-            .execute_with(&id.to_string(), &cmd, opts)
-            .await?;
-        Ok(Written {
-            version: out.version,
-            position: out.position,
+        let cid = key.map(|k| key_id(&format!("{op} {id}"), k));
+        let stream = CommandHandler::<Account>::stream(&id.to_string());
+        let done = |version, position| Written { version, position };
+        self.once(&stream, cid, |r| done(r.version, r.position), async {
+            let out = self
+                .handlers
+                .accounts
+                .execute_with(&id.to_string(), &cmd, options(cid))
+                .await?;
+            Ok(done(out.version, out.position))
         })
+        .await
     }
 
     /// Starts a transfer; the process manager carries it out. Both accounts must exist.
@@ -289,47 +294,80 @@ impl Bank {
         key: Option<&str>,
     ) -> Result<Accepted, BankError> {
         let id = key.map_or_else(Uuid::new_v4, |k| key_id("transfer", k));
-        let command_id = key.map(|k| key_id("transfer start", k));
-        let stream = StreamId::new("transfer", id.to_string());
-        if let Some(cid) = command_id
-            && let Some(prev) = self.backend.events().command_result(&stream, cid).await?
-        {
-            return Ok(Accepted {
+        let cid = key.map(|k| key_id("transfer start", k));
+        let stream = CommandHandler::<Transfer>::stream(&id.to_string());
+        self.once(
+            &stream,
+            cid,
+            |r| Accepted {
                 id,
-                position: prev.position,
-            });
+                position: r.position,
+            },
+            async {
+                if from == to {
+                    return Err(crate::domain::transfer::TransferError::SameAccount.into());
+                }
+                for account in [from, to] {
+                    if self
+                        .handlers
+                        .accounts
+                        .load(&account.to_string())
+                        .await?
+                        .0
+                        .status
+                        == AccountStatus::New
+                    {
+                        return Err(BankError::NotFound("account"));
+                    }
+                }
+                let mut opts = options(cid);
+                opts.metadata.correlation_id = Some(id);
+                let cmd = TransferCommand::Start { from, to, amount };
+                let out = self
+                    .handlers
+                    .transfers
+                    .execute_with(&id.to_string(), &cmd, opts)
+                    .await?;
+                Ok(Accepted {
+                    id,
+                    position: out.position,
+                })
+            },
+        )
+        .await
+    }
+
+    /// Runs a command sent with an optional idempotency key, whose derived command id is
+    /// `cid` on `stream`. A key seen before gets its first answer again, success or refusal,
+    /// and nothing runs: a success is found by its command id in the event store; a refusal
+    /// (404, 409 or 422) is remembered in a table of its own, since it wrote no events.
+    async fn once<T>(
+        &self,
+        stream: &StreamId,
+        cid: Option<Uuid>,
+        done: impl FnOnce(AppendResult) -> T,
+        run: impl Future<Output = Result<T, BankError>>,
+    ) -> Result<T, BankError> {
+        let Some(cid) = cid else { return run.await };
+        if let Some(prev) = self.backend.events().command_result(stream, cid).await? {
+            return Ok(done(prev));
         }
-        if from == to {
-            return Err(crate::domain::transfer::TransferError::SameAccount.into());
+        if let Some((status, code, message)) = self.backend.refusal(cid).await? {
+            return Err(BankError::repeated(
+                u16::try_from(status).unwrap_or(422),
+                &code,
+                message,
+            ));
         }
-        for account in [from, to] {
-            if self
-                .handlers
-                .accounts
-                .load(&account.to_string())
-                .await?
-                .0
-                .status
-                == AccountStatus::New
-            {
-                return Err(BankError::NotFound("account"));
+        match run.await {
+            Err(e) if e.is_final() => {
+                self.backend
+                    .record_refusal(cid, e.status(), e.code(), &e.to_string())
+                    .await?;
+                Err(e)
             }
+            other => other,
         }
-        let mut opts = options(command_id);
-        opts.metadata.correlation_id = Some(id);
-        let out = self
-            .handlers
-            .transfers
-            .execute_with(
-                &id.to_string(),
-                &TransferCommand::Start { from, to, amount },
-                opts,
-            )
-            .await?;
-        Ok(Accepted {
-            id,
-            position: out.position,
-        })
     }
 
     /// Waits until `model` has passed global position `after` (504 after the read timeout).

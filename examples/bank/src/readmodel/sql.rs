@@ -13,7 +13,15 @@ pub(crate) const SCHEMA: &[&str] = &[
      amount BIGINT NOT NULL, status TEXT NOT NULL, reason TEXT, version BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS large_withdrawals (account_id TEXT NOT NULL, version BIGINT NOT NULL, \
      amount BIGINT NOT NULL, position BIGINT NOT NULL, recorded_at TEXT NOT NULL, PRIMARY KEY (account_id, version))",
+    "CREATE TABLE IF NOT EXISTS idempotent_refusals (id TEXT PRIMARY KEY, status BIGINT NOT NULL, \
+     code TEXT NOT NULL, message TEXT NOT NULL)",
 ];
+
+/// Remembers the refusal of a request sent with an idempotency key (by its derived command id).
+pub(crate) const RECORD_REFUSAL: &str = "INSERT INTO idempotent_refusals (id, status, code, message) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING";
+pub(crate) const SELECT_REFUSAL: &str =
+    "SELECT status, code, message FROM idempotent_refusals WHERE id = $1";
 
 pub(crate) const ACCOUNT_OPENED: &str = "INSERT INTO accounts (id, owner, balance, status, version) \
      VALUES ($1, $2, 0, 'open', $3) ON CONFLICT (id) DO NOTHING";

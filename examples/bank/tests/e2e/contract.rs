@@ -422,6 +422,47 @@ async fn idempotency(c: &Client) {
     c.finished_transfer(t1.1["id"].as_str().unwrap()).await;
     c.settle().await;
 
+    // A refusal is an answer too: the same key gets it again, even once the request could
+    // succeed, and nothing is appended.
+    let rkey = Uuid::new_v4().to_string();
+    let rich = c.open("ira").await;
+    let path = format!("/accounts/{rich}/withdraw");
+    let r1 = c.post_key(&path, json!({"amount": 1_000}), &rkey).await;
+    assert_eq!(
+        (r1.0, r1.1["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("insufficient_funds"))
+    );
+    let pos = c.deposit(&rich, 5_000).await;
+    let r2 = c.post_key(&path, json!({"amount": 1_000}), &rkey).await;
+    assert_eq!(r1, r2);
+    let (_, b) = c.get(&format!("/accounts/{rich}?after={pos}")).await;
+    assert_eq!(
+        (b["balance"].as_i64(), b["version"].as_i64()),
+        (Some(5_000), Some(2))
+    );
+    // A fresh key is a fresh request.
+    let (s, _) = c
+        .post_key(&path, json!({"amount": 1_000}), &Uuid::new_v4().to_string())
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let missing = Uuid::new_v4();
+    let tkey2 = Uuid::new_v4().to_string();
+    let m1 = c
+        .post_key(
+            "/transfers",
+            json!({"from": rich, "to": missing, "amount": 1}),
+            &tkey2,
+        )
+        .await;
+    let m2 = c
+        .post_key(
+            "/transfers",
+            json!({"from": rich, "to": missing, "amount": 1}),
+            &tkey2,
+        )
+        .await;
+    assert_eq!((m1.0, &m1.1), (StatusCode::NOT_FOUND, &m2.1));
+
     // Nothing new was appended by the repeats: one deposit, one withdrawal, one transfer.
     let (_, a) = c.get(&format!("/accounts/{id}")).await;
     assert_eq!(a["balance"], 100 - 30 - 20);
