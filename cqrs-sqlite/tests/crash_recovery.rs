@@ -44,6 +44,14 @@ fn a_dropped_store_reopens_with_everything_committed_and_resumes() {
                 .await
                 .unwrap();
             let store: Arc<dyn EventStore> = Arc::new(db.events());
+            // A backlog first, which the slow projector (3 ms an event) needs over 600 ms to
+            // work off: the crash at 250 ms surely finds it behind.
+            let backlog = CommandHandler::<Counter>::new(store.clone());
+            for i in 1..=200u64 {
+                let id = format!("c{}", i % 4);
+                let out = backlog.execute(&id, &i).await.expect("append");
+                acked.lock().unwrap().push((id, out.version, i));
+            }
             let runner = Runner::new(store.clone(), Arc::new(db.dead_letters()))
                 .with_config(config())
                 .with(db.transactional(Totals {
@@ -61,7 +69,7 @@ fn a_dropped_store_reopens_with_everything_committed_and_resumes() {
                     }
                 });
             }
-            tokio::time::sleep(Duration::from_millis(400)).await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
             // NOTE: no shutdown, no close: the runner and the writers are mid-work.
             std::mem::forget(runner);
         });
