@@ -130,8 +130,11 @@ impl<P: SqliteProjector + ?Sized> SqliteProjector for std::sync::Arc<P> {
 /// one `BEGIN IMMEDIATE` transaction (exactly-once effect). Build it with
 /// [`SqliteDatabase::transactional`] and hand it to a [`cqrs_core::Runner`].
 ///
-/// The checkpoint never moves backwards; events at or before the committed checkpoint are
-/// skipped, except when a parked event is retried (`to` at or before the checkpoint).
+/// The checkpoint never moves backwards. A call whose `to` lies at or before the checkpoint is a
+/// parked event retried, and is handled as given.
+///
+/// Run each subscriber in one runner at a time: a second runner of the same subscriber (in
+/// another process on the same file) could apply a batch the first one has just committed.
 #[derive(Debug)]
 pub struct SqliteTransactional<P> {
     db: SqliteDatabase,
@@ -219,8 +222,8 @@ impl<P: SqliteProjector> Subscriber for SqliteTransactional<P> {
         in_write_tx!(&self.db, |conn| async {
             let current = load_checkpoint(conn, name).await?;
             // NOTE: `to` at or before the checkpoint is a parked event retried: handle it as
-            // given. Otherwise skip what is already committed, in case another process ran the
-            // same subscriber meanwhile.
+            // given. Otherwise a batch never reaches back before the checkpoint when one runner
+            // drives this subscriber; skipping what is committed is only a cheap guard.
             let fresh = if to > current {
                 &events[events.partition_point(|e| e.cursor <= current)..]
             } else {
