@@ -21,7 +21,7 @@ struct Args {
 struct Database {
     /// The store: a file path, `sqlite:...`, `sqlite::memory:` or `postgres://...`
     /// [default: the embedded store in ./bank.db]
-    #[arg(long, env = "DATABASE_URL")]
+    #[arg(long, env = "DATABASE_URL", global = true)]
     database: Option<String>,
 }
 

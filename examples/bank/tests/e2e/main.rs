@@ -1,5 +1,6 @@
 //! End-to-end tests of the `bank` binary over HTTP, on the embedded store and on PostgreSQL.
 
+mod cli;
 mod contract;
 mod crash;
 mod edges;

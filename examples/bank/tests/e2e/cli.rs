@@ -1,0 +1,153 @@
+//! The operator commands: `bank projections`, `bank dead-letters list|retry|skip`, and the
+//! refusals of `bank replay`.
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use bank::Backend;
+use cqrs_core::{ExpectedVersion, NewEvent, StreamId};
+
+use crate::support::{Server, sqlite_db};
+
+fn bank(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bank"))
+        .args(args)
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run bank")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn projections_and_dead_letters_from_the_command_line() {
+    let (_dir, db) = sqlite_db();
+    // A poison event: an account event of a type no projector knows.
+    let backend = Backend::open(&db).await.unwrap();
+    let stream = StreamId::new("account", uuid::Uuid::new_v4().to_string());
+    let poison = NewEvent::new("Bogus", serde_json::json!({"x": 1}));
+    backend
+        .events()
+        .append(&stream, ExpectedVersion::NoStream, vec![poison], None)
+        .await
+        .unwrap();
+    backend.close().await;
+
+    let server = Server::start(&db);
+    let c = server.client();
+    let id = c.open("olga").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, p) = c.get("/projections").await;
+        let parked: u64 = p
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["parked"].as_u64().unwrap())
+            .sum();
+        if parked == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the poison event was not parked: {p}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The poison event stopped nothing: later events are handled.
+    let pos = c.deposit(&id, 10).await;
+    let (_, a) = c.get(&format!("/accounts/{id}?after={pos}")).await;
+    assert_eq!(a["balance"], 10);
+
+    let out = bank(&["projections", "--database", &db]);
+    assert!(out.status.success());
+    let table = stdout(&out);
+    for name in [
+        "accounts",
+        "statement",
+        "transfers",
+        "large_withdrawals",
+        "transfer_process",
+    ] {
+        assert!(table.contains(name), "{table}");
+    }
+    assert!(table.contains("head position"), "{table}");
+
+    let out = bank(&["dead-letters", "list", "--database", &db]);
+    let list = stdout(&out);
+    assert!(out.status.success() && list.contains("Bogus"), "{list}");
+    let ids: Vec<String> = list
+        .lines()
+        .filter(|l| !l.starts_with(' '))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(ids.len(), 3, "{list}");
+
+    let out = bank(&["dead-letters", "retry", &ids[0], "--database", &db]);
+    assert!(out.status.success() && stdout(&out).contains("retry requested"));
+    for id in &ids {
+        let out = bank(&["dead-letters", "skip", id, "--database", &db]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The retried one may have been parked again meanwhile (it still fails): skip what is left.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = stdout(&bank(&["dead-letters", "list", "--database", &db]));
+        if list.contains("no dead letters") {
+            break;
+        }
+        for id in list
+            .lines()
+            .filter(|l| !l.starts_with(' '))
+            .filter_map(|l| l.split_whitespace().next())
+        {
+            bank(&["dead-letters", "skip", id, "--database", &db]);
+        }
+        assert!(Instant::now() < deadline, "dead letters left: {list}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let out = bank(&["dead-letters", "skip", &ids[1], "--database", &db]);
+    assert!(
+        !out.status.success(),
+        "skipping an unknown dead letter fails"
+    );
+
+    drop(server);
+    let out = bank(&["replay", "transfer_process", "--database", &db]);
+    assert!(!out.status.success());
+    let out = bank(&["replay", "nope", "--database", &db]);
+    assert!(
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("unknown projection")
+    );
+}
+
+#[test]
+fn demo_runs_and_tells_the_story() {
+    let out = bank(&["demo"]);
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in [
+        "completed",
+        "failed",
+        "refund",
+        "flagged",
+        "identical, row for row",
+    ] {
+        assert!(
+            text.contains(needle),
+            "demo output lacks {needle:?}:\n{text}"
+        );
+    }
+}
