@@ -49,6 +49,14 @@ impl SqliteProjector for SqlProjection {
         execute!(conn, self.0.writes(event)?);
         Ok(())
     }
+    async fn handle_batch(
+        &self,
+        conn: &mut SqliteConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), BoxError> {
+        execute!(conn, self.0.batch_writes(events)?);
+        Ok(())
+    }
     async fn reset(&self, conn: &mut SqliteConnection) -> Result<(), BoxError> {
         sqlx::query(self.0.reset()).execute(&mut *conn).await?;
         Ok(())
@@ -62,6 +70,14 @@ impl PgProjector for SqlProjection {
     }
     async fn handle(&self, conn: &mut PgConnection, event: &RecordedEvent) -> Result<(), BoxError> {
         execute!(conn, self.0.writes(event)?);
+        Ok(())
+    }
+    async fn handle_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), BoxError> {
+        execute!(conn, self.0.batch_writes(events)?);
         Ok(())
     }
     async fn reset(&self, conn: &mut PgConnection) -> Result<(), BoxError> {

@@ -30,6 +30,12 @@ pub(crate) const ACCOUNT_BALANCE: &str =
 pub(crate) const ACCOUNT_VERSION: &str = "UPDATE accounts SET version = $1 WHERE id = $2";
 pub(crate) const ACCOUNT_CLOSED: &str =
     "UPDATE accounts SET status = 'closed', version = $1 WHERE id = $2";
+/// A batch's net effect on one account that opened within the batch.
+pub(crate) const ACCOUNT_ROW: &str = "INSERT INTO accounts (id, owner, balance, status, version) \
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING";
+/// A batch's net effect on one account opened before it (NULL leaves a column as it is).
+pub(crate) const ACCOUNT_NET: &str = "UPDATE accounts SET balance = COALESCE($1, balance), \
+     status = COALESCE($2, status), version = $3 WHERE id = $4";
 pub(crate) const STATEMENT_LINE: &str = "INSERT INTO statement \
      (account_id, version, position, kind, amount, balance, transfer_id, recorded_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (account_id, version) DO NOTHING";
