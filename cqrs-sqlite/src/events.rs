@@ -43,9 +43,10 @@ macro_rules! select_events {
     };
 }
 
-/// Formats a time the way the store keeps it: RFC 3339 in UTC, sortable as text.
+/// Formats a time the way the store keeps it: RFC 3339 in UTC with nanoseconds, a fixed width
+/// that sorts as text.
 pub(crate) fn format_time(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    t.to_rfc3339_opts(SecondsFormat::Nanos, true)
 }
 
 pub(crate) fn parse_time(s: &str) -> Option<DateTime<Utc>> {
