@@ -59,8 +59,11 @@ async fn sigkill_under_load(db: &str) {
             async move { client_loop(n, c, ids, acked).await },
         ));
     }
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let before = acked.lock().await.len();
+    // Kill the server mid-run, once the clients have had some answers.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while acked.lock().await.len() < 30 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     server.kill();
     for t in tasks {
         t.await.unwrap();
@@ -71,9 +74,8 @@ async fn sigkill_under_load(db: &str) {
         acked.len()
     );
     assert!(
-        acked.len() > before.min(10),
-        "the clients were busy when the server died ({} acked)",
-        acked.len()
+        !acked.is_empty(),
+        "the clients were busy when the server died"
     );
 
     // Restart on the same database: every acknowledged command is reflected.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bank::{Account, AccountEvent, Backend, ReadModel};
 use cqrs_core::{CommandHandler, ExpectedVersion, Metadata, NewEvent, Runner};
 
-use crate::support::{Rng, sqlite_db};
+use crate::support::{Rng, pg_db, sqlite_db};
 
 const STREAMS: usize = 200;
 const EVENTS_PER_STREAM: usize = 500;
@@ -16,7 +16,18 @@ const EVENTS_PER_STREAM: usize = 500;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_of_100_000_events_gives_the_same_accounts_table() {
     let (_dir, db) = sqlite_db();
-    let backend = Backend::open(&db).await.unwrap();
+    replay_gives_the_same_table(&db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_of_100_000_events_gives_the_same_accounts_table_on_postgres() {
+    let Some(db) = pg_db().await else { return };
+    replay_gives_the_same_table(&db.url).await;
+    db.drop_db().await;
+}
+
+async fn replay_gives_the_same_table(db: &str) {
+    let backend = Backend::open(db).await.unwrap();
     let store = backend.events();
 
     // Generate the events through the library, one append of 100 events per account.
@@ -90,7 +101,7 @@ async fn replay_of_100_000_events_gives_the_same_accounts_table() {
 
     // The CLI rebuilds it from zero.
     let out = Command::new(env!("CARGO_BIN_EXE_bank"))
-        .args(["replay", "accounts", "--database", &db])
+        .args(["replay", "accounts", "--database", db])
         .output()
         .expect("run bank replay");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -105,7 +116,7 @@ async fn replay_of_100_000_events_gives_the_same_accounts_table() {
     );
     eprintln!("replay: {}", stdout.trim());
 
-    let backend = Backend::open(&db).await.unwrap();
+    let backend = Backend::open(db).await.unwrap();
     let rebuilt = backend.accounts().await.unwrap();
     assert_eq!(rebuilt.len(), live.len());
     for (a, b) in live.iter().zip(&rebuilt) {
