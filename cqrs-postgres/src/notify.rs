@@ -67,11 +67,10 @@ async fn send_loop(pool: PgPool, channel: String, pending: Arc<Notify>) {
         // NOTE: `Notify` keeps one permit, so the appends made while a NOTIFY is in flight
         // cost one more NOTIFY, not one each.
         pending.notified().await;
-        if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
-            .bind(&channel)
-            .execute(&pool)
-            .await
-        {
+        // NOTE: the notification is no record to keep: its commit need not wait for the WAL
+        // flush, so it does not compete with the appends' commits.
+        let sql = "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')";
+        if let Err(e) = sqlx::query(sql).bind(&channel).execute(&pool).await {
             tracing::debug!(error = %e, "cannot send the append notification; other processes will poll");
         }
     }

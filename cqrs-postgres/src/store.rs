@@ -62,6 +62,22 @@ const HOLD_BACK_WAITS: [Duration; 8] = {
     [ms(1), ms(2), ms(4), ms(8), ms(16), ms(32), ms(64), ms(64)]
 };
 
+/// [`APPEND`] for an append without a command id: the version check and the insert only, the
+/// cheapest statement that keeps the promises. No row back means the expected version did not
+/// hold.
+const APPEND_FAST: &str = r#"
+WITH cur AS (
+    SELECT COALESCE(MAX(stream_version), 0) AS v FROM events WHERE stream_category = $1 AND stream_id = $2
+)
+INSERT INTO events (stream_category, stream_id, stream_version, event_id, event_type, schema_version, payload, metadata)
+SELECT $1, $2, cur.v + e.ord, e.event_id, e.event_type, e.schema_version, e.payload, e.metadata
+FROM cur CROSS JOIN UNNEST($4::uuid[], $5::text[], $6::int4[], $7::jsonb[], $8::jsonb[])
+    WITH ORDINALITY AS e(event_id, event_type, schema_version, payload, metadata, ord)
+WHERE $3::int8 IS NULL OR cur.v = $3
+ORDER BY e.ord
+RETURNING stream_version, position
+"#;
+
 /// How often an `ExpectedVersion::Any` append is retried after losing a race on the version.
 const ANY_RETRIES: u32 = 20;
 
@@ -186,8 +202,14 @@ impl PgEventStore {
             return Err(Error::Invalid("append_in needs at least one event".into()));
         }
         let cols = Columns::new(events)?;
-        match run_append(conn, stream, expected, &cols, command_id).await {
-            Ok(res) => res,
+        match run_append(conn, stream, expected_param(expected)?, &cols, command_id).await {
+            Ok(Appended::Done(res)) => Ok(res),
+            Ok(Appended::Stale(Some(actual))) => Err(Error::Conflict {
+                stream: stream.clone(),
+                expected,
+                actual,
+            }),
+            Ok(Appended::Stale(None)) => Err(self.conflict(stream, expected).await?),
             Err(err) => match duplicate(&err) {
                 Some(Duplicate::StreamVersion) => Err(self.conflict(stream, expected).await?),
                 Some(Duplicate::EventId) => Err(event_id_taken(stream)),
@@ -301,23 +323,33 @@ impl EventStore for PgEventStore {
         if events.is_empty() {
             return self.append_nothing(stream, expected, command_id).await;
         }
+        let expected_version = expected_param(expected)?;
         let cols = Columns::new(events)?;
         let mut retries = 0;
         loop {
-            let err = match run_append(&self.inner.pool, stream, expected, &cols, command_id).await
+            let err = match run_append(
+                &self.inner.pool,
+                stream,
+                expected_version,
+                &cols,
+                command_id,
+            )
+            .await
             {
-                Ok(res) => {
-                    if matches!(
-                        res,
-                        Ok(AppendResult {
-                            duplicate: false,
-                            ..
-                        })
-                    ) {
+                Ok(Appended::Done(res)) => {
+                    if !res.duplicate {
                         self.inner.notifier.appended();
                     }
-                    return res;
+                    return Ok(res);
                 }
+                Ok(Appended::Stale(Some(actual))) => {
+                    return Err(Error::Conflict {
+                        stream: stream.clone(),
+                        expected,
+                        actual,
+                    });
+                }
+                Ok(Appended::Stale(None)) => return Err(self.conflict(stream, expected).await?),
                 Err(e) => e,
             };
             let Some(dup) = duplicate(&err) else {
@@ -461,29 +493,58 @@ impl EventStore for PgEventStore {
     }
 }
 
-/// Runs [`APPEND`] once. The outer error is the driver's (to be mapped by the caller), the
-/// inner one a version conflict found by the statement.
+/// What one run of the append statement found.
+enum Appended {
+    /// Written (or, with `duplicate`, written before under the same command id).
+    Done(AppendResult),
+    /// The expected version did not hold; the actual one when the statement knows it.
+    Stale(Option<u64>),
+}
+
+/// The expected version as the statements' `$3` (NULL for any).
+fn expected_param(expected: ExpectedVersion) -> Result<Option<i64>> {
+    Ok(match expected {
+        ExpectedVersion::Any => None,
+        ExpectedVersion::NoStream => Some(0),
+        ExpectedVersion::Exact(v) => Some(to_i64(v, "expected version")?),
+    })
+}
+
+/// Runs the append statement once: [`APPEND_FAST`] without a command id, [`APPEND`] with one.
 async fn run_append<'e>(
     exec: impl PgExecutor<'e>,
     stream: &StreamId,
-    expected: ExpectedVersion,
+    expected: Option<i64>,
     cols: &Columns,
     command_id: Option<Uuid>,
-) -> std::result::Result<Result<AppendResult>, sqlx::Error> {
-    let expected_version = match expected {
-        ExpectedVersion::Any => None,
-        ExpectedVersion::NoStream => Some(0),
-        ExpectedVersion::Exact(v) => match to_i64(v, "expected version") {
-            Ok(v) => Some(v),
-            Err(e) => return Ok(Err(e)),
-        },
+) -> std::result::Result<Appended, sqlx::Error> {
+    let Some(cid) = command_id else {
+        let rows: Vec<(i64, i64)> = sqlx::query_as(APPEND_FAST)
+            .bind(&stream.category)
+            .bind(&stream.id)
+            .bind(expected)
+            .bind(&cols.ids)
+            .bind(&cols.types)
+            .bind(&cols.schema_versions)
+            .bind(&cols.payloads)
+            .bind(&cols.metadata)
+            .fetch_all(exec)
+            .await?;
+        return Ok(match rows.iter().max() {
+            Some(&(version, position)) => Appended::Done(AppendResult {
+                version: to_u64(version),
+                position: to_u64(position),
+                duplicate: false,
+            }),
+            None => Appended::Stale(None),
+        });
     };
     let row =
         sqlx::query_as::<_, (i64, Option<i64>, Option<i64>, Option<i64>, Option<i64>)>(APPEND)
             .bind(&stream.category)
             .bind(&stream.id)
-            .bind(expected_version)
-            .bind(command_id)
+            .bind(expected)
+            .bind(cid)
             .bind(&cols.ids)
             .bind(&cols.types)
             .bind(&cols.schema_versions)
@@ -492,21 +553,17 @@ async fn run_append<'e>(
             .fetch_one(exec)
             .await?;
     Ok(match row {
-        (_, _, _, Some(version), Some(position)) => Ok(AppendResult {
+        (_, _, _, Some(version), Some(position)) => Appended::Done(AppendResult {
             version: to_u64(version),
             position: to_u64(position),
             duplicate: true,
         }),
-        (_, Some(version), Some(position), _, _) => Ok(AppendResult {
+        (_, Some(version), Some(position), _, _) => Appended::Done(AppendResult {
             version: to_u64(version),
             position: to_u64(position),
             duplicate: false,
         }),
-        (actual, ..) => Err(Error::Conflict {
-            stream: stream.clone(),
-            expected,
-            actual: to_u64(actual),
-        }),
+        (actual, ..) => Appended::Stale(Some(to_u64(actual))),
     })
 }
 
