@@ -88,6 +88,7 @@
 //! metadata holding the raw value under [`CORRUPT_METADATA_KEY`], so that no subscriber stalls
 //! on it.
 
+mod append;
 mod checkpoint;
 mod config;
 mod dead_letter;
