@@ -24,6 +24,7 @@
 //!   SQL tables kept by transactional projectors on SQLite and PostgreSQL alike.
 //! - [`Bank`]: the service, [`router`]: its HTTP API.
 
+mod answers;
 mod backend;
 mod domain;
 mod error;
@@ -31,7 +32,9 @@ mod http;
 mod process;
 mod readmodel;
 mod service;
+mod wiring;
 
+pub use answers::{Accepted, Opened, ProjectionStatus, Written};
 pub use backend::{Backend, DEFAULT_DATABASE, LeaseSet};
 pub use domain::account::{
     Account, AccountCommand, AccountError, AccountEvent, AccountStatus, MAX_OWNER_LEN, valid_owner,
@@ -47,7 +50,5 @@ pub use readmodel::{
     AccountView, LARGE_WITHDRAWAL, LargeWithdrawalView, ReadModel, SqlProjection, StatementLine,
     TransferView,
 };
-pub use service::{
-    Accepted, Bank, BankConfig, Handlers, Opened, ProjectionStatus, Written, key_id,
-    subscriber_names, subscribers,
-};
+pub use service::Bank;
+pub use wiring::{BankConfig, Handlers, key_id, subscriber_names, subscribers};

@@ -296,3 +296,7 @@ fn transfers(event: &RecordedEvent) -> Result<Vec<Write>, BoxError> {
         TransferEvent::Failed { reason, .. } => status("failed", Some(reason)),
     }])
 }
+
+#[cfg(test)]
+#[path = "projections_tests.rs"]
+mod tests;

@@ -1,0 +1,249 @@
+//! Tests of the module above.
+use cqrs_core::testkit::AggregateTest;
+
+use super::*;
+use crate::domain::money::MAX_AMOUNT;
+
+type T = AggregateTest<Account>;
+use AccountCommand as C;
+use AccountEvent as E;
+
+fn amt(n: u64) -> Amount {
+    Amount::new(n).unwrap()
+}
+fn opened() -> E {
+    E::Opened {
+        owner: "alice".into(),
+    }
+}
+fn tid() -> Uuid {
+    Uuid::from_u128(7)
+}
+
+#[test]
+fn open_once_with_a_real_name() {
+    let state = T::given_nothing()
+        .when(C::Open {
+            owner: "alice".into(),
+        })
+        .then([opened()]);
+    assert_eq!(
+        (state.status, state.owner.as_str(), state.balance),
+        (AccountStatus::Open, "alice", 0)
+    );
+    T::given([opened()])
+        .when(C::Open {
+            owner: "bob".into(),
+        })
+        .then_error(|e| *e == AccountError::AlreadyOpen);
+    T::given_nothing()
+        .when(C::Open { owner: "  ".into() })
+        .then_error(|e| *e == AccountError::InvalidOwner);
+    T::given_nothing()
+        .when(C::Open {
+            owner: "x".repeat(201),
+        })
+        .then_error(|e| *e == AccountError::InvalidOwner);
+}
+
+#[test]
+fn deposits_and_withdrawals_carry_the_balance() {
+    let s = T::given([opened()])
+        .when(C::Deposit { amount: amt(1000) })
+        .then([E::Deposited {
+            amount: 1000,
+            balance: 1000,
+        }]);
+    assert_eq!(s.balance, 1000);
+    T::given([
+        opened(),
+        E::Deposited {
+            amount: 1000,
+            balance: 1000,
+        },
+    ])
+    .when(C::Withdraw { amount: amt(1000) })
+    .then([E::Withdrawn {
+        amount: 1000,
+        balance: 0,
+    }]);
+}
+
+#[test]
+fn no_overdraft() {
+    T::given([
+        opened(),
+        E::Deposited {
+            amount: 100,
+            balance: 100,
+        },
+    ])
+    .when(C::Withdraw { amount: amt(101) })
+    .then_error(|e| {
+        *e == AccountError::InsufficientFunds {
+            balance: 100,
+            requested: 101,
+        }
+    });
+    T::given([opened()])
+        .when(C::DebitForTransfer {
+            transfer_id: tid(),
+            amount: amt(1),
+        })
+        .then_error(|e| matches!(e, AccountError::InsufficientFunds { .. }));
+}
+
+#[test]
+fn balance_never_overflows() {
+    let near = MAX_BALANCE - 5;
+    T::given([
+        opened(),
+        E::Deposited {
+            amount: near,
+            balance: near,
+        },
+    ])
+    .when(C::Deposit {
+        amount: amt(MAX_AMOUNT),
+    })
+    .then_error(|e| *e == AccountError::BalanceLimit);
+    T::given([
+        opened(),
+        E::Deposited {
+            amount: near,
+            balance: near,
+        },
+    ])
+    .when(C::CreditFromTransfer {
+        transfer_id: tid(),
+        amount: amt(6),
+    })
+    .then_error(|e| *e == AccountError::BalanceLimit);
+}
+
+#[test]
+fn missing_and_closed_accounts_refuse_money() {
+    T::given_nothing()
+        .when(C::Deposit { amount: amt(1) })
+        .then_error(|e| *e == AccountError::NotFound);
+    T::given([opened(), E::Closed])
+        .when(C::Deposit { amount: amt(1) })
+        .then_error(|e| *e == AccountError::Closed);
+    T::given([opened(), E::Closed])
+        .when(C::CreditFromTransfer {
+            transfer_id: tid(),
+            amount: amt(1),
+        })
+        .then_error(|e| *e == AccountError::Closed);
+    T::given_nothing()
+        .when(C::CreditFromTransfer {
+            transfer_id: tid(),
+            amount: amt(1),
+        })
+        .then_error(|e| *e == AccountError::NotFound);
+}
+
+#[test]
+fn close_only_at_zero_without_transfers_in_flight() {
+    T::given([opened()]).when(C::Close).then([E::Closed]);
+    T::given([
+        opened(),
+        E::Deposited {
+            amount: 5,
+            balance: 5,
+        },
+    ])
+    .when(C::Close)
+    .then_error(|e| *e == AccountError::BalanceNotZero { balance: 5 });
+    let debited = E::TransferDebited {
+        transfer_id: tid(),
+        amount: 5,
+        balance: 0,
+    };
+    T::given([
+        opened(),
+        E::Deposited {
+            amount: 5,
+            balance: 5,
+        },
+        debited.clone(),
+    ])
+    .when(C::Close)
+    .then_error(|e| *e == AccountError::TransfersInFlight(1));
+    T::given([
+        opened(),
+        E::Deposited {
+            amount: 5,
+            balance: 5,
+        },
+        debited,
+        E::TransferSettled { transfer_id: tid() },
+    ])
+    .when(C::Close)
+    .then([E::Closed]);
+    T::given([opened(), E::Closed])
+        .when(C::Close)
+        .then_error(|e| *e == AccountError::Closed);
+}
+
+#[test]
+fn transfer_steps() {
+    let funded = [
+        opened(),
+        E::Deposited {
+            amount: 50,
+            balance: 50,
+        },
+    ];
+    let s = T::given(funded.clone())
+        .when(C::DebitForTransfer {
+            transfer_id: tid(),
+            amount: amt(20),
+        })
+        .then([E::TransferDebited {
+            transfer_id: tid(),
+            amount: 20,
+            balance: 30,
+        }]);
+    assert_eq!(s.outgoing.get(&tid()), Some(&20));
+    let debited = E::TransferDebited {
+        transfer_id: tid(),
+        amount: 20,
+        balance: 30,
+    };
+    let with_debit = [funded[0].clone(), funded[1].clone(), debited];
+    // A repeated debit of the same transfer takes nothing more.
+    T::given(with_debit.clone())
+        .when(C::DebitForTransfer {
+            transfer_id: tid(),
+            amount: amt(20),
+        })
+        .then([]);
+    let s = T::given(with_debit.clone())
+        .when(C::RefundTransfer { transfer_id: tid() })
+        .then([E::TransferRefunded {
+            transfer_id: tid(),
+            amount: 20,
+            balance: 50,
+        }]);
+    assert!(s.outgoing.is_empty());
+    T::given(funded.clone())
+        .when(C::RefundTransfer { transfer_id: tid() })
+        .then_error(|e| *e == AccountError::UnknownTransfer(tid()));
+    T::given(with_debit)
+        .when(C::SettleTransfer { transfer_id: tid() })
+        .then([E::TransferSettled { transfer_id: tid() }]);
+    T::given(funded)
+        .when(C::SettleTransfer { transfer_id: tid() })
+        .then([]);
+    T::given([opened()])
+        .when(C::CreditFromTransfer {
+            transfer_id: tid(),
+            amount: amt(20),
+        })
+        .then([E::TransferCredited {
+            transfer_id: tid(),
+            amount: 20,
+            balance: 20,
+        }]);
+}
