@@ -14,15 +14,17 @@ use crate::rows::to_u64;
 pub struct PgDiagnostics {
     /// The highest position appended (committed) so far.
     pub head_position: u64,
-    /// The all-stream watermark: the snapshot xmin, as a full transaction id. Events written by
+    /// The all-stream watermark, as a full transaction id: the oldest transaction in flight that
+    /// may write to this database (see the migration `events_watermark()`). Events written by
     /// this transaction or later ones are not readable by subscribers yet.
     pub watermark: u64,
     /// Committed events held back by the watermark (written by transactions at or above it).
     pub held_back: u64,
     /// Every subscriber with a checkpoint in this schema, furthest behind first.
     pub subscribers: Vec<SubscriberLag>,
-    /// The in-flight writing transactions of the cluster, oldest first. While `held_back` is
-    /// above zero, the first of them is the one holding every subscriber back.
+    /// The in-flight writing transactions of the cluster, oldest first (those of other
+    /// databases do not hold the watermark). While `held_back` is above zero,
+    /// [`blocker`](Self::blocker) is the one holding every subscriber back.
     pub open_transactions: Vec<OpenTransaction>,
     /// The lease rows of this schema.
     pub leases: Vec<LeaseHolder>,
@@ -61,7 +63,7 @@ pub struct OpenTransaction {
     pub pid: Option<i32>,
     /// The transaction id (32 bits, as `pg_stat_activity.backend_xid` shows it).
     pub xid: u64,
-    /// Whether this is the oldest one, the transaction the watermark waits for.
+    /// Whether this is the transaction the watermark waits for.
     pub holds_watermark: bool,
     /// The database it runs in.
     pub database: Option<String>,
@@ -108,8 +110,8 @@ type TxRow = (
 pub async fn diagnose(pool: &PgPool) -> Result<PgDiagnostics> {
     let (head, watermark, held_back): (Option<i64>, i64, i64) = sqlx::query_as(
         "SELECT (SELECT MAX(position) FROM events), \
-                pg_snapshot_xmin(pg_current_snapshot())::text::int8, \
-                (SELECT COUNT(*) FROM events WHERE tx_id >= pg_snapshot_xmin(pg_current_snapshot()))",
+                events_watermark()::text::int8, \
+                (SELECT COUNT(*) FROM events WHERE tx_id >= events_watermark())",
     )
     .fetch_one(pool)
     .await
@@ -132,7 +134,7 @@ pub async fn diagnose(pool: &PgPool) -> Result<PgDiagnostics> {
              UNION ALL \
              SELECT NULL, transaction::text::int8, age(transaction), database::text, gid, 'prepared', prepared, NULL \
              FROM pg_prepared_xacts) \
-         SELECT pid, xid, xid = (pg_snapshot_xmin(pg_current_snapshot())::text::int8 % 4294967296), \
+         SELECT pid, xid, xid = (events_watermark()::text::int8 % 4294967296), \
                 db, app, state, since, query \
          FROM t ORDER BY age DESC",
     )

@@ -59,10 +59,12 @@
 //!   [`Error::Conflict`](cqrs_core::Error::Conflict), with nothing written.
 //! - The all-stream is gap-safe (guarantee 2 of the architecture): each row keeps its writer's
 //!   transaction id (`xid8`), and `read_all` reads, in (transaction id, position) order, only
-//!   rows below `pg_snapshot_xmin(pg_current_snapshot())`, the oldest transaction still in
-//!   flight. An event committing late can therefore never land behind a subscriber's cursor.
-//!   The price: one long writing transaction anywhere in the cluster pauses every subscriber;
-//!   [`diagnose`] names it (pid, since when).
+//!   rows below the watermark: `pg_snapshot_xmin(pg_current_snapshot())`, the oldest transaction
+//!   still in flight, passing over transactions seen running in another database (they cannot
+//!   write these tables). An event committing late can therefore never land behind a
+//!   subscriber's cursor. The price: one long writing transaction in the database pauses every
+//!   subscriber; [`diagnose`] names it (pid, since when). At the tail, a read that finds
+//!   committed events held back waits up to about 0.2 s for the transactions holding them.
 //! - Wake-ups: appends signal local subscribers at once and other processes by
 //!   `LISTEN`/`NOTIFY` (sent after commit, once per burst); the listener reconnects by itself and
 //!   wakes everyone after a reconnection. Runners still poll as a fallback.

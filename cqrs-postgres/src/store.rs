@@ -183,7 +183,7 @@ impl PgEventStore {
     async fn held_back(&self, tx: i64, position: i64) -> Result<bool> {
         sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM events WHERE (tx_id, position) > ($1::int8::text::xid8, $2) \
-             AND tx_id >= pg_snapshot_xmin(pg_current_snapshot()))",
+             AND tx_id >= events_watermark())",
         )
         .bind(tx)
         .bind(position)
@@ -389,7 +389,7 @@ impl EventStore for PgEventStore {
         let mut waits = HOLD_BACK_WAITS.iter();
         loop {
             let row: Option<(i64, bool)> = sqlx::query_as(
-                "SELECT tx_id::text::int8, tx_id < pg_snapshot_xmin(pg_current_snapshot()) FROM events WHERE position = $1",
+                "SELECT tx_id::text::int8, tx_id < events_watermark() FROM events WHERE position = $1",
             )
             .bind(to_i64(position, "position")?)
             .fetch_optional(&self.inner.pool)
@@ -437,7 +437,7 @@ fn const_format_all() -> &'static str {
         format!(
             "SELECT {EVENT_COLUMNS} FROM events \
              WHERE (tx_id, position) > ($1::int8::text::xid8, $2) \
-             AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+             AND tx_id < events_watermark() \
              ORDER BY tx_id, position LIMIT $3"
         )
     })

@@ -72,3 +72,54 @@ async fn two_schemas_share_a_database_independently() {
         .is_err()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_repeats_of_one_command_append_once() {
+    let db = support::TestDb::new().await;
+    // Also the URL form of connecting, in a schema of its own.
+    let store = Arc::new(
+        cqrs_postgres::PgEventStore::connect(
+            &db.url(),
+            cqrs_postgres::PgConfig::with_schema("by_url"),
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(store.schema(), "by_url");
+    for round in 0..5 {
+        let stream = StreamId::new("idem", format!("{round}"));
+        let command = uuid::Uuid::new_v4();
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let (store, stream) = (store.clone(), stream.clone());
+            tasks.push(tokio::spawn(async move {
+                let events = vec![
+                    conformance::sample_event(i),
+                    conformance::sample_event(i + 10),
+                ];
+                store
+                    .append(&stream, ExpectedVersion::Any, events, Some(command))
+                    .await
+            }));
+        }
+        let mut results = Vec::new();
+        for t in tasks {
+            results.push(t.await.unwrap().expect("a repeat is no error"));
+        }
+        assert_eq!(
+            results.iter().filter(|r| !r.duplicate).count(),
+            1,
+            "one append wins: {results:?}"
+        );
+        assert!(
+            results
+                .iter()
+                .all(|r| (r.version, r.position) == (results[0].version, results[0].position))
+        );
+        assert_eq!(
+            store.stream_version(&stream).await.unwrap(),
+            2,
+            "written once"
+        );
+    }
+}

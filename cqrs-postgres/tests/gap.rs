@@ -166,3 +166,59 @@ async fn a_subscriber_never_passes_an_open_transaction() {
     assert_eq!(diag.held_back, 0);
     assert!(diag.blocker().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_in_another_database_holds_nothing_back() {
+    let _noisy = support::noisy_cluster().await;
+    let (db, other) = (support::TestDb::new().await, support::TestDb::new().await);
+    let store = db.store("public").await;
+    let mut conn = other.connect().await;
+    let mut open = sqlx::Connection::begin(&mut conn).await.unwrap();
+    let other_xid: i64 = sqlx::query_scalar("SELECT pg_current_xact_id()::text::int8")
+        .fetch_one(&mut *open)
+        .await
+        .unwrap();
+
+    let out = store
+        .append(
+            &StreamId::new("db", "1"),
+            ExpectedVersion::NoStream,
+            vec![sample_event(1)],
+            None,
+        )
+        .await
+        .unwrap();
+    let xmin: i64 =
+        sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::int8")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert!(
+        xmin <= other_xid,
+        "the cluster-wide snapshot xmin is held by the other database's transaction"
+    );
+
+    let started = std::time::Instant::now();
+    let events = store.read_all(Cursor::START, 10).await.unwrap();
+    assert_eq!(
+        events.len(),
+        1,
+        "the event is readable although the other database's transaction is open"
+    );
+    assert!(
+        events[0].cursor.tx as i64 > xmin,
+        "a reader below the plain snapshot xmin would have waited"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(150),
+        "and it was not held back"
+    );
+    assert_eq!(
+        store.cursor_of(out.position).await.unwrap(),
+        Some(events[0].cursor)
+    );
+    let diag = store.diagnostics().await.unwrap();
+    assert_eq!(diag.held_back, 0);
+    assert!(diag.blocker().is_none());
+    open.rollback().await.unwrap();
+}

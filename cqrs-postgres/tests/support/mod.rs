@@ -45,6 +45,21 @@ impl TestDb {
         }
     }
 
+    /// The URL of this database.
+    pub fn url(&self) -> String {
+        let base = database_url();
+        let (head, query) = base
+            .split_once('?')
+            .map_or((base.as_str(), ""), |(h, q)| (h, q));
+        let server = head.rsplit_once('/').map_or(head, |(s, _)| s);
+        let query = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{query}")
+        };
+        format!("{server}/{}{query}", self.name)
+    }
+
     /// A store in `schema` of this database (migrated).
     pub async fn store(&self, schema: &str) -> PgEventStore {
         PgEventStore::connect_with(
