@@ -1,10 +1,13 @@
 //! The bank service: command handling, the runner with every read model and the process
 //! manager, and the queries, on one back-end.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cqrs_core::{
     AppendResult, CommandHandler, CommandOptions, Metadata, Runner, RunnerHandle, StreamId,
+    Subscriber,
 };
 use uuid::Uuid;
 
@@ -18,12 +21,23 @@ use crate::readmodel::{AccountView, ReadModel, StatementLine, TransferView};
 use crate::wiring::{BankConfig, Handlers, key_id, subscribers};
 
 /// The running service.
-#[derive(Debug)]
 pub struct Bank {
     backend: Backend,
     handlers: Handlers,
     runner: RunnerHandle,
+    /// The subscribers the runner drives, by name, to read their committed checkpoints.
+    subs: HashMap<String, Arc<dyn Subscriber>>,
     config: BankConfig,
+}
+
+impl std::fmt::Debug for Bank {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bank")
+            .field("backend", &self.backend)
+            .field("runner", &self.runner)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Bank {
@@ -36,11 +50,14 @@ impl Bank {
         if let Some(l) = &leases {
             runner = runner.with_leases(l.as_leases());
         }
+        let mut subs = HashMap::new();
         for sub in subscribers(&backend, &handlers, leases.as_ref()) {
+            subs.insert(sub.name().to_owned(), sub.clone());
             runner = runner.with_arc(sub);
         }
         Bank {
             runner: runner.start(),
+            subs,
             backend,
             handlers,
             config,
@@ -226,17 +243,39 @@ impl Bank {
     /// Waits until `model` has passed global position `after` (504 after the read timeout).
     pub async fn wait_for(&self, model: ReadModel, after: Option<u64>) -> Result<(), BankError> {
         let Some(after) = after else { return Ok(()) };
-        match self
-            .runner
-            .wait_for(model.name(), after, self.config.read_timeout)
-            .await
-        {
+        let (name, timeout) = (model.name(), self.config.read_timeout);
+        // NOTE: on PostgreSQL another process may hold the projector's lease; then only the
+        // checkpoint committed with the read model tells how far it is. Watching both serves
+        // either case; the runner's signal is the quick one when this process runs it.
+        let watched = tokio::select! {
+            r = self.runner.wait_for(name, after, timeout) => r,
+            r = tokio::time::timeout(timeout, self.committed(name, after)) => {
+                r.unwrap_or_else(|_| Err(cqrs_core::Error::Timeout(name.into())))
+            }
+        };
+        match watched {
             Ok(()) => Ok(()),
-            Err(cqrs_core::Error::Timeout(_)) => Err(BankError::Timeout(model.name().into())),
+            Err(cqrs_core::Error::Timeout(_)) => Err(BankError::Timeout(name.into())),
             Err(cqrs_core::Error::NotFound(_)) => Err(BankError::invalid(format!(
                 "position {after} is past the end of the log"
             ))),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Returns once the committed checkpoint of subscriber `name` has passed `position`.
+    async fn committed(&self, name: &str, position: u64) -> Result<(), cqrs_core::Error> {
+        let sub = self
+            .subs
+            .get(name)
+            .ok_or_else(|| cqrs_core::Error::NotFound(name.into()))?;
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if let Some(target) = self.backend.events().cursor_of(position).await?
+                && sub.checkpoint().await? >= target
+            {
+                return Ok(());
+            }
         }
     }
 
@@ -279,13 +318,20 @@ impl Bank {
 
     /// Position, lag and parked count of every projector and process manager.
     pub async fn projections(&self) -> Result<Vec<ProjectionStatus>, BankError> {
-        Ok(self
-            .runner
-            .status()
-            .await?
-            .into_iter()
-            .map(Into::into)
-            .collect())
+        let mut out = Vec::new();
+        for status in self.runner.status().await? {
+            let mut p = ProjectionStatus::from(status);
+            // A projector another process runs: its committed checkpoint tells where it is.
+            if !p.active
+                && let Some(sub) = self.subs.get(&p.name)
+            {
+                let head = p.position + p.lag;
+                p.position = sub.checkpoint().await?.position;
+                p.lag = head.saturating_sub(p.position);
+            }
+            out.push(p);
+        }
+        Ok(out)
     }
 
     /// Waits until every subscriber has passed the store's head and the process manager has
