@@ -75,7 +75,13 @@
 //!   version and type, and the runner parks the event while the others go on. Metadata, ids or
 //!   times that do not parse make reads fail with [`Error::Corrupt`](cqrs_core::Error::Corrupt)
 //!   naming the stream and version: a row the store wrote itself is broken, and no subscriber
-//!   skips it silently.
+//!   skips it silently (a batch of the all-stream ends just before such a row).
+//! - One process: run each subscriber in one runner at a time (there are no SQLite leases).
+//!   Other processes may append to the same file; their writes queue on SQLite's lock.
+//! - `sqlite::memory:` is one connection shared by reads and writes (an in-memory database
+//!   cannot be in WAL mode, and shared-cache connections fail instead of waiting): do not
+//!   query through [`SqliteDatabase::pool`] while holding [`SqliteDatabase::begin_write`]'s
+//!   transaction in the same task.
 
 mod database;
 mod dead_letters;
