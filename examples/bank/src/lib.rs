@@ -17,12 +17,14 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! - [`domain`](Account): the aggregates [`Account`] and [`Transfer`], pure and tested with
-//!   given/when/then.
+//! - The domain: the aggregates [`Account`] and [`Transfer`], pure and tested with
+//!   given/when/then; money is [`Amount`], integer minor units.
 //! - [`TransferProcess`]: the process manager that carries transfers out.
 //! - [`ReadModel`]: `accounts`, `statement`, `transfers` and the `large_withdrawals` flags,
 //!   SQL tables kept by transactional projectors on SQLite and PostgreSQL alike.
-//! - [`Bank`]: the service, [`router`]: its HTTP API.
+//! - [`Backend`]: the embedded SQLite store (default `./bank.db`) or PostgreSQL, by URL.
+//! - [`Bank`]: the service (commands with idempotency keys, reads of your own writes),
+//!   [`router`]: its HTTP API.
 
 mod answers;
 mod backend;

@@ -21,7 +21,7 @@ pub fn key_id(scope: &str, key: &str) -> Uuid {
     Uuid::new_v5(&KEY_NAMESPACE, format!("{scope}\n{key}").as_bytes())
 }
 
-/// Tuning of a [`Bank`].
+/// Tuning of a [`Bank`](crate::Bank).
 #[derive(Debug, Clone)]
 pub struct BankConfig {
     /// How long a read with `?after=N` waits for its read model before giving up.
