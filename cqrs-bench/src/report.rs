@@ -1,0 +1,202 @@
+//! The figures of all runs, printed as a Markdown table beside the bar.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::BenchError;
+use crate::db::Db;
+use crate::stats::{Runs, num};
+use crate::w1::{L1Run, W1Run};
+use crate::w2::W2Run;
+use crate::w3::ReplayRun;
+
+#[derive(Debug, Default)]
+struct Throughput {
+    rate: Runs,
+    p50: Runs,
+    p99: Runs,
+    ratio: Runs,
+    lag: Runs,
+    catch_up: Runs,
+}
+
+/// Everything measured, by workload.
+#[derive(Debug, Default)]
+pub(crate) struct Report {
+    env: String,
+    runs: usize,
+    l1: BTreeMap<usize, Throughput>,
+    last_l1: BTreeMap<usize, f64>,
+    w1: BTreeMap<(usize, bool), Throughput>,
+    w4: (Runs, Runs),
+    w2: (Runs, Runs, Runs, Runs),
+    l3: Runs,
+    last_l3: Option<f64>,
+    w3: BTreeMap<u64, (Runs, Runs, Runs, Runs)>,
+}
+
+impl Report {
+    pub(crate) async fn new(db: &Db, runs: usize) -> Result<Self, BenchError> {
+        let env = format!(
+            "PostgreSQL {} (fsync={}, synchronous_commit={}, shared_buffers={}), {} CPU cores",
+            db.show("server_version").await?,
+            db.show("fsync").await?,
+            db.show("synchronous_commit").await?,
+            db.show("shared_buffers").await?,
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+        );
+        Ok(Report {
+            env,
+            runs,
+            ..Default::default()
+        })
+    }
+
+    pub(crate) fn l1(&mut self, tasks: usize, l: L1Run) {
+        let t = self.l1.entry(tasks).or_default();
+        t.rate.push(l.per_sec);
+        t.p50.push(l.p50_ms);
+        t.p99.push(l.p99_ms);
+        self.last_l1.insert(tasks, l.per_sec);
+    }
+
+    pub(crate) fn w1(&mut self, tasks: usize, read_model: bool, w: W1Run) {
+        let t = self.w1.entry((tasks, read_model)).or_default();
+        t.rate.push(w.per_sec);
+        t.p50.push(w.p50_ms);
+        t.p99.push(w.p99_ms);
+        if let Some(l1) = self.last_l1.get(&tasks) {
+            t.ratio.push(w.per_sec / l1);
+        }
+        if let (Some(lag), Some(c)) = (w.lag, w.catch_up_ms) {
+            t.lag.push(lag as f64);
+            t.catch_up.push(c);
+        }
+        if let (8, Some(p50), Some(p99)) = (tasks, w.visible_p50_ms, w.visible_p99_ms) {
+            self.w4.0.push(p50);
+            self.w4.1.push(p99);
+        }
+    }
+
+    pub(crate) fn w2(&mut self, w: W2Run) {
+        self.w2.0.push(w.no_snapshot_ms);
+        self.w2.1.push(w.snapshot_ms);
+        self.w2.2.push(w.new_stream_ms);
+        self.w2.3.push(w.snapshot_ms / w.new_stream_ms);
+    }
+
+    pub(crate) fn l3(&mut self, rate: f64) {
+        self.l3.push(rate);
+        self.last_l3 = Some(rate);
+    }
+
+    pub(crate) fn w3(&mut self, r: ReplayRun) {
+        let e = self.w3.entry(r.events).or_default();
+        e.0.push(r.per_sec);
+        e.1.push(r.hwm_mib);
+        e.2.push(r.base_mib);
+        if let (100_000, Some(l3)) = (r.events, self.last_l3) {
+            e.3.push(r.per_sec / l3);
+        }
+    }
+}
+
+fn row(f: &mut fmt::Formatter<'_>, what: &str, runs: &Runs, bar: &str) -> fmt::Result {
+    if runs.0.is_empty() {
+        return Ok(());
+    }
+    writeln!(f, "| {what} | {runs} | {bar} |")
+}
+
+fn text_row(f: &mut fmt::Formatter<'_>, what: &str, cell: String) -> fmt::Result {
+    if cell.is_empty() {
+        return Ok(());
+    }
+    writeln!(f, "| {what} | {cell} | |")
+}
+
+fn ok(met: bool) -> &'static str {
+    if met { "met" } else { "**missed**" }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}; median (min–max) of {} runs.\n", self.env, self.runs)?;
+        writeln!(f, "| Measure | Median (min–max) | Bar |")?;
+        writeln!(f, "|---|---|---|")?;
+        for (tasks, t) in &self.l1 {
+            row(f, &format!("L1 C={tasks}: raw inserts/s"), &t.rate, "")?;
+            text_row(
+                f,
+                &format!("L1 C={tasks}: p50 / p99 ms"),
+                pair(&t.p50, &t.p99),
+            )?;
+        }
+        for ((tasks, rm), t) in &self.w1 {
+            let name = format!(
+                "W1 C={tasks} {}",
+                if *rm {
+                    "live read model"
+                } else {
+                    "no projector"
+                }
+            );
+            let need = match (tasks, rm) {
+                (1, false) => Some(0.6),
+                (8, false) => Some(0.7),
+                (8, true) => Some(0.5),
+                _ => None,
+            };
+            row(f, &format!("{name}: commands/s"), &t.rate, "")?;
+            text_row(f, &format!("{name}: p50 / p99 ms"), pair(&t.p50, &t.p99))?;
+            let bar = need.map_or("(no bar)".to_owned(), |n| {
+                format!(">= {n} x L1: {}", ok(t.ratio.median() >= n))
+            });
+            row(f, &format!("{name}: W1/L1"), &t.ratio, &bar)?;
+            row(f, &format!("{name}: lag at end (events)"), &t.lag, "")?;
+            row(f, &format!("{name}: catch-up ms"), &t.catch_up, "")?;
+        }
+        let w4_bar = format!("p99 < 50 ms: {}", ok(self.w4.1.median() < 50.0));
+        row(f, "W4 C=8 commit to visible: p50 ms", &self.w4.0, "")?;
+        row(f, "W4 C=8 commit to visible: p99 ms", &self.w4.1, &w4_bar)?;
+        let no_snap = format!("<= 10 ms: {}", ok(self.w2.0.median() <= 10.0));
+        row(f, "W2 10,000 events, no snapshot: ms", &self.w2.0, &no_snap)?;
+        row(f, "W2 10,000 events, snapshot: ms", &self.w2.1, "")?;
+        row(f, "W2 new stream: ms", &self.w2.2, "")?;
+        let snap = format!("<= 1.5: {}", ok(self.w2.3.median() <= 1.5));
+        row(f, "W2 snapshot / new stream", &self.w2.3, &snap)?;
+        row(f, "L3 sequential read: rows/s", &self.l3, "")?;
+        let base = self.w3.get(&100_000).map(|w| w.1.median());
+        for (events, (rate, hwm, start, ratio)) in &self.w3 {
+            let name = format!("W3 replay {} events", num(*events as f64));
+            let bar = format!(">= 200,000: {}", ok(rate.median() >= 200_000.0));
+            row(f, &format!("{name}: events/s"), rate, &bar)?;
+            let flat = match base {
+                Some(b) if *events > 100_000 => format!(
+                    "flat: {} ({:+.1} MiB vs 100,000)",
+                    ok(hwm.median() <= b * 1.2 + 4.0),
+                    hwm.median() - b
+                ),
+                _ => String::new(),
+            };
+            row(f, &format!("{name}: peak RSS MiB"), hwm, &flat)?;
+            row(f, &format!("{name}: RSS before replay MiB"), start, "")?;
+            row(f, &format!("{name}: W3/L3"), ratio, "")?;
+        }
+        Ok(())
+    }
+}
+
+/// Two latency percentiles in one cell: both medians, and the spread of the second.
+fn pair(a: &Runs, b: &Runs) -> String {
+    if a.0.is_empty() {
+        return String::new();
+    }
+    format!(
+        "{} / {} (p99 {}–{})",
+        num(a.median()),
+        num(b.median()),
+        num(b.min()),
+        num(b.max())
+    )
+}

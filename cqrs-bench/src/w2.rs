@@ -1,0 +1,104 @@
+//! W2: one more command on a long stream, without and with a snapshot, against a command on a
+//! new stream.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cqrs_core::{
+    CommandHandler, EventStore, ExpectedVersion, NewEvent, Snapshot, SnapshotStore, StreamId,
+};
+
+use crate::BenchError;
+use crate::db::Db;
+use crate::domain::{Account, AccountCommand, AccountEvent};
+use crate::stats::median_ms;
+
+const LONG: usize = 10_000;
+const BULK: usize = 1_000;
+const SAMPLES: usize = 20;
+const SNAPSHOT_SCHEMA: u32 = 1;
+
+/// Medians of one run of W2, in milliseconds.
+#[derive(Debug)]
+pub(crate) struct W2Run {
+    pub(crate) no_snapshot_ms: f64,
+    pub(crate) snapshot_ms: f64,
+    pub(crate) new_stream_ms: f64,
+}
+
+pub(crate) async fn run(db: &Db, run: usize) -> Result<W2Run, BenchError> {
+    let store = db.store(&db.schema(&format!("w2_{run}"))).await?;
+    let shared: Arc<dyn EventStore> = Arc::new(store.clone());
+    let long = "long";
+    let stream = StreamId::new("account", long);
+    let mut version = 0;
+    while (version as usize) < LONG {
+        let events = (version as usize..(version as usize + BULK).min(LONG))
+            .map(|n| {
+                let e = if n == 0 {
+                    AccountEvent::opened(0)
+                } else {
+                    AccountEvent::deposit(0, n)
+                };
+                NewEvent::from_domain(&e, Default::default())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        version = store
+            .append(&stream, ExpectedVersion::Exact(version), events, None)
+            .await?
+            .version;
+    }
+
+    let mut plain = Vec::with_capacity(SAMPLES);
+    let mut fresh = Vec::with_capacity(SAMPLES);
+    for i in 0..SAMPLES {
+        // A fresh handler each time: no cache, so the command loads the whole stream.
+        let handler = CommandHandler::<Account>::new(shared.clone());
+        plain.push(timed(handler.execute(long, &AccountCommand::Deposit(0, LONG + i))).await?);
+        let handler = CommandHandler::<Account>::new(shared.clone());
+        let id = format!("new-{i}");
+        fresh.push(timed(handler.execute(&id, &AccountCommand::Open(i + 1))).await?);
+    }
+
+    let snapshots = Arc::new(store.snapshots());
+    let with_snapshots = || {
+        CommandHandler::<Account>::new(shared.clone()).with_snapshots(
+            snapshots.clone(),
+            1_000,
+            SNAPSHOT_SCHEMA,
+        )
+    };
+    let (state, at) = with_snapshots().load(long).await?;
+    snapshots
+        .save(
+            &stream,
+            Snapshot {
+                version: at,
+                state: serde_json::to_value(&state)?,
+                schema: SNAPSHOT_SCHEMA,
+            },
+        )
+        .await?;
+    let mut snap = Vec::with_capacity(SAMPLES);
+    for i in 0..SAMPLES {
+        let handler = with_snapshots();
+        snap.push(
+            timed(handler.execute(long, &AccountCommand::Deposit(0, LONG + SAMPLES + i))).await?,
+        );
+    }
+    db.finish(store).await?;
+    Ok(W2Run {
+        no_snapshot_ms: median_ms(&mut plain),
+        snapshot_ms: median_ms(&mut snap),
+        new_stream_ms: median_ms(&mut fresh),
+    })
+}
+
+async fn timed<T, E>(f: impl Future<Output = Result<T, E>>) -> Result<Duration, BenchError>
+where
+    BenchError: From<E>,
+{
+    let t = Instant::now();
+    f.await?;
+    Ok(t.elapsed())
+}
