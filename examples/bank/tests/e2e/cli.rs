@@ -151,3 +151,55 @@ fn demo_runs_and_tells_the_story() {
         );
     }
 }
+
+#[tokio::test]
+async fn serve_honours_database_url_and_stops_cleanly_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    let (dir, _) = sqlite_db();
+    let db = dir
+        .path()
+        .join("elsewhere.db")
+        .to_string_lossy()
+        .into_owned();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bank"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("DATABASE_URL", &db)
+        .env("RUST_LOG", "error")
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = format!(
+        "http://{}",
+        line.split("http://")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+    );
+    let c = crate::support::Client::new(&base);
+    let id = c.open("tess").await;
+    c.deposit(&id, 42).await;
+
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "bank serve exits 0 on SIGTERM: {status}");
+
+    // The events went to DATABASE_URL, not to ./bank.db.
+    assert!(
+        !dir.path().join("bank.db").exists(),
+        "the default ./bank.db was not used"
+    );
+    let backend = Backend::open(&db).await.unwrap();
+    assert_eq!(backend.events().head_position().await.unwrap(), 2);
+    backend.close().await;
+}
