@@ -361,9 +361,10 @@ impl EventStore for PgEventStore {
                 .await
                 .map_err(backend)?;
             // NOTE: at the tail, committed events may be held back by a transaction that began
-            // before them and ends in a moment (any writer of the cluster): wait a little for
-            // it rather than leave them to the next wake-up or poll.
-            if rows.len() < limit
+            // before them and ends in a moment (any writer of the database): rather than leave
+            // them to the next wake-up or poll, wait a little for it. Only an empty read waits,
+            // so a subscriber that has events to handle is never slowed down.
+            if rows.is_empty()
                 && let Some(wait) = waits.next()
                 && self.held_back(tx, position).await?
             {
