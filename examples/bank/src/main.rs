@@ -46,7 +46,8 @@ enum Command {
     },
     /// A scripted tour on a fresh in-memory store.
     Demo,
-    /// Rebuilds a read model from the first event, with a progress bar.
+    /// Rebuilds a read model from the first event, with a progress bar. Stop `bank serve` on
+    /// the same database first (PostgreSQL enforces it with the projector's lease).
     Replay {
         /// accounts, statement, transfers or large_withdrawals.
         projection: String,
