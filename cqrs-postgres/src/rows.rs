@@ -9,7 +9,8 @@ use uuid::Uuid;
 pub(crate) const EVENT_COLUMNS: &str = "position, tx_id::text::int8 AS tx, stream_category, stream_id, stream_version, \
      event_id, event_type, schema_version, payload, metadata, recorded_at";
 
-/// Key under which [`EventRow::into_recorded_lenient`] keeps metadata it could not parse.
+/// Key of [`Metadata::extra`](cqrs_core::Metadata::extra) under which `read_all` hands on the raw
+/// metadata of an event whose metadata does not parse (the rest of the metadata is empty then).
 pub const CORRUPT_METADATA_KEY: &str = "cqrs_corrupt_metadata";
 
 /// One row of the events table.
