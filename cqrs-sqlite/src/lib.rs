@@ -87,6 +87,7 @@ mod database;
 mod dead_letters;
 mod error;
 mod events;
+mod inbox;
 mod projector;
 mod stores;
 mod watcher;

@@ -188,7 +188,7 @@ impl<P: SqliteProjector> SqliteTransactional<P> {
         })
     }
 
-    fn handler_error(&self, source: BoxError) -> Failure {
+    pub(crate) fn handler_error(&self, source: BoxError) -> Failure {
         Failure::Core(Error::Handler {
             handler: self.projector.name().to_owned(),
             source,
@@ -198,7 +198,7 @@ impl<P: SqliteProjector> SqliteTransactional<P> {
 
 /// Takes the handler's own error back out of the wrapper, so that the runner records it as the
 /// handler wrote it.
-fn unwrap_handler(e: Error) -> BoxError {
+pub(crate) fn unwrap_handler(e: Error) -> BoxError {
     match e {
         Error::Handler { source, .. } => source,
         other => Box::new(other),
