@@ -104,6 +104,14 @@ impl PgLeases {
             .copied()
     }
 
+    /// Forgets the lease on `name` if it still has `epoch` (it was found taken over).
+    pub(crate) fn forget(&self, name: &str, epoch: i64) {
+        let mut held = self.inner.held.lock().expect("lease map");
+        if held.get(name) == Some(&epoch) {
+            held.remove(name);
+        }
+    }
+
     async fn lock(&self, conn: &mut PgConnection, name: &str) -> Result<Option<i64>> {
         let got: bool = sqlx::query_scalar(TRY_LOCK)
             .bind(name)

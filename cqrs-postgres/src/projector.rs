@@ -119,6 +119,11 @@ impl<P: PgProjector> PgTransactional<P> {
 
     /// Commits a batch only while this process holds the projector's lease in `leases` (give
     /// the runner the same `leases`): a holder that lost the lease is fenced out.
+    ///
+    /// A batch fenced out is rolled back and reported to the runner as done, so that the
+    /// runner does not retry and park its events: the new holder handles them from the saved
+    /// checkpoint, and this runner stops at its next lease renewal. Until then its status may
+    /// show those events as passed. Without the lease at all, batches fail.
     pub fn fenced_by(mut self, leases: PgLeases) -> Self {
         self.fence = Some(leases);
         self
@@ -156,7 +161,10 @@ impl<P: PgProjector> PgTransactional<P> {
                     .fetch_optional(conn)
                     .await?;
                 if kept.is_none() {
-                    return Err(format!("the lease on {name} was taken over (epoch {epoch} is stale); batch rolled back").into());
+                    return Err(Box::new(FencedOut {
+                        name: name.to_owned(),
+                        epoch,
+                    }));
                 }
             }
         }
@@ -180,6 +188,56 @@ impl<P: PgProjector> PgTransactional<P> {
             .map_err(before)?;
         self.save(&mut tx, to).await.map_err(before)?;
         tx.commit().await.map_err(|e| (e.into(), true))
+    }
+}
+
+/// A fenced batch found that another process took the lease over.
+#[derive(Debug)]
+struct FencedOut {
+    name: String,
+    epoch: i64,
+}
+
+impl std::fmt::Display for FencedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the lease on {} was taken over (epoch {} is stale); batch rolled back",
+            self.name, self.epoch
+        )
+    }
+}
+
+impl std::error::Error for FencedOut {}
+
+impl<P: PgProjector> PgTransactional<P> {
+    /// Ends a batch rolled back by the fence.
+    ///
+    /// NOTE: a normal batch is reported as done, though nothing of it was committed: the new
+    /// holder handles these events from the saved checkpoint, and the runner finds the lease
+    /// lost at its next renewal and stops. An error would make the runner retry the events and
+    /// then park them one by one, each as a false dead letter. A parked event handed back
+    /// (`to` past it) gets the error, so that it stays parked.
+    fn fenced_out(
+        &self,
+        name: &str,
+        epoch: i64,
+        events: &[RecordedEvent],
+        to: Cursor,
+        err: BoxError,
+    ) -> Result<(), BoxError> {
+        if let Some(leases) = &self.fence {
+            leases.forget(name, epoch);
+        }
+        if events.last().is_some_and(|e| e.cursor != to) {
+            return Err(err);
+        }
+        tracing::warn!(
+            subscriber = name,
+            epoch,
+            "lease taken over; batch rolled back and left to the new holder"
+        );
+        Ok(())
     }
 }
 
@@ -224,6 +282,12 @@ impl<P: PgProjector> Subscriber for PgTransactional<P> {
                 Ok(()) => return Ok(()),
                 Err(e) => e,
             };
+            if let Some((name, epoch)) = err
+                .downcast_ref::<FencedOut>()
+                .map(|f| (f.name.clone(), f.epoch))
+            {
+                return self.fenced_out(&name, epoch, events, to, err);
+            }
             if attempt >= retries || !is_connection_error(&*err) {
                 return Err(err);
             }
