@@ -64,3 +64,6 @@ pub use codec::{decode_message, headers};
 pub use consumer::{ConsumerHandle, ConsumerStats, JetStreamConsumer, dead_letter_error};
 pub use relay::JetStreamRelay;
 pub use topology::{JetStreamEvents, JetStreamQueue};
+
+// Re-exported so that users need not pin the same driver version.
+pub use async_nats;

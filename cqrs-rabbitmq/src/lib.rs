@@ -64,3 +64,6 @@ pub use codec::{decode_message, headers};
 pub use consumer::{ConsumerHandle, ConsumerStats, RabbitConsumer, dead_letter_error};
 pub use relay::RabbitRelay;
 pub use topology::{DEFAULT_EXCHANGE_PREFIX, RabbitQueue, exchange_for};
+
+// Re-exported so that users need not pin the same driver version.
+pub use lapin;
