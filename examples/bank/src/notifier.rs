@@ -358,9 +358,12 @@ mod tests {
                         .await
                         .unwrap();
                 }
+                // NOTE: the relay publishes every aggregate type, so it declared both exchanges.
+                let prefix = channels.exchange_prefix();
                 for name in [
                     format!("{q}.dlx"),
-                    cqrs_rabbitmq::exchange_for(&channels.exchange_prefix(), "account"),
+                    cqrs_rabbitmq::exchange_for(&prefix, "account"),
+                    cqrs_rabbitmq::exchange_for(&prefix, "transfer"),
                 ] {
                     ch.exchange_delete(name.into(), ExchangeDeleteOptions::default())
                         .await
