@@ -72,11 +72,14 @@ impl PgLeases {
             .clone()
             .application_name("cqrs-postgres-lease")
             // NOTE: the server's keepalive decides how fast a vanished holder's lock is freed
-            // (the default waits two hours); these are per-session settings.
+            // (the default waits two hours); these are per-session settings. The lock timeout
+            // bounds the wait of a takeover for a stale holder's batch (it holds the lease row);
+            // a takeover that times out drops its connection, lock included, and tries again.
             .options([
                 ("tcp_keepalives_idle", "5"),
                 ("tcp_keepalives_interval", "2"),
                 ("tcp_keepalives_count", "3"),
+                ("lock_timeout", "5s"),
             ]);
         let holder = format!("pid {} / {}", std::process::id(), Uuid::new_v4());
         PgLeases {

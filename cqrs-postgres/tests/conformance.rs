@@ -10,7 +10,6 @@ use cqrs_core::{EventStore, ExpectedVersion, StreamId};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn event_store_passes_the_conformance_suite() {
-    let _quiet = support::quiet_cluster().await;
     let db = support::TestDb::new().await;
     let store = db.store("public").await;
     conformance::event_store(Arc::new(store)).await;
@@ -18,7 +17,6 @@ async fn event_store_passes_the_conformance_suite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_stores_pass_the_conformance_suite() {
-    let _quiet = support::quiet_cluster().await;
     let db = support::TestDb::new().await;
     let store = db.store("public").await;
     conformance::snapshot_store(&store.snapshots()).await;
@@ -28,7 +26,6 @@ async fn other_stores_pass_the_conformance_suite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_schemas_share_a_database_independently() {
-    let _quiet = support::quiet_cluster().await;
     let db = support::TestDb::new().await;
     let (a, b) = (db.store("tenant_a").await, db.store("tenant_b").await);
     let stream = StreamId::new("account", "1");

@@ -24,7 +24,6 @@ async fn read_to_end(store: &dyn EventStore, cursor: &mut Cursor) -> Vec<Recorde
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_subscriber_never_passes_an_open_transaction() {
-    let _noisy = support::noisy_cluster().await;
     let db = support::TestDb::new().await;
     let store = db.store("public").await;
     let stream = |n: &str| StreamId::new("gap", n);
@@ -169,7 +168,6 @@ async fn a_subscriber_never_passes_an_open_transaction() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_in_another_database_holds_nothing_back() {
-    let _noisy = support::noisy_cluster().await;
     let (db, other) = (support::TestDb::new().await, support::TestDb::new().await);
     let store = db.store("public").await;
     let mut conn = other.connect().await;

@@ -18,7 +18,6 @@ const TOTAL: i64 = (WRITERS * APPENDS * PER_APPEND) as i64;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn terminated_sessions_lose_and_repeat_nothing() {
-    let _noisy = support::noisy_cluster().await;
     let db = support::TestDb::new().await;
     let store = Arc::new(db.store("public").await);
     let recorder = support::Recorder::new(store.pool(), "killed").await;
@@ -114,7 +113,6 @@ async fn terminated_sessions_lose_and_repeat_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_listener_reconnects_and_wakes_subscribers() {
-    let _noisy = support::noisy_cluster().await;
     let db = support::TestDb::new().await;
     let store = db.store("public").await;
     let other = db.store("public").await;

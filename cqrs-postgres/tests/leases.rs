@@ -48,7 +48,6 @@ fn one_holder_at_a_time_and_takeover_within_seconds() {
         .enable_all()
         .build()
         .unwrap();
-    let _noisy = control.block_on(support::noisy_cluster());
     let db = control.block_on(support::TestDb::new());
     let writer_store = control.block_on(db.store("public"));
 
@@ -139,7 +138,6 @@ fn one_holder_at_a_time_and_takeover_within_seconds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holder_that_lost_its_lease_cannot_commit() {
-    let _noisy = support::noisy_cluster().await;
     let db = support::TestDb::new().await;
     let (store_a, store_b) = (db.store("public").await, db.store("public").await);
     let recorder = support::Recorder::new(store_a.pool(), "fenced").await;

@@ -20,7 +20,6 @@ const TOTAL: usize = (WRITERS * APPENDS * PER_APPEND) as usize;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_event_exactly_once_with_out_of_order_commits() {
-    let _noisy = support::noisy_cluster().await;
     let db = support::TestDb::new().await;
     let store = Arc::new(db.store("public").await);
     let recorder = support::Recorder::new(store.pool(), "stress").await;

@@ -234,32 +234,3 @@ impl Rng {
         self.0 % n
     }
 }
-
-/// Held while a test runs; see [`quiet_cluster`] and [`noisy_cluster`].
-pub struct ClusterLock(PgConnection);
-
-const CLUSTER_LOCK: i64 = 0x6371_7273_7067; // "cqrspg"
-
-/// For tests that expect appended events to be readable at once: waits until no test of this
-/// crate holds transactions open on purpose (the all-stream watermark is cluster-wide).
-pub async fn quiet_cluster() -> ClusterLock {
-    cluster_lock("SELECT pg_advisory_lock($1)").await
-}
-
-/// For tests that hold transactions open (gap, stress, kill, lease tests).
-pub async fn noisy_cluster() -> ClusterLock {
-    cluster_lock("SELECT pg_advisory_lock_shared($1)").await
-}
-
-async fn cluster_lock(sql: &'static str) -> ClusterLock {
-    let url = database_url();
-    let mut conn = PgConnection::connect(&url)
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL is not reachable at {url}: {e}"));
-    sqlx::query(sql)
-        .bind(CLUSTER_LOCK)
-        .execute(&mut conn)
-        .await
-        .expect("cluster test lock");
-    ClusterLock(conn)
-}
