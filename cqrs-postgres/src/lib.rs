@@ -86,9 +86,10 @@
 //! [`RecordedEvent::decode`](cqrs_core::RecordedEvent::decode) as
 //! [`Error::Decode`](cqrs_core::Error::Decode) naming stream, version and type, so the runner
 //! parks it. Metadata that does not parse makes `read_stream` fail with
-//! [`Error::Corrupt`](cqrs_core::Error::Corrupt); `read_all` hands such an event on with empty
-//! metadata holding the raw value under [`CORRUPT_METADATA_KEY`], so that no subscriber stalls
-//! on it.
+//! [`Error::Corrupt`](cqrs_core::Error::Corrupt) naming stream and version, and so does a
+//! payload nested too deep to parse; `read_all` hands such an event on, with empty metadata
+//! holding the raw value under [`CORRUPT_METADATA_KEY`], or with a `null` payload and the reason
+//! under [`CORRUPT_PAYLOAD_KEY`], so that no subscriber stalls on it.
 
 mod append;
 mod checkpoint;
@@ -109,7 +110,7 @@ pub use dead_letter::PgDeadLetterStore;
 pub use diagnostics::{LeaseHolder, OpenTransaction, PgDiagnostics, SubscriberLag, diagnose};
 pub use lease::PgLeases;
 pub use projector::{PgProjector, PgTransactional};
-pub use rows::CORRUPT_METADATA_KEY;
+pub use rows::{CORRUPT_METADATA_KEY, CORRUPT_PAYLOAD_KEY};
 pub use snapshot::PgSnapshotStore;
 pub use store::PgEventStore;
 

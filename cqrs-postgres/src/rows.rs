@@ -7,11 +7,17 @@ use uuid::Uuid;
 
 /// The columns every event query selects, in [`EventRow`] order.
 pub(crate) const EVENT_COLUMNS: &str = "position, tx_id::text::int8 AS tx, stream_category, stream_id, stream_version, \
-     event_id, event_type, schema_version, payload, metadata, recorded_at";
+     event_id, event_type, schema_version, payload::text AS payload, metadata::text AS metadata, recorded_at";
 
 /// Key of [`Metadata::extra`](cqrs_core::Metadata::extra) under which `read_all` hands on the raw
-/// metadata of an event whose metadata does not parse (the rest of the metadata is empty then).
+/// metadata (as a JSON string) of an event whose metadata does not parse; the rest of the
+/// metadata is empty then.
 pub const CORRUPT_METADATA_KEY: &str = "cqrs_corrupt_metadata";
+
+/// Key of [`Metadata::extra`](cqrs_core::Metadata::extra) under which `read_all` tells why the
+/// payload of an event could not be read (nested deeper than the JSON parser allows); the
+/// payload is `null` then, so that decoding it fails and the subscriber parks the event.
+pub const CORRUPT_PAYLOAD_KEY: &str = "cqrs_corrupt_payload";
 
 /// One row of the events table.
 #[derive(Debug, sqlx::FromRow)]
@@ -24,8 +30,10 @@ pub(crate) struct EventRow {
     event_id: Uuid,
     event_type: String,
     schema_version: i32,
-    payload: Value,
-    metadata: Value,
+    // NOTE: JSON columns come as text and are parsed here, so that a value the parser refuses
+    // (nested too deep) is one broken row, named, rather than a failed read of a whole batch.
+    payload: String,
+    metadata: String,
     recorded_at: DateTime<Utc>,
 }
 
@@ -44,32 +52,47 @@ impl EventRow {
 
     /// The event, or [`Error::Corrupt`] naming its stream and version when a column is broken.
     pub(crate) fn into_recorded(self) -> Result<RecordedEvent> {
-        let metadata = serde_json::from_value::<Metadata>(self.metadata.clone())
+        let payload = serde_json::from_str::<Value>(&self.payload)
+            .map_err(|e| self.corrupt(format!("payload does not parse: {e}")))?;
+        let metadata = serde_json::from_str::<Metadata>(&self.metadata)
             .map_err(|e| self.corrupt(format!("metadata does not parse: {e}")))?;
-        self.into_recorded_with(metadata)
+        self.into_recorded_with(payload, metadata)
     }
 
-    /// Like [`into_recorded`](Self::into_recorded), but unparsable metadata is replaced by
-    /// empty metadata keeping the raw value under [`CORRUPT_METADATA_KEY`].
+    /// Like [`into_recorded`](Self::into_recorded), but a broken payload or metadata is handed on
+    /// as described at [`CORRUPT_PAYLOAD_KEY`] and [`CORRUPT_METADATA_KEY`].
     ///
     /// The all-stream reads this way: an error there would stop every subscriber at the row
     /// for good, while an event handed on can be handled or parked by each subscriber.
     pub(crate) fn into_recorded_lenient(self) -> Result<RecordedEvent> {
-        let metadata = match serde_json::from_value::<Metadata>(self.metadata.clone()) {
+        let mut metadata = match serde_json::from_str::<Metadata>(&self.metadata) {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(stream = %self.stream(), version = self.stream_version, error = %e,
                     "event metadata does not parse; handing the event on with the raw metadata");
                 let mut m = Metadata::default();
-                m.extra
-                    .insert(CORRUPT_METADATA_KEY.into(), self.metadata.clone());
+                m.extra.insert(
+                    CORRUPT_METADATA_KEY.into(),
+                    Value::String(self.metadata.clone()),
+                );
                 m
             }
         };
-        self.into_recorded_with(metadata)
+        let payload = match serde_json::from_str::<Value>(&self.payload) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(stream = %self.stream(), version = self.stream_version, error = %e,
+                    "event payload does not parse; handing the event on without it");
+                metadata
+                    .extra
+                    .insert(CORRUPT_PAYLOAD_KEY.into(), Value::String(e.to_string()));
+                Value::Null
+            }
+        };
+        self.into_recorded_with(payload, metadata)
     }
 
-    fn into_recorded_with(self, metadata: Metadata) -> Result<RecordedEvent> {
+    fn into_recorded_with(self, payload: Value, metadata: Metadata) -> Result<RecordedEvent> {
         let stream_version = u64::try_from(self.stream_version)
             .map_err(|_| self.corrupt("negative stream version"))?;
         let schema_version = u32::try_from(self.schema_version)
@@ -85,7 +108,7 @@ impl EventRow {
             recorded_at: self.recorded_at,
             event_type: self.event_type,
             schema_version,
-            payload: self.payload,
+            payload,
             metadata,
         })
     }

@@ -110,6 +110,9 @@ async fn malformed_rows_are_parked_and_the_rest_goes_on() {
         r#"{"correlation_id": 42}"#,
     )
     .await;
+    // Valid JSONB, but nested deeper than the JSON parser of the reader accepts.
+    let deep = format!(r#"{{"amount": {}{}}}"#, "[".repeat(200), "]".repeat(200));
+    insert_raw(&store, "deep", "Deposited", &deep, "{}").await;
     store
         .append(&good, ExpectedVersion::Exact(2), vec![deposit(7)], None)
         .await
@@ -127,6 +130,21 @@ async fn malformed_rows_are_parked_and_the_rest_goes_on() {
         }) => {
             assert_eq!((stream.id.as_str(), version), ("badmeta", 1));
             assert!(reason.contains("metadata"), "{reason}");
+        }
+        other => panic!("expected a corrupt-row error, got {other:?}"),
+    }
+
+    match store
+        .read_stream(&StreamId::new("acct", "deep"), 1, 10)
+        .await
+    {
+        Err(Error::Corrupt {
+            stream,
+            version,
+            reason,
+        }) => {
+            assert_eq!((stream.id.as_str(), version), ("deep", 1));
+            assert!(reason.contains("payload"), "{reason}");
         }
         other => panic!("expected a corrupt-row error, got {other:?}"),
     }
@@ -167,6 +185,7 @@ async fn malformed_rows_are_parked_and_the_rest_goes_on() {
         vec![
             ("badmeta", "Deposited"),
             ("badpayload", "Deposited"),
+            ("deep", "Deposited"),
             ("unknown", "Vanished")
         ]
     );
@@ -202,6 +221,6 @@ async fn malformed_rows_are_parked_and_the_rest_goes_on() {
     );
     assert_eq!(diag.head_position, head);
     let status = runner.status().await.unwrap();
-    assert_eq!(status[0].parked, 3);
+    assert_eq!(status[0].parked, 4);
     runner.shutdown().await;
 }
