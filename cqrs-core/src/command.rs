@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::aggregate::Aggregate;
 use crate::error::{Error, Result};
-use crate::event::{ExpectedVersion, Metadata, NewEvent, StreamId};
+use crate::event::{DomainEvent, ExpectedVersion, Metadata, NewEvent, StreamId};
 use crate::store::{EventStore, Snapshot, SnapshotStore};
 
 /// How often a command is re-run after a concurrency conflict, and how long to wait between.
@@ -246,8 +246,13 @@ impl<A: Aggregate> CommandHandler<A> {
                 .read_stream(stream, *version + 1, READ_BATCH)
                 .await?;
             let n = events.len();
-            for e in events {
-                state.apply(&e.decode::<A::Event>()?.payload);
+            for mut e in events {
+                // NOTE: the event is ours: its payload is moved into the decoder rather than
+                // cloned as `RecordedEvent::decode` must, and no envelope is built.
+                let payload = std::mem::take(&mut e.payload);
+                let event =
+                    A::Event::decode(&e.event_type, payload).map_err(|err| e.decode_error(err))?;
+                state.apply(&event);
                 *version = e.stream_version;
             }
             if n < READ_BATCH {
