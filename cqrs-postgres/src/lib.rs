@@ -66,7 +66,7 @@
 //!   subscriber; [`diagnose`] names it (pid, since when). At the tail, a read that finds
 //!   committed events held back waits up to about 0.2 s for the transactions holding them.
 //! - Wake-ups: appends signal local subscribers at once and other processes by
-//!   `LISTEN`/`NOTIFY` (sent after commit, once per burst); the listener reconnects by itself and
+//!   `LISTEN`/`NOTIFY` (sent after commit, at most one per 3 ms); the listener reconnects by itself and
 //!   wakes everyone after a reconnection. Runners still poll as a fallback.
 //! - [`PgSnapshotStore`], [`PgCheckpointStore`], [`PgDeadLetterStore`]: the other core stores.
 //! - [`PgProjector`] + [`PgTransactional`]: handlers get the open transaction, which also
