@@ -29,7 +29,7 @@ pub(crate) struct Report {
     last_l1: BTreeMap<usize, f64>,
     w1: BTreeMap<(usize, bool), Throughput>,
     w4: (Runs, Runs),
-    w2: (Runs, Runs, Runs, Runs),
+    w2: (Runs, Runs, Runs, Runs, Runs, Runs),
     l3: Runs,
     last_l3: Option<f64>,
     w3: BTreeMap<u64, (Runs, Runs, Runs, Runs)>,
@@ -83,6 +83,8 @@ impl Report {
         self.w2.1.push(w.snapshot_ms);
         self.w2.2.push(w.new_stream_ms);
         self.w2.3.push(w.snapshot_ms / w.new_stream_ms);
+        self.w2.4.push(w.raw_read_ms);
+        self.w2.5.push(w.lean_read_ms);
     }
 
     pub(crate) fn l3(&mut self, rate: f64) {
@@ -161,6 +163,13 @@ impl fmt::Display for Report {
         row(f, "W4 C=8 commit to visible: p99 ms", &self.w4.1, &w4_bar)?;
         let no_snap = format!("<= 10 ms: {}", ok(self.w2.0.median() <= 10.0));
         row(f, "W2 10,000 events, no snapshot: ms", &self.w2.0, &no_snap)?;
+        row(f, "L2 plain read of those 10,000 rows: ms", &self.w2.4, "")?;
+        row(
+            f,
+            "L2 the same, only version/type/payload: ms",
+            &self.w2.5,
+            "",
+        )?;
         row(f, "W2 10,000 events, snapshot: ms", &self.w2.1, "")?;
         row(f, "W2 new stream: ms", &self.w2.2, "")?;
         let snap = format!("<= 1.5: {}", ok(self.w2.3.median() <= 1.5));

@@ -91,3 +91,33 @@ pub(crate) fn percentile_ms(lat: &mut [Duration], p: f64) -> f64 {
 pub(crate) fn median_ms(lat: &mut [Duration]) -> f64 {
     percentile_ms(lat, 50.0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_min_max_of_runs() {
+        let r = Runs(vec![3.0, 1.0, 2.0]);
+        assert_eq!((r.median(), r.min(), r.max()), (2.0, 1.0, 3.0));
+        assert_eq!(Runs(vec![4.0, 1.0, 2.0, 3.0]).median(), 2.5);
+        assert!(Runs::default().median().is_nan());
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let mut lat: Vec<Duration> = (1..=100).rev().map(Duration::from_millis).collect();
+        assert_eq!(percentile_ms(&mut lat, 50.0), 50.0);
+        assert_eq!(percentile_ms(&mut lat, 99.0), 99.0);
+        assert_eq!(percentile_ms(&mut lat, 100.0), 100.0);
+        assert!(percentile_ms(&mut [], 50.0).is_nan());
+    }
+
+    #[test]
+    fn numbers_are_grouped_by_thousands() {
+        assert_eq!(num(264_575.4), "264,575");
+        assert_eq!(num(1_000.0), "1,000");
+        assert_eq!(num(45.12), "45.1");
+        assert_eq!(num(2.137), "2.14");
+    }
+}

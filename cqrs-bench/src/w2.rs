@@ -24,6 +24,10 @@ pub(crate) struct W2Run {
     pub(crate) no_snapshot_ms: f64,
     pub(crate) snapshot_ms: f64,
     pub(crate) new_stream_ms: f64,
+    /// L2: the stream's rows read with one plain query, the store's columns decoded.
+    pub(crate) raw_read_ms: f64,
+    /// The same with only the columns a load needs (version, type, schema version, payload).
+    pub(crate) lean_read_ms: f64,
 }
 
 pub(crate) async fn run(db: &Db, run: usize) -> Result<W2Run, BenchError> {
@@ -60,6 +64,34 @@ pub(crate) async fn run(db: &Db, run: usize) -> Result<W2Run, BenchError> {
         fresh.push(timed(handler.execute(&id, &AccountCommand::Open(i + 1))).await?);
     }
 
+    let pool = db.plain_pool(store.schema(), 1).await?;
+    let mut raw = Vec::with_capacity(SAMPLES);
+    for _ in 0..SAMPLES {
+        let t = Instant::now();
+        let rows: Vec<crate::w3::Row> = sqlx::query_as(crate::w3::SELECT_EVENTS_OF_STREAM)
+            .bind("account")
+            .bind(long)
+            .fetch_all(&pool)
+            .await?;
+        raw.push(t.elapsed());
+        std::hint::black_box(rows);
+    }
+    let mut lean = Vec::with_capacity(SAMPLES);
+    for _ in 0..SAMPLES {
+        let t = Instant::now();
+        let rows: Vec<(i64, String, i32, serde_json::Value)> = sqlx::query_as(
+            "SELECT stream_version, event_type, schema_version, payload FROM events \
+             WHERE stream_category = $1 AND stream_id = $2 ORDER BY stream_version",
+        )
+        .bind("account")
+        .bind(long)
+        .fetch_all(&pool)
+        .await?;
+        lean.push(t.elapsed());
+        std::hint::black_box(rows);
+    }
+    pool.close().await;
+
     let snapshots = Arc::new(store.snapshots());
     let with_snapshots = || {
         CommandHandler::<Account>::new(shared.clone()).with_snapshots(
@@ -91,6 +123,8 @@ pub(crate) async fn run(db: &Db, run: usize) -> Result<W2Run, BenchError> {
         no_snapshot_ms: median_ms(&mut plain),
         snapshot_ms: median_ms(&mut snap),
         new_stream_ms: median_ms(&mut fresh),
+        raw_read_ms: median_ms(&mut raw),
+        lean_read_ms: median_ms(&mut lean),
     })
 }
 

@@ -168,7 +168,8 @@ fn vm_kib(key: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-type Row = (
+/// The columns the store reads, decoded into the types it decodes them into.
+pub(crate) type Row = (
     i64,
     i64,
     String,
@@ -182,17 +183,22 @@ type Row = (
     DateTime<Utc>,
 );
 
+/// The store's columns, as `read_stream` selects them.
+const COLUMNS: &str = "position, tx_id::text::int8, stream_category, stream_id, stream_version, \
+     event_id, event_type, schema_version, payload, metadata, recorded_at";
+
+/// Every event of one stream, in order: the raw limit of loading an aggregate (L2).
+pub(crate) const SELECT_EVENTS_OF_STREAM: &str = "SELECT position, tx_id::text::int8, stream_category, stream_id, stream_version, \
+     event_id, event_type, schema_version, payload, metadata, recorded_at \
+     FROM events WHERE stream_category = $1 AND stream_id = $2 ORDER BY stream_version";
+
 /// L3: one sequential read of every event of `schema`, the columns the store reads decoded
 /// into the same types; rows per second.
 pub(crate) async fn raw_read(db: &Db, schema: &str) -> Result<f64, BenchError> {
     let pool = db.plain_pool(schema, 1).await?;
     let t = Instant::now();
-    let mut rows = sqlx::query_as::<_, Row>(
-        "SELECT position, tx_id::text::int8, stream_category, stream_id, stream_version, \
-         event_id, event_type, schema_version, payload, metadata, recorded_at \
-         FROM events ORDER BY position",
-    )
-    .fetch(&pool);
+    let sql = format!("SELECT {COLUMNS} FROM events ORDER BY position");
+    let mut rows = sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(sql)).fetch(&pool);
     let mut n = 0u64;
     while let Some(row) = rows.try_next().await? {
         std::hint::black_box(&row);
