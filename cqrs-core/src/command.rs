@@ -168,7 +168,9 @@ struct Cache<A> {
     entries: HashMap<String, (u64, A)>,
 }
 
-const READ_BATCH: usize = 1000;
+// NOTE: each batch is a round trip; 5,000 events of a long stream (a few MB at most) take a
+// fifth of the time of 10,000 one by one thousand would cost, with memory still bounded.
+const READ_BATCH: usize = 5000;
 
 impl<A: Aggregate> CommandHandler<A> {
     /// A handler on `store` with the default retry policy, no snapshots and no cache.
