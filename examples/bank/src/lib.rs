@@ -25,12 +25,16 @@
 //! - [`Backend`]: the embedded SQLite store (default `./bank.db`) or PostgreSQL, by URL.
 //! - [`Bank`]: the service (commands with idempotency keys, reads of your own writes),
 //!   [`router`]: its HTTP API.
+//! - The broker bridge: [`start_relay`] publishes every event to RabbitMQ or NATS JetStream
+//!   (`bank serve --broker URL`); [`start_notifier`] runs the second service, `bank notifier`,
+//!   which keeps its own read model of those events, the customers' [`Notice`]s.
 
 mod answers;
 mod backend;
 mod domain;
 mod error;
 mod http;
+mod notifier;
 mod process;
 mod readmodel;
 mod service;
@@ -47,6 +51,10 @@ pub use domain::transfer::{
 };
 pub use error::BankError;
 pub use http::router;
+pub use notifier::{
+    BROKER_RELAY, Broker, Channels, DEFAULT_NOTIFIER_DATABASE, Notice, NotifiedAccount, Notifier,
+    NotifierHandle, broker_relay, run_notifier, start_notifier, start_relay,
+};
 pub use process::{TRANSFER_PROCESS, TransferProcess};
 pub use readmodel::{
     AccountView, LARGE_WITHDRAWAL, LargeWithdrawalView, ReadModel, SqlProjection, StatementLine,

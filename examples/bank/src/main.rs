@@ -31,6 +31,22 @@ impl Database {
     }
 }
 
+#[derive(Debug, clap::Args)]
+struct NotifierDatabase {
+    /// The notifier's own database: a file path, `sqlite:...` or `sqlite::memory:`
+    /// [default: ./notifier.db]
+    #[arg(long, env = "NOTIFIER_DATABASE_URL")]
+    database: Option<String>,
+}
+
+impl NotifierDatabase {
+    fn url(&self) -> &str {
+        self.database
+            .as_deref()
+            .unwrap_or(bank::DEFAULT_NOTIFIER_DATABASE)
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serves the HTTP API, with command handling, every projector and the process manager.
@@ -43,6 +59,36 @@ enum Command {
         read_timeout_ms: u64,
         #[command(flatten)]
         db: Database,
+        /// Also relay every event to this broker: `amqp://...` (RabbitMQ) or `nats://...`
+        /// (NATS JetStream). On RabbitMQ, start `bank notifier` once first: events published
+        /// before its queue exists are dropped.
+        #[arg(long)]
+        broker: Option<bank::Broker>,
+        /// The exchanges `<PREFIX>.<aggregate type>` (RabbitMQ) or the stream `<PREFIX>`
+        /// (JetStream, subjects `<prefix>.>`) the events are published to.
+        #[arg(long, default_value = "bank")]
+        broker_prefix: String,
+    },
+    /// A second service: consumes the bank's account events from a broker into its own read
+    /// model (balances and the notices sent to customers), logging each notice.
+    Notifier {
+        /// `amqp://...` (RabbitMQ) or `nats://...` (NATS JetStream).
+        #[arg(long, env = "BROKER_URL")]
+        broker: bank::Broker,
+        /// The bank's `--broker-prefix`.
+        #[arg(long, default_value = "bank")]
+        broker_prefix: String,
+        /// The notifier's queue (RabbitMQ) or durable consumer (JetStream), shared by its
+        /// instances.
+        #[arg(long, default_value = "bank-notifier")]
+        queue: String,
+        #[command(flatten)]
+        db: NotifierDatabase,
+    },
+    /// The notices the notifier has sent, oldest first.
+    Notices {
+        #[command(flatten)]
+        db: NotifierDatabase,
     },
     /// A scripted tour on a fresh in-memory store.
     Demo,
@@ -84,13 +130,24 @@ enum DeadLetterAction {
     },
 }
 
+fn channels(prefix: String, queue: Option<String>) -> bank::Channels {
+    let default = bank::Channels::default();
+    bank::Channels {
+        prefix,
+        queue: queue.unwrap_or(default.queue),
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                let default = if matches!(args.command, Command::Serve { .. }) {
+                let default = if matches!(
+                    args.command,
+                    Command::Serve { .. } | Command::Notifier { .. }
+                ) {
                     "info"
                 } else {
                     "warn"
@@ -105,14 +162,25 @@ async fn main() -> ExitCode {
             listen,
             read_timeout_ms,
             db,
+            broker,
+            broker_prefix,
         } => {
+            let relay = broker.map(|b| (b, channels(broker_prefix, None)));
             cli::serve(
                 &listen,
                 db.url(),
                 std::time::Duration::from_millis(read_timeout_ms),
+                relay,
             )
             .await
         }
+        Command::Notifier {
+            broker,
+            broker_prefix,
+            queue,
+            db,
+        } => cli::notifier(&broker, &channels(broker_prefix, Some(queue)), db.url()).await,
+        Command::Notices { db } => cli::notices(db.url()).await,
         Command::Demo => cli::demo().await,
         Command::Replay { projection, db } => cli::replay(&projection, db.url()).await,
         Command::Projections { db } => cli::projections(db.url()).await,

@@ -5,7 +5,8 @@ mod ops;
 
 pub(crate) use demo::demo;
 pub(crate) use ops::{
-    dead_letter_retry, dead_letter_skip, dead_letters_list, projections, replay, serve,
+    dead_letter_retry, dead_letter_skip, dead_letters_list, notices, notifier, projections, replay,
+    serve,
 };
 
 /// What a subcommand fails with.

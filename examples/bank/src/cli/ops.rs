@@ -1,4 +1,4 @@
-//! `serve`, `replay`, `projections` and `dead-letters`.
+//! `serve`, `notifier`, `notices`, `replay`, `projections` and `dead-letters`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,12 +9,24 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::CliResult;
 
-pub(crate) async fn serve(listen: &str, url: &str, read_timeout: Duration) -> CliResult {
+pub(crate) async fn serve(
+    listen: &str,
+    url: &str,
+    read_timeout: Duration,
+    relay: Option<(bank::Broker, bank::Channels)>,
+) -> CliResult {
     let backend = Backend::open(url).await?;
     let kind = backend.kind();
     let config = BankConfig {
         read_timeout,
         ..BankConfig::default()
+    };
+    let relay = match relay {
+        Some((broker, channels)) => {
+            tracing::info!(broker = broker.kind(), prefix = %channels.prefix, "relaying events");
+            Some(bank::start_relay(&backend, &broker, &channels).await?)
+        }
+        None => None,
     };
     let bank = Arc::new(Bank::start(backend, config));
     let listener = tokio::net::TcpListener::bind(listen).await?;
@@ -26,11 +38,38 @@ pub(crate) async fn serve(listen: &str, url: &str, read_timeout: Duration) -> Cl
         .with_graceful_shutdown(stop_signal())
         .await?;
     tracing::info!("stopping");
+    if let Some(relay) = relay {
+        relay.shutdown().await;
+    }
     if let Ok(bank) = Arc::try_unwrap(bank) {
         let backend = bank.backend().clone();
         bank.shutdown().await;
         backend.close().await;
     }
+    Ok(())
+}
+
+pub(crate) async fn notifier(
+    broker: &bank::Broker,
+    channels: &bank::Channels,
+    database: &str,
+) -> CliResult {
+    bank::run_notifier(broker, channels, database, stop_signal()).await
+}
+
+pub(crate) async fn notices(database: &str) -> CliResult {
+    let notifier = bank::Notifier::open(database).await?;
+    let notices = notifier.notices().await?;
+    if notices.is_empty() {
+        println!("no notices");
+    }
+    for n in notices {
+        println!(
+            "{:>6}  {}  {}  v{:<4} {}",
+            n.seq, n.sent_at, n.account_id, n.version, n.notice
+        );
+    }
+    notifier.close().await;
     Ok(())
 }
 

@@ -1,4 +1,5 @@
-//! End-to-end tests of the `bank` binary over HTTP, on the embedded store and on PostgreSQL.
+//! End-to-end tests of the `bank` binary over HTTP, on the embedded store and on PostgreSQL,
+//! and of `bank notifier` on RabbitMQ and NATS JetStream.
 
 mod cli;
 mod cluster;
@@ -6,5 +7,6 @@ mod contract;
 mod crash;
 mod edges;
 mod load;
+mod notifier;
 mod replay;
 mod support;

@@ -1,0 +1,106 @@
+//! The notifier's side: its queue or durable consumer, fed to its read model through the inbox.
+
+use std::time::Duration;
+
+use cqrs_core::BoxError;
+use cqrs_nats::{JetStreamConsumer, JetStreamQueue};
+use cqrs_rabbitmq::{RabbitConsumer, RabbitQueue};
+
+use super::broker::{Broker, Channels};
+use super::model::Notifier;
+
+/// How long JetStream waits for an acknowledgement before it delivers a message again. A
+/// notice is one small write, so a message unacknowledged this long was lost with its notifier
+/// (JetStream's default of 30 s would hold a restarted notifier's backlog that long).
+const ACK_WAIT: Duration = Duration::from_secs(3);
+
+/// A started notifier: its read model and its consumer.
+#[derive(Debug)]
+pub struct NotifierHandle {
+    notifier: Notifier,
+    consumer: Consumer,
+}
+
+#[derive(Debug)]
+enum Consumer {
+    Amqp(cqrs_rabbitmq::ConsumerHandle),
+    Nats(cqrs_nats::ConsumerHandle),
+}
+
+impl NotifierHandle {
+    /// The read model.
+    pub fn notifier(&self) -> &Notifier {
+        &self.notifier
+    }
+
+    /// Stops consuming; unacknowledged messages go back to the broker.
+    pub async fn shutdown(self) {
+        match self.consumer {
+            Consumer::Amqp(c) => c.shutdown().await,
+            Consumer::Nats(c) => c.shutdown().await,
+        }
+    }
+}
+
+/// Starts consuming the bank's account events from `broker` into `notifier`.
+///
+/// The queue (RabbitMQ) or the stream and durable consumer (JetStream) are declared before
+/// this returns, so that the bank's events published from then on wait for the notifier, and
+/// an unreachable broker is an error here rather than a retry loop.
+pub async fn start_notifier(
+    broker: &Broker,
+    channels: &Channels,
+    notifier: Notifier,
+) -> Result<NotifierHandle, BoxError> {
+    let inbox = notifier.inbox();
+    let consumer = match broker {
+        Broker::Amqp(url) => {
+            let exchange = cqrs_rabbitmq::exchange_for(&channels.exchange_prefix(), "account");
+            let queue = RabbitQueue::new(&channels.queue).bind(exchange, "#");
+            let conn = cqrs_rabbitmq::lapin::Connection::connect(url, Default::default()).await?;
+            let channel = conn.create_channel().await?;
+            queue.declare(&channel).await?;
+            channel.close(200, "declared".into()).await?;
+            conn.close(200, "declared".into()).await?;
+            Consumer::Amqp(RabbitConsumer::new(url, queue, inbox).start())
+        }
+        Broker::Nats(url) => {
+            let client = cqrs_nats::async_nats::connect(url).await?;
+            let queue = JetStreamQueue::new(&channels.jetstream(), &channels.queue)
+                .subscribe("account")
+                .ack_wait(ACK_WAIT);
+            queue
+                .declare(&cqrs_nats::async_nats::jetstream::new(client.clone()))
+                .await?;
+            Consumer::Nats(JetStreamConsumer::new(client, queue, inbox).start())
+        }
+    };
+    Ok(NotifierHandle { notifier, consumer })
+}
+
+/// `bank notifier --broker URL [--database URL]`: consumes into the notifier's database until
+/// `stop` resolves, logging each notice.
+pub async fn run_notifier(
+    broker: &Broker,
+    channels: &Channels,
+    database: &str,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), BoxError> {
+    let notifier = Notifier::open(database).await?;
+    let handle = start_notifier(broker, channels, notifier).await?;
+    let sent = handle.notifier().notices().await?.len();
+    tracing::info!(broker = broker.kind(), queue = %channels.queue, sent, "notifier consuming account events");
+    // NOTE: tests and scripts read this line to know the queue is there.
+    println!(
+        "bank notifier consuming {} queue {} ({sent} notices so far)",
+        broker.kind(),
+        channels.queue
+    );
+    stop.await;
+    let notifier = handle.notifier().clone();
+    handle.shutdown().await;
+    let sent = notifier.notices().await?.len();
+    notifier.close().await;
+    tracing::info!(sent, "notifier stopped");
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! The read model and its inbox, fed the bank's real events without a broker. The broker round
+//! trips, with real processes, are in `tests/e2e/notifier.rs`.
+
+use std::time::Duration;
+
+use cqrs_core::{Cursor, InboxSubscriber, RecordedEvent};
+
+use super::*;
+use crate::{Amount, Backend, Bank, BankConfig, LARGE_WITHDRAWAL};
+
+/// A bank's events: alice opens, deposits, withdraws a large amount, pays bob 500; then closes
+/// nothing. Returns them with alice's and bob's ids.
+async fn bank_events() -> (Vec<RecordedEvent>, String, String) {
+    let bank = Bank::start(
+        Backend::open("sqlite::memory:").await.unwrap(),
+        BankConfig::default(),
+    );
+    let alice = bank.open_account("alice", None).await.unwrap();
+    let bob = bank.open_account("bob", None).await.unwrap();
+    bank.deposit(alice.id, Amount::new(3_000_000).unwrap(), None)
+        .await
+        .unwrap();
+    bank.withdraw(alice.id, Amount::new(LARGE_WITHDRAWAL).unwrap(), None)
+        .await
+        .unwrap();
+    bank.transfer(alice.id, bob.id, Amount::new(500).unwrap(), None)
+        .await
+        .unwrap();
+    bank.settle(Duration::from_secs(10)).await.unwrap();
+    let events = bank
+        .backend()
+        .events()
+        .read_all(Cursor::default(), 1000)
+        .await
+        .unwrap();
+    bank.shutdown().await;
+    (events, alice.id.to_string(), bob.id.to_string())
+}
+
+async fn assert_heard(n: &Notifier, alice: &str, bob: &str) {
+    let a = n.account(alice).await.unwrap().expect("alice");
+    assert_eq!(a.owner, "alice");
+    assert_eq!(a.balance, 3_000_000 - LARGE_WITHDRAWAL - 500);
+    let mut want = vec![
+        "welcome, alice".to_owned(),
+        format!("large withdrawal of {LARGE_WITHDRAWAL}"),
+    ];
+    let mut got = a.notices;
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    let b = n.account(bob).await.unwrap().expect("bob");
+    assert_eq!((b.owner.as_str(), b.balance), ("bob", 500));
+    let mut got = b.notices;
+    got.sort();
+    assert_eq!(got, vec!["welcome, bob", "you received 500"]);
+    assert_eq!(n.notices().await.unwrap().len(), 4, "no other notice");
+}
+
+#[tokio::test]
+async fn events_delivered_twice_and_out_of_order_take_effect_once() {
+    let (events, alice, bob) = bank_events().await;
+    let n = Notifier::open("sqlite::memory:").await.unwrap();
+    let inbox = n.inbox();
+    let mut fresh = 0;
+    for e in &events {
+        fresh += usize::from(inbox.handle_once(e).await.unwrap());
+    }
+    // Every event again, newest first: no notice twice, no balance going back.
+    for e in events.iter().rev() {
+        assert!(!inbox.handle_once(e).await.unwrap(), "{e:?} handled twice");
+    }
+    assert_eq!(fresh, events.len());
+    assert_heard(&n, &alice, &bob).await;
+}
+
+#[tokio::test]
+async fn a_reopened_notifier_keeps_its_read_model_and_its_inbox() {
+    let (events, alice, bob) = bank_events().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir
+        .path()
+        .join("notifier.db")
+        .to_string_lossy()
+        .into_owned();
+    let half = events.len() / 2;
+    let n = Notifier::open(&url).await.unwrap();
+    for e in &events[..half] {
+        assert!(n.inbox().handle_once(e).await.unwrap());
+    }
+    n.close().await;
+    let n = Notifier::open(&url).await.unwrap();
+    // The broker delivers the first half again (never acknowledged), then the rest.
+    let mut fresh = 0;
+    for e in &events {
+        fresh += usize::from(n.inbox().handle_once(e).await.unwrap());
+    }
+    assert_eq!(fresh, events.len() - half);
+    assert_heard(&n, &alice, &bob).await;
+}
+
+#[tokio::test]
+async fn the_notifier_refuses_postgres() {
+    let err = Notifier::open("postgres://postgres@127.0.0.1:5432/postgres")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("SQLite"), "{err}");
+}
+
+#[test]
+fn brokers_are_told_apart_by_url() {
+    assert_eq!(
+        "amqp://guest:guest@h:5672/%2f".parse::<Broker>().unwrap(),
+        Broker::Amqp("amqp://guest:guest@h:5672/%2f".into())
+    );
+    assert_eq!("nats://h:4222".parse::<Broker>().unwrap().kind(), "nats");
+    assert!("kafka://h".parse::<Broker>().is_err());
+}
