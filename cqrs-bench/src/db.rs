@@ -52,6 +52,9 @@ impl Db {
         let options = schema_options(PgConnectOptions::from_str(&self.url)?, schema)?;
         Ok(PgPoolOptions::new()
             .max_connections(size)
+            // NOTE: as in the store's pool: a ping on every acquire would add a round trip to
+            // each raw statement and flatter the framework.
+            .test_before_acquire(false)
             .connect_with(options)
             .await?)
     }

@@ -205,6 +205,8 @@ pub(crate) async fn raw_inserts(db: &Db, tasks: usize) -> Result<L1Run, BenchErr
         joins.push(tokio::spawn(async move {
             let mine = owned(task, tasks);
             let mut lat = Vec::with_capacity(mine.len() * COMMANDS_PER_ACCOUNT);
+            // Each task keeps one connection: the plainest loop there is.
+            let mut conn = pool.acquire().await?;
             for round in 0..COMMANDS_PER_ACCOUNT {
                 for &a in &mine {
                     let event = if round == 0 {
@@ -223,7 +225,7 @@ pub(crate) async fn raw_inserts(db: &Db, tasks: usize) -> Result<L1Run, BenchErr
                         .bind(1_i32)
                         .bind(&new.payload)
                         .bind(serde_json::json!({}))
-                        .execute(&pool)
+                        .execute(&mut *conn)
                         .await?;
                     lat.push(t0.elapsed());
                 }
