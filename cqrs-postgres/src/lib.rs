@@ -71,6 +71,9 @@
 //! - [`PgSnapshotStore`], [`PgCheckpointStore`], [`PgDeadLetterStore`]: the other core stores.
 //! - [`PgProjector`] + [`PgTransactional`]: handlers get the open transaction, which also
 //!   writes the checkpoint; exactly-once effect.
+//! - [`PgTransactional`] is also a [`cqrs_core::InboxSubscriber`]: an event delivered from a
+//!   broker is recorded by id in the `inbox` table in the handler's transaction, so a
+//!   redelivery has no second effect.
 //! - [`PgLeases`]: one process per subscriber, by advisory locks, with fencing of a holder that
 //!   lost its lease ([`PgTransactional::fenced_by`]).
 //! - [`diagnose`]: subscribers' lag, the watermark and what holds it back, lease holders.
@@ -97,6 +100,7 @@ mod config;
 mod dead_letter;
 mod diagnostics;
 mod error;
+mod inbox;
 mod lease;
 mod notify;
 mod projector;

@@ -134,6 +134,10 @@ impl<P: PgProjector> PgTransactional<P> {
         &self.projector
     }
 
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     async fn save(&self, conn: &mut PgConnection, to: Cursor) -> Result<(), BoxError> {
         let name = self.projector.name();
         let (tx, position) = (
