@@ -113,6 +113,7 @@ mod replay;
 mod runner;
 mod store;
 mod upcast;
+pub mod wire;
 
 #[cfg(feature = "testkit")]
 pub mod testkit;
