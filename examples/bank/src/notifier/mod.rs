@@ -10,14 +10,15 @@
 //!   (JetStream) named `bank-notifier`, bound to the `account` events, fed to the [`Notifier`]
 //!   read model through its inbox. Its instances compete for the messages.
 //!
-//! The notifier's read model lives in a SQLite database of its own (default `./notifier.db`),
-//! and its inbox beside it: each message's id is recorded in the transaction that writes the
+//! The notifier's read model lives in a database of its own (default the SQLite file
+//! `./notifier.db`; on PostgreSQL, the schema `notifier`), and its inbox beside it: each message's id is recorded in the transaction that writes the
 //! read model, so a message delivered again (after a crash between commit and acknowledgement,
 //! or relayed again by the bank) has no second effect, and a restarted notifier goes on where
 //! it stopped.
 
 mod broker;
 mod model;
+mod projection;
 mod run;
 #[cfg(test)]
 mod tests;

@@ -1,35 +1,21 @@
 //! The notifier's read model: what it knows of each account and the notices it sent, two
-//! tables in its own SQLite database, written by a [`SqliteProjector`] through the inbox.
+//! tables in its own database (SQLite, or a schema `notifier` on PostgreSQL), written by the
+//! [`Notices`] projector through the inbox.
 
-use cqrs_core::{BoxError, RecordedEvent, async_trait};
-use cqrs_sqlite::{SqliteDatabase, SqliteProjector, SqliteTransactional};
-use sqlx::SqliteConnection;
+use std::sync::Arc;
 
-use crate::domain::account::{Account, AccountEvent};
-use crate::readmodel::LARGE_WITHDRAWAL;
+use cqrs_core::{BoxError, InboxSubscriber};
+use cqrs_postgres::{PgConfig, PgEventStore};
+use cqrs_sqlite::SqliteDatabase;
+
+use super::projection::{NAME, Notices, PG_SCHEMA};
 
 /// The notifier's default database: `./notifier.db`.
 pub const DEFAULT_NOTIFIER_DATABASE: &str = "sqlite:notifier.db?mode=rwc";
 
-// NOTE: `notices` has no unique key on the event: a notice stands for a message sent to a
-// customer, and the inbox (its row commits with the notice) is what keeps it to one.
-const SCHEMA: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS notifier_accounts (id TEXT PRIMARY KEY, owner TEXT NOT NULL, \
-     balance INTEGER NOT NULL, version INTEGER NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS notices (seq INTEGER PRIMARY KEY AUTOINCREMENT, \
-     account_id TEXT NOT NULL, version INTEGER NOT NULL, notice TEXT NOT NULL, \
-     event_id TEXT NOT NULL, sent_at TEXT NOT NULL)",
-];
-
-const OPENED: &str = "INSERT INTO notifier_accounts (id, owner, balance, version) VALUES (?, ?, 0, ?) \
-     ON CONFLICT (id) DO UPDATE SET owner = excluded.owner";
-// NOTE: a broker may deliver an account's events out of order after a redelivery; the
-// version keeps the latest balance.
-const BALANCE: &str = "INSERT INTO notifier_accounts (id, owner, balance, version) VALUES (?, '', ?, ?) \
-     ON CONFLICT (id) DO UPDATE SET balance = excluded.balance, version = excluded.version \
-     WHERE excluded.version > notifier_accounts.version";
-const NOTICE: &str = "INSERT INTO notices (account_id, version, notice, event_id, sent_at) \
-     VALUES (?, ?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))";
+/// The PostgreSQL schema of the notifier's tables, its inbox and its migrations: apart from
+/// the bank's, should both share one database.
+const PG_SCHEMA_NAME: &str = "notifier";
 
 /// What the notifier knows of one account.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -59,51 +45,89 @@ pub struct Notice {
     pub sent_at: String,
 }
 
-/// The notifier's read model, in a SQLite database of its own.
+/// The notifier's read model, in a database of its own.
 #[derive(Debug, Clone)]
 pub struct Notifier {
-    db: SqliteDatabase,
+    store: Store,
+}
+
+#[derive(Debug, Clone)]
+enum Store {
+    Sqlite(SqliteDatabase),
+    Postgres(PgEventStore),
+}
+
+/// Runs the same query on whichever pool the notifier has.
+macro_rules! fetch {
+    ($self:expr, $method:ident, $query:ident $(<$row:ty>)?, $sql:expr $(, $arg:expr)*) => {
+        match &$self.store {
+            Store::Sqlite(db) => sqlx::$query$(::<_, $row>)?($sql)$(.bind($arg))*.$method(db.pool()).await,
+            Store::Postgres(pg) => sqlx::$query$(::<_, $row>)?($sql)$(.bind($arg))*.$method(pg.pool()).await,
+        }
+    };
 }
 
 impl Notifier {
-    /// Opens (creating it if missing) the notifier's database: a file path, a `sqlite:` URL or
-    /// `sqlite::memory:`.
+    /// Opens (creating it if missing) the notifier's database: a file path, a `sqlite:` URL,
+    /// `sqlite::memory:`, or `postgres://...` (the schema `notifier` of that database).
     pub async fn open(url: &str) -> Result<Self, BoxError> {
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Err(
-                "the notifier keeps its read model in SQLite: give it a file path, \
-                        a sqlite: URL or sqlite::memory:"
-                    .into(),
-            );
-        }
-        let notifier = Notifier {
-            db: SqliteDatabase::open(url).await?,
+        let store = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let config = PgConfig::with_schema(PG_SCHEMA_NAME).max_connections(4);
+            let pg = PgEventStore::connect(url, config).await?;
+            // NOTE: notifiers starting together would race on CREATE TABLE IF NOT EXISTS.
+            let mut tx = pg.pool().begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext('bank-notifier-tables'))")
+                .execute(&mut *tx)
+                .await?;
+            for ddl in PG_SCHEMA {
+                sqlx::query(*ddl).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Store::Postgres(pg)
+        } else {
+            let db = SqliteDatabase::open(url).await?;
+            db.transactional(Notices).setup().await?;
+            Store::Sqlite(db)
         };
-        notifier.inbox().setup().await?;
-        Ok(notifier)
+        Ok(Notifier { store })
     }
 
-    /// The read model behind its inbox: a [`cqrs_core::InboxSubscriber`] that records each
-    /// event id and the read-model writes in one transaction.
-    pub(crate) fn inbox(&self) -> SqliteTransactional<Notices> {
-        self.db.transactional(Notices)
+    /// `sqlite` or `postgres`.
+    pub fn kind(&self) -> &'static str {
+        match self.store {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    /// The read model behind its inbox: each event id is recorded in the transaction that
+    /// writes the read model.
+    pub(crate) fn inbox(&self) -> Arc<dyn InboxSubscriber> {
+        match &self.store {
+            Store::Sqlite(db) => Arc::new(db.transactional(Notices)),
+            Store::Postgres(pg) => Arc::new(pg.transactional(Notices)),
+        }
     }
 
     /// What the notifier knows of account `id`.
     pub async fn account(&self, id: &str) -> Result<Option<NotifiedAccount>, BoxError> {
-        let row: Option<(String, i64)> =
-            sqlx::query_as("SELECT owner, balance FROM notifier_accounts WHERE id = ?")
-                .bind(id)
-                .fetch_optional(self.db.pool())
-                .await?;
+        let row: Option<(String, i64)> = fetch!(
+            self,
+            fetch_optional,
+            query_as<(String, i64)>,
+            "SELECT owner, balance FROM notifier_accounts WHERE id = $1",
+            id
+        )?;
         let Some((owner, balance)) = row else {
             return Ok(None);
         };
-        let notices =
-            sqlx::query_scalar("SELECT notice FROM notices WHERE account_id = ? ORDER BY seq")
-                .bind(id)
-                .fetch_all(self.db.pool())
-                .await?;
+        let notices: Vec<String> = fetch!(
+            self,
+            fetch_all,
+            query_scalar<String>,
+            "SELECT notice FROM notices WHERE account_id = $1 ORDER BY seq",
+            id
+        )?;
         Ok(Some(NotifiedAccount {
             owner,
             balance: u64::try_from(balance)?,
@@ -113,104 +137,31 @@ impl Notifier {
 
     /// Every notice sent, in order.
     pub async fn notices(&self) -> Result<Vec<Notice>, BoxError> {
-        Ok(sqlx::query_as(
-            "SELECT seq, account_id, version, notice, event_id, sent_at FROM notices ORDER BY seq",
-        )
-        .fetch_all(self.db.pool())
-        .await?)
+        Ok(fetch!(
+            self,
+            fetch_all,
+            query_as<Notice>,
+            "SELECT seq, account_id, version, notice, event_id, sent_at FROM notices ORDER BY seq"
+        )?)
+    }
+
+    /// How many events the notifier has handled: the size of its inbox.
+    pub async fn heard(&self) -> Result<u64, BoxError> {
+        let n: i64 = fetch!(
+            self,
+            fetch_one,
+            query_scalar<i64>,
+            "SELECT count(*) FROM inbox WHERE subscriber = $1",
+            NAME
+        )?;
+        Ok(u64::try_from(n)?)
     }
 
     /// Closes the database.
     pub async fn close(&self) {
-        self.db.close().await;
-    }
-}
-
-/// The notifier's projector: account events in, balances and notices out.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Notices;
-
-impl Notices {
-    /// The notice an event calls for, if any.
-    fn notice(event: &AccountEvent) -> Option<String> {
-        match event {
-            AccountEvent::Opened { owner } => Some(format!("welcome, {owner}")),
-            AccountEvent::Withdrawn { amount, .. } => {
-                (*amount >= LARGE_WITHDRAWAL).then(|| format!("large withdrawal of {amount}"))
-            }
-            AccountEvent::TransferCredited { amount, .. } => Some(format!("you received {amount}")),
-            AccountEvent::Closed => Some("your account is closed".to_owned()),
-            AccountEvent::Deposited { .. }
-            | AccountEvent::TransferDebited { .. }
-            | AccountEvent::TransferRefunded { .. }
-            | AccountEvent::TransferSettled { .. } => None,
+        match &self.store {
+            Store::Sqlite(db) => db.close().await,
+            Store::Postgres(pg) => pg.pool().close().await,
         }
-    }
-}
-
-#[async_trait]
-impl SqliteProjector for Notices {
-    fn name(&self) -> &str {
-        "notifier"
-    }
-
-    async fn setup(&self, conn: &mut SqliteConnection) -> Result<(), BoxError> {
-        for ddl in SCHEMA {
-            sqlx::query(*ddl).execute(&mut *conn).await?;
-        }
-        Ok(())
-    }
-
-    async fn handle(
-        &self,
-        conn: &mut SqliteConnection,
-        event: &RecordedEvent,
-    ) -> Result<(), BoxError> {
-        let Some(e) = event.decode_for::<Account>()? else {
-            return Ok(());
-        };
-        let (id, version) = (&e.stream.id, i64::try_from(event.stream_version)?);
-        match &e.payload {
-            AccountEvent::Opened { owner } => {
-                sqlx::query(OPENED)
-                    .bind(id)
-                    .bind(owner)
-                    .bind(version)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            AccountEvent::Deposited { balance, .. }
-            | AccountEvent::Withdrawn { balance, .. }
-            | AccountEvent::TransferDebited { balance, .. }
-            | AccountEvent::TransferCredited { balance, .. }
-            | AccountEvent::TransferRefunded { balance, .. } => {
-                sqlx::query(BALANCE)
-                    .bind(id)
-                    .bind(i64::try_from(*balance)?)
-                    .bind(version)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            AccountEvent::TransferSettled { .. } | AccountEvent::Closed => {}
-        }
-        if let Some(notice) = Self::notice(&e.payload) {
-            sqlx::query(NOTICE)
-                .bind(id)
-                .bind(version)
-                .bind(&notice)
-                .bind(event.event_id.to_string())
-                .execute(&mut *conn)
-                .await?;
-            // NOTE: logged before the commit: a failed commit logs a notice that was not sent.
-            tracing::info!(account = %id, version, %notice, "notice");
-        }
-        Ok(())
-    }
-
-    async fn reset(&self, conn: &mut SqliteConnection) -> Result<(), BoxError> {
-        for table in ["DELETE FROM notifier_accounts", "DELETE FROM notices"] {
-            sqlx::query(table).execute(&mut *conn).await?;
-        }
-        Ok(())
     }
 }
