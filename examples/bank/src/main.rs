@@ -2,6 +2,9 @@
 //!
 //! `--database` (or `DATABASE_URL`) picks the store: none is the embedded store in `./bank.db`,
 //! `sqlite::memory:` a throwaway one, `postgres://...` PostgreSQL.
+//!
+//! With a broker, a second service: `bank notifier --broker amqp://...` (or `nats://...`), then
+//! `bank serve --broker` with the same URL; `bank notices` lists what the notifier sent.
 
 use std::process::ExitCode;
 
@@ -33,8 +36,8 @@ impl Database {
 
 #[derive(Debug, clap::Args)]
 struct NotifierDatabase {
-    /// The notifier's own database: a file path, `sqlite:...` or `sqlite::memory:`
-    /// [default: ./notifier.db]
+    /// The notifier's own database: a file path, `sqlite:...`, `sqlite::memory:` or
+    /// `postgres://...` (its schema `notifier`) [default: ./notifier.db]
     #[arg(long, env = "NOTIFIER_DATABASE_URL")]
     database: Option<String>,
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use cqrs_core::{BoxError, Runner, RunnerHandle, Subscriber};
+use cqrs_core::{BoxError, Runner, RunnerConfig, RunnerHandle, Subscriber};
 use cqrs_nats::{JetStreamEvents, JetStreamRelay};
 use cqrs_rabbitmq::RabbitRelay;
 
@@ -104,13 +104,20 @@ pub async fn broker_relay(
 }
 
 /// Starts the relay to `broker` in a runner of its own, fenced by the backend's leases where it
-/// has them.
+/// has them. A batch the broker does not confirm is tried again until it does: the relay
+/// waits out a broker outage and parks nothing.
 pub async fn start_relay(
     backend: &Backend,
     broker: &Broker,
     channels: &Channels,
 ) -> Result<RunnerHandle, BoxError> {
-    let mut runner = Runner::new(backend.events(), backend.dead_letters());
+    // NOTE: a relay's failures are the broker's outages, not poison events: retry without
+    // end rather than park events, which would pass them by and never publish them.
+    let config = RunnerConfig {
+        max_attempts: u32::MAX,
+        ..RunnerConfig::default()
+    };
+    let mut runner = Runner::new(backend.events(), backend.dead_letters()).with_config(config);
     if let Some(leases) = backend.leases() {
         runner = runner.with_leases(leases.as_leases());
     }
