@@ -10,9 +10,13 @@ use super::broker::{Broker, Channels};
 use super::model::Notifier;
 
 /// How long JetStream waits for an acknowledgement before it delivers a message again. A
-/// notice is one small write, so a message unacknowledged this long was lost with its notifier
-/// (JetStream's default of 30 s would hold a restarted notifier's backlog that long).
+/// notice is one small write and a pull brings [`PULL`] messages, so a message unacknowledged
+/// this long was lost with its notifier (JetStream's default of 30 s would hold a restarted
+/// notifier's backlog that long). A slow one is only delivered twice, which the inbox absorbs.
 const ACK_WAIT: Duration = Duration::from_secs(3);
+
+/// Messages per JetStream pull: few enough to be handled well within [`ACK_WAIT`].
+const PULL: usize = 20;
 
 /// A started notifier: its read model and its consumer.
 #[derive(Debug)]
@@ -72,7 +76,11 @@ pub async fn start_notifier(
             queue
                 .declare(&cqrs_nats::async_nats::jetstream::new(client.clone()))
                 .await?;
-            Consumer::Nats(JetStreamConsumer::new(client, queue, inbox).start())
+            Consumer::Nats(
+                JetStreamConsumer::new(client, queue, inbox)
+                    .with_prefetch(PULL)
+                    .start(),
+            )
         }
     };
     Ok(NotifierHandle { notifier, consumer })
