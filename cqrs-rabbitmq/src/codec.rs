@@ -1,11 +1,12 @@
 //! The wire form of an event: the JSON payload as the body, the envelope in AMQP properties and
 //! headers, so that consumers in other languages can read it without this crate.
 
-use chrono::{DateTime, Utc};
-use cqrs_core::{Cursor, Error, Metadata, RecordedEvent, Result, StreamId};
+use std::borrow::Cow;
+
+use cqrs_core::wire::{self, HeaderNames, HeaderSource, HeaderValue};
+use cqrs_core::{Error, RecordedEvent, Result};
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use uuid::Uuid;
 
 /// Header names carried by every relayed message.
 pub mod headers {
@@ -37,43 +38,37 @@ pub mod headers {
     pub const ATTEMPTS: &str = "cqrs-attempts";
 }
 
+/// The envelope's header names as this crate spells them.
+const NAMES: HeaderNames = HeaderNames {
+    event_id: "message_id",
+    event_type: headers::EVENT_TYPE,
+    schema_version: headers::SCHEMA_VERSION,
+    stream_category: headers::STREAM_CATEGORY,
+    stream_id: headers::STREAM_ID,
+    stream_version: headers::STREAM_VERSION,
+    position: headers::POSITION,
+    tx: headers::TX,
+    recorded_at: headers::RECORDED_AT,
+    correlation_id: headers::CORRELATION_ID,
+    causation_id: headers::CAUSATION_ID,
+    metadata: headers::METADATA,
+};
+
 fn text(value: impl Into<Vec<u8>>) -> AMQPValue {
     AMQPValue::LongString(LongString::from(value))
 }
 
 /// The properties (message id = event id, headers = envelope) and body of `event`.
 pub(crate) fn encode(event: &RecordedEvent) -> Result<(BasicProperties, Vec<u8>)> {
-    let body = serde_json::to_vec(&event.payload).map_err(|source| Error::Serialize {
-        event_type: event.event_type.clone(),
-        source,
-    })?;
+    let body = wire::encode_body(event)?;
     let mut h = FieldTable::default();
-    h.insert(headers::EVENT_TYPE.into(), text(event.event_type.as_str()));
-    h.insert(
-        headers::SCHEMA_VERSION.into(),
-        AMQPValue::LongLongInt(event.schema_version.into()),
-    );
-    h.insert(
-        headers::STREAM_CATEGORY.into(),
-        text(event.stream.category.as_str()),
-    );
-    h.insert(headers::STREAM_ID.into(), text(event.stream.id.as_str()));
-    h.insert(
-        headers::STREAM_VERSION.into(),
-        AMQPValue::LongLongInt(to_i64(event.stream_version)),
-    );
-    h.insert(
-        headers::POSITION.into(),
-        AMQPValue::LongLongInt(to_i64(event.cursor.position)),
-    );
-    h.insert(
-        headers::TX.into(),
-        AMQPValue::LongLongInt(to_i64(event.cursor.tx)),
-    );
-    h.insert(
-        headers::RECORDED_AT.into(),
-        text(event.recorded_at.to_rfc3339()),
-    );
+    for (name, value) in wire::envelope_headers(&NAMES, event)? {
+        let value = match value {
+            HeaderValue::Text(s) => text(s),
+            HeaderValue::Number(n) => AMQPValue::LongLongInt(to_i64(n)),
+        };
+        h.insert(name.into(), value);
+    }
     let mut props = BasicProperties::default()
         .with_message_id(event.event_id.to_string().into())
         .with_type(event.event_type.as_str().into())
@@ -81,19 +76,7 @@ pub(crate) fn encode(event: &RecordedEvent) -> Result<(BasicProperties, Vec<u8>)
         .with_delivery_mode(2)
         .with_timestamp(event.recorded_at.timestamp().max(0) as u64);
     if let Some(id) = event.metadata.correlation_id {
-        h.insert(headers::CORRELATION_ID.into(), text(id.to_string()));
         props = props.with_correlation_id(id.to_string().into());
-    }
-    if let Some(id) = event.metadata.causation_id {
-        h.insert(headers::CAUSATION_ID.into(), text(id.to_string()));
-    }
-    if !event.metadata.extra.is_empty() {
-        let extra =
-            serde_json::to_vec(&event.metadata.extra).map_err(|source| Error::Serialize {
-                event_type: event.event_type.clone(),
-                source,
-            })?;
-        h.insert(headers::METADATA.into(), text(extra));
     }
     Ok((props.with_headers(h), body))
 }
@@ -130,68 +113,41 @@ pub(crate) fn header_u64(table: &FieldTable, key: &str) -> Option<u64> {
     u64::try_from(v).ok()
 }
 
+/// A field table read through the typed accessors above.
+struct Table<'a>(&'a FieldTable);
+
+impl HeaderSource for Table<'_> {
+    fn text(&self, name: &str) -> Option<Cow<'_, str>> {
+        header_text(self.0, name).map(Cow::Owned)
+    }
+
+    fn number(&self, name: &str) -> Option<u64> {
+        header_u64(self.0, name)
+    }
+}
+
 /// Rebuilds the event from a message's properties and body.
 ///
 /// A message without the envelope headers (not sent by a relay) is [`Error::Invalid`]; a body
 /// that is not JSON is [`Error::Decode`] naming the stream, version and type.
 pub fn decode_message(props: &BasicProperties, body: &[u8]) -> Result<RecordedEvent> {
-    let msg_id = props
-        .message_id()
-        .as_ref()
-        .map(ShortString::as_str)
-        .unwrap_or("<none>");
-    let missing =
-        |what: &str| Error::Invalid(format!("message {msg_id}: missing or bad header {what}"));
-    let h = props.headers().as_ref().ok_or_else(|| missing("table"))?;
-    let event_id: Uuid = msg_id.parse().map_err(|_| missing("message_id"))?;
-    let stream = StreamId::new(
-        header_text(h, headers::STREAM_CATEGORY)
-            .ok_or_else(|| missing(headers::STREAM_CATEGORY))?,
-        header_text(h, headers::STREAM_ID).ok_or_else(|| missing(headers::STREAM_ID))?,
-    );
-    let uuid_header = |key: &str| -> Result<Option<Uuid>> {
-        header_text(h, key)
-            .map(|s| s.parse().map_err(|_| missing(key)))
-            .transpose()
+    let msg_id = props.message_id().as_ref().map(ShortString::as_str);
+    let Some(h) = props.headers().as_ref() else {
+        let msg_id = msg_id.unwrap_or("<none>");
+        return Err(Error::Invalid(format!(
+            "message {msg_id}: missing or bad header table"
+        )));
     };
-    let extra = match header_text(h, headers::METADATA) {
-        Some(s) => serde_json::from_str(&s).map_err(|_| missing(headers::METADATA))?,
-        None => Default::default(),
-    };
-    let recorded_at = header_text(h, headers::RECORDED_AT)
-        .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
-        .map(|t| t.with_timezone(&Utc))
-        .ok_or_else(|| missing(headers::RECORDED_AT))?;
-    let mut event = RecordedEvent {
-        event_id,
-        stream_version: header_u64(h, headers::STREAM_VERSION)
-            .ok_or_else(|| missing(headers::STREAM_VERSION))?,
-        cursor: Cursor::new(
-            header_u64(h, headers::TX).unwrap_or(0),
-            header_u64(h, headers::POSITION).ok_or_else(|| missing(headers::POSITION))?,
-        ),
-        recorded_at,
-        event_type: header_text(h, headers::EVENT_TYPE)
-            .ok_or_else(|| missing(headers::EVENT_TYPE))?,
-        schema_version: header_u64(h, headers::SCHEMA_VERSION)
-            .and_then(|v| u32::try_from(v).ok())
-            .ok_or_else(|| missing(headers::SCHEMA_VERSION))?,
-        payload: serde_json::Value::Null,
-        metadata: Metadata {
-            correlation_id: uuid_header(headers::CORRELATION_ID)?,
-            causation_id: uuid_header(headers::CAUSATION_ID)?,
-            extra,
-        },
-        stream,
-    };
-    event.payload = serde_json::from_slice(body).map_err(|e| event.decode_error(e))?;
-    Ok(event)
+    wire::event_from_headers(&NAMES, msg_id, &Table(h), body)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::{DateTime, Utc};
+    use cqrs_core::{Cursor, Metadata, StreamId};
     use serde_json::json;
+    use uuid::Uuid;
 
     #[test]
     fn round_trips_the_envelope() {
@@ -223,5 +179,93 @@ mod tests {
     fn a_foreign_message_is_invalid() {
         let err = decode_message(&BasicProperties::default(), b"{}").unwrap_err();
         assert!(matches!(err, Error::Invalid(_)), "{err}");
+    }
+
+    fn sample() -> RecordedEvent {
+        let mut metadata = Metadata::correlated(Uuid::new_v4());
+        metadata.extra.insert("user".into(), json!("alice"));
+        RecordedEvent {
+            event_id: Uuid::new_v4(),
+            stream: StreamId::new("account", "a-1"),
+            stream_version: 7,
+            cursor: Cursor::new(3, 42),
+            recorded_at: DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z")
+                .unwrap()
+                .with_timezone(&Utc),
+            event_type: "Deposited".into(),
+            schema_version: 2,
+            payload: json!({"amount": 5}),
+            metadata,
+        }
+    }
+
+    #[test]
+    fn the_wire_form_keeps_its_names_and_types() {
+        let event = sample();
+        let (props, body) = encode(&event).unwrap();
+        assert_eq!(body, br#"{"amount":5}"#);
+        let correlation = event.metadata.correlation_id.unwrap().to_string();
+        assert_eq!(props.kind().as_ref().unwrap().as_str(), "Deposited");
+        assert_eq!(
+            props.correlation_id().as_ref().unwrap().as_str(),
+            correlation
+        );
+        let table = props.headers().as_ref().unwrap();
+        let h = table.inner();
+        let names: Vec<&str> = h.keys().map(ShortString::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "cqrs-correlation-id",
+                "cqrs-event-type",
+                "cqrs-metadata",
+                "cqrs-position",
+                "cqrs-recorded-at",
+                "cqrs-schema-version",
+                "cqrs-stream-category",
+                "cqrs-stream-id",
+                "cqrs-stream-version",
+                "cqrs-tx",
+            ]
+        );
+        for (name, number) in [
+            (headers::SCHEMA_VERSION, 2),
+            (headers::STREAM_VERSION, 7),
+            (headers::POSITION, 42),
+            (headers::TX, 3),
+        ] {
+            assert_eq!(h.get(name), Some(&AMQPValue::LongLongInt(number)), "{name}");
+        }
+        for (name, text) in [
+            (headers::EVENT_TYPE, "Deposited"),
+            (headers::STREAM_CATEGORY, "account"),
+            (headers::STREAM_ID, "a-1"),
+            (headers::RECORDED_AT, "2026-01-02T03:04:05+00:00"),
+            (headers::CORRELATION_ID, correlation.as_str()),
+            (headers::METADATA, r#"{"user":"alice"}"#),
+        ] {
+            assert!(
+                matches!(h.get(name), Some(AMQPValue::LongString(_))),
+                "{name}"
+            );
+            assert_eq!(header_text(table, name).as_deref(), Some(text), "{name}");
+        }
+    }
+
+    #[test]
+    fn headers_of_other_amqp_types_are_read() {
+        let event = sample();
+        let (props, body) = encode(&event).unwrap();
+        let mut h = FieldTable::default();
+        for (name, value) in props.headers().as_ref().unwrap().inner() {
+            let value = match value {
+                AMQPValue::LongString(s) => AMQPValue::ShortString(s.to_string().into()),
+                AMQPValue::LongLongInt(n) => AMQPValue::LongInt(i32::try_from(*n).unwrap()),
+                other => other.clone(),
+            };
+            h.insert(name.clone(), value);
+        }
+        let props = props.with_headers(h);
+        assert_eq!(decode_message(&props, &body).unwrap(), event);
     }
 }
