@@ -1,10 +1,11 @@
 //! The wire form of an event: the JSON payload as the body, the envelope in NATS headers, so
 //! that consumers in other languages can read it without this crate.
 
+use std::borrow::Cow;
+
 use async_nats::HeaderMap;
-use chrono::{DateTime, Utc};
-use cqrs_core::{Cursor, Error, Metadata, RecordedEvent, Result, StreamId};
-use uuid::Uuid;
+use cqrs_core::wire::{self, HeaderNames, HeaderSource};
+use cqrs_core::{RecordedEvent, Result};
 
 /// Header names carried by every relayed message.
 pub mod headers {
@@ -38,35 +39,29 @@ pub mod headers {
     pub const ATTEMPTS: &str = "Cqrs-Attempts";
 }
 
+/// The envelope's header names as this crate spells them.
+const NAMES: HeaderNames = HeaderNames {
+    event_id: headers::MESSAGE_ID,
+    event_type: headers::EVENT_TYPE,
+    schema_version: headers::SCHEMA_VERSION,
+    stream_category: headers::STREAM_CATEGORY,
+    stream_id: headers::STREAM_ID,
+    stream_version: headers::STREAM_VERSION,
+    position: headers::POSITION,
+    tx: headers::TX,
+    recorded_at: headers::RECORDED_AT,
+    correlation_id: headers::CORRELATION_ID,
+    causation_id: headers::CAUSATION_ID,
+    metadata: headers::METADATA,
+};
+
 /// The headers (event id as `Nats-Msg-Id`, the envelope) and body of `event`.
 pub(crate) fn encode(event: &RecordedEvent) -> Result<(HeaderMap, Vec<u8>)> {
-    let body = serde_json::to_vec(&event.payload).map_err(|source| Error::Serialize {
-        event_type: event.event_type.clone(),
-        source,
-    })?;
+    let body = wire::encode_body(event)?;
     let mut h = HeaderMap::new();
     h.insert(headers::MESSAGE_ID, event.event_id.to_string());
-    h.insert(headers::EVENT_TYPE, event.event_type.as_str());
-    h.insert(headers::SCHEMA_VERSION, event.schema_version.to_string());
-    h.insert(headers::STREAM_CATEGORY, event.stream.category.as_str());
-    h.insert(headers::STREAM_ID, event.stream.id.as_str());
-    h.insert(headers::STREAM_VERSION, event.stream_version.to_string());
-    h.insert(headers::POSITION, event.cursor.position.to_string());
-    h.insert(headers::TX, event.cursor.tx.to_string());
-    h.insert(headers::RECORDED_AT, event.recorded_at.to_rfc3339());
-    if let Some(id) = event.metadata.correlation_id {
-        h.insert(headers::CORRELATION_ID, id.to_string());
-    }
-    if let Some(id) = event.metadata.causation_id {
-        h.insert(headers::CAUSATION_ID, id.to_string());
-    }
-    if !event.metadata.extra.is_empty() {
-        let extra =
-            serde_json::to_string(&event.metadata.extra).map_err(|source| Error::Serialize {
-                event_type: event.event_type.clone(),
-                source,
-            })?;
-        h.insert(headers::METADATA, extra);
+    for (name, value) in wire::envelope_headers(&NAMES, event)? {
+        h.insert(name, value.into_text());
     }
     Ok((h, body))
 }
@@ -75,63 +70,33 @@ pub(crate) fn header<'a>(h: &'a HeaderMap, key: &str) -> Option<&'a str> {
     h.get(key).map(|v| v.as_str())
 }
 
+/// A header map whose values are all text.
+struct Headers<'a>(&'a HeaderMap);
+
+impl HeaderSource for Headers<'_> {
+    fn text(&self, name: &str) -> Option<Cow<'_, str>> {
+        header(self.0, name).map(Cow::Borrowed)
+    }
+}
+
 /// Rebuilds the event from a message's headers and payload.
 ///
-/// A message without the envelope headers (not sent by a relay) is [`Error::Invalid`]; a body
-/// that is not JSON is [`Error::Decode`] naming the stream, version and type.
+/// A message without the envelope headers (not sent by a relay) is
+/// [`Error::Invalid`](cqrs_core::Error::Invalid); a body that is not JSON is
+/// [`Error::Decode`](cqrs_core::Error::Decode) naming the stream, version and type.
 pub fn decode_message(h: Option<&HeaderMap>, payload: &[u8]) -> Result<RecordedEvent> {
     let empty = HeaderMap::new();
     let h = h.unwrap_or(&empty);
-    let msg_id = header(h, headers::MESSAGE_ID).unwrap_or("<none>");
-    let missing =
-        |what: &str| Error::Invalid(format!("message {msg_id}: missing or bad header {what}"));
-    let text = |key: &str| {
-        header(h, key)
-            .map(str::to_owned)
-            .ok_or_else(|| missing(key))
-    };
-    let number = |key: &str| {
-        header(h, key)
-            .and_then(|v| v.parse::<u64>().ok())
-            .ok_or_else(|| missing(key))
-    };
-    let uuid = |key: &str| -> Result<Option<Uuid>> {
-        header(h, key)
-            .map(|s| s.parse().map_err(|_| missing(key)))
-            .transpose()
-    };
-    let extra = match header(h, headers::METADATA) {
-        Some(s) => serde_json::from_str(s).map_err(|_| missing(headers::METADATA))?,
-        None => Default::default(),
-    };
-    let recorded_at = header(h, headers::RECORDED_AT)
-        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-        .map(|t| t.with_timezone(&Utc))
-        .ok_or_else(|| missing(headers::RECORDED_AT))?;
-    let mut event = RecordedEvent {
-        event_id: msg_id.parse().map_err(|_| missing(headers::MESSAGE_ID))?,
-        stream: StreamId::new(text(headers::STREAM_CATEGORY)?, text(headers::STREAM_ID)?),
-        stream_version: number(headers::STREAM_VERSION)?,
-        cursor: Cursor::new(number(headers::TX).unwrap_or(0), number(headers::POSITION)?),
-        recorded_at,
-        event_type: text(headers::EVENT_TYPE)?,
-        schema_version: u32::try_from(number(headers::SCHEMA_VERSION)?)
-            .map_err(|_| missing(headers::SCHEMA_VERSION))?,
-        payload: serde_json::Value::Null,
-        metadata: Metadata {
-            correlation_id: uuid(headers::CORRELATION_ID)?,
-            causation_id: uuid(headers::CAUSATION_ID)?,
-            extra,
-        },
-    };
-    event.payload = serde_json::from_slice(payload).map_err(|e| event.decode_error(e))?;
-    Ok(event)
+    wire::event_from_headers(&NAMES, header(h, headers::MESSAGE_ID), &Headers(h), payload)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::{DateTime, Utc};
+    use cqrs_core::{Cursor, Error, Metadata, StreamId};
     use serde_json::json;
+    use uuid::Uuid;
 
     #[test]
     fn round_trips_the_envelope() {
@@ -163,5 +128,44 @@ mod tests {
     fn a_foreign_message_is_invalid() {
         let err = decode_message(None, b"{}").unwrap_err();
         assert!(matches!(err, Error::Invalid(_)), "{err}");
+    }
+
+    #[test]
+    fn the_wire_form_keeps_its_names() {
+        let mut metadata = Metadata::correlated(Uuid::new_v4());
+        metadata.extra.insert("user".into(), json!("alice"));
+        let event = RecordedEvent {
+            event_id: Uuid::new_v4(),
+            stream: StreamId::new("account", "a-1"),
+            stream_version: 7,
+            cursor: Cursor::new(3, 42),
+            recorded_at: DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z")
+                .unwrap()
+                .with_timezone(&Utc),
+            event_type: "Deposited".into(),
+            schema_version: 2,
+            payload: json!({"amount": 5}),
+            metadata,
+        };
+        let (h, body) = encode(&event).unwrap();
+        assert_eq!(body, br#"{"amount":5}"#);
+        let id = event.event_id.to_string();
+        let correlation = event.metadata.correlation_id.unwrap().to_string();
+        for (name, value) in [
+            ("Nats-Msg-Id", id.as_str()),
+            ("Cqrs-Event-Type", "Deposited"),
+            ("Cqrs-Schema-Version", "2"),
+            ("Cqrs-Stream-Category", "account"),
+            ("Cqrs-Stream-Id", "a-1"),
+            ("Cqrs-Stream-Version", "7"),
+            ("Cqrs-Position", "42"),
+            ("Cqrs-Tx", "3"),
+            ("Cqrs-Recorded-At", "2026-01-02T03:04:05+00:00"),
+            ("Cqrs-Correlation-Id", correlation.as_str()),
+            ("Cqrs-Metadata", r#"{"user":"alice"}"#),
+        ] {
+            assert_eq!(header(&h, name), Some(value), "{name}");
+        }
+        assert_eq!(header(&h, headers::CAUSATION_ID), None);
     }
 }
