@@ -149,12 +149,11 @@ mod tests {
     use serde_json::json;
     use uuid::Uuid;
 
-    #[test]
-    fn round_trips_the_envelope() {
+    fn sample() -> RecordedEvent {
         let mut metadata = Metadata::correlated(Uuid::new_v4());
         metadata.causation_id = Some(Uuid::new_v4());
         metadata.extra.insert("user".into(), json!("alice"));
-        let event = RecordedEvent {
+        RecordedEvent {
             event_id: Uuid::new_v4(),
             stream: StreamId::new("account", "a-1"),
             stream_version: 7,
@@ -166,7 +165,12 @@ mod tests {
             schema_version: 2,
             payload: json!({"amount": 5}),
             metadata,
-        };
+        }
+    }
+
+    #[test]
+    fn round_trips_the_envelope() {
+        let event = sample();
         let (props, body) = encode(&event).unwrap();
         assert_eq!(
             props.message_id().as_ref().unwrap().as_str(),
@@ -181,30 +185,13 @@ mod tests {
         assert!(matches!(err, Error::Invalid(_)), "{err}");
     }
 
-    fn sample() -> RecordedEvent {
-        let mut metadata = Metadata::correlated(Uuid::new_v4());
-        metadata.extra.insert("user".into(), json!("alice"));
-        RecordedEvent {
-            event_id: Uuid::new_v4(),
-            stream: StreamId::new("account", "a-1"),
-            stream_version: 7,
-            cursor: Cursor::new(3, 42),
-            recorded_at: DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z")
-                .unwrap()
-                .with_timezone(&Utc),
-            event_type: "Deposited".into(),
-            schema_version: 2,
-            payload: json!({"amount": 5}),
-            metadata,
-        }
-    }
-
     #[test]
     fn the_wire_form_keeps_its_names_and_types() {
         let event = sample();
         let (props, body) = encode(&event).unwrap();
         assert_eq!(body, br#"{"amount":5}"#);
         let correlation = event.metadata.correlation_id.unwrap().to_string();
+        let causation = event.metadata.causation_id.unwrap().to_string();
         assert_eq!(props.kind().as_ref().unwrap().as_str(), "Deposited");
         assert_eq!(
             props.correlation_id().as_ref().unwrap().as_str(),
@@ -216,6 +203,7 @@ mod tests {
         assert_eq!(
             names,
             [
+                "cqrs-causation-id",
                 "cqrs-correlation-id",
                 "cqrs-event-type",
                 "cqrs-metadata",
@@ -240,8 +228,9 @@ mod tests {
             (headers::EVENT_TYPE, "Deposited"),
             (headers::STREAM_CATEGORY, "account"),
             (headers::STREAM_ID, "a-1"),
-            (headers::RECORDED_AT, "2026-01-02T03:04:05+00:00"),
+            (headers::RECORDED_AT, "2026-01-02T03:04:05.123456+00:00"),
             (headers::CORRELATION_ID, correlation.as_str()),
+            (headers::CAUSATION_ID, causation.as_str()),
             (headers::METADATA, r#"{"user":"alice"}"#),
         ] {
             assert!(
