@@ -26,7 +26,6 @@ pub(crate) struct Report {
     env: String,
     runs: usize,
     l1: BTreeMap<usize, Throughput>,
-    last_l1: BTreeMap<usize, f64>,
     w1: BTreeMap<(usize, bool), Throughput>,
     w4: (Runs, Runs),
     w2: (Runs, Runs, Runs, Runs, Runs, Runs),
@@ -57,17 +56,15 @@ impl Report {
         t.rate.push(l.per_sec);
         t.p50.push(l.p50_ms);
         t.p99.push(l.p99_ms);
-        self.last_l1.insert(tasks, l.per_sec);
     }
 
-    pub(crate) fn w1(&mut self, tasks: usize, read_model: bool, w: W1Run) {
+    /// A run of W1, compared with `limit`, the L1 rate measured around it.
+    pub(crate) fn w1(&mut self, tasks: usize, read_model: bool, w: W1Run, limit: f64) {
         let t = self.w1.entry((tasks, read_model)).or_default();
         t.rate.push(w.per_sec);
         t.p50.push(w.p50_ms);
         t.p99.push(w.p99_ms);
-        if let Some(l1) = self.last_l1.get(&tasks) {
-            t.ratio.push(w.per_sec / l1);
-        }
+        t.ratio.push(w.per_sec / limit);
         if let (Some(lag), Some(c)) = (w.lag, w.catch_up_ms) {
             t.lag.push(lag as f64);
             t.catch_up.push(c);
