@@ -96,3 +96,21 @@ impl Error {
         matches!(self, Error::Conflict { .. })
     }
 }
+
+/// An error and its sources, joined by `": "`: the whole story on one line, for logs, dead
+/// letters and status displays.
+///
+/// ```
+/// let err = cqrs_core::Error::backend(std::io::Error::other("disk full"));
+/// assert_eq!(cqrs_core::error_chain(&err), "back-end error: disk full");
+/// ```
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut src = err.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}

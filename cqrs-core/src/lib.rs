@@ -122,7 +122,7 @@ pub use aggregate::Aggregate;
 pub use command::{
     CommandError, CommandHandler, CommandOptions, CommandOutcome, RetryPolicy, command_id_for,
 };
-pub use error::{BoxError, Error, Result};
+pub use error::{BoxError, Error, Result, error_chain};
 pub use event::{
     Cursor, DomainEvent, Envelope, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StreamId,
 };

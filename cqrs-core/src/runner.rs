@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, error_chain};
 use crate::event::{Cursor, RecordedEvent};
 use crate::lease::{Lease, Leases};
 use crate::projector::Subscriber;
@@ -154,18 +154,6 @@ impl Processor {
         }
         Ok(())
     }
-}
-
-/// An error and its sources, joined by ": ".
-pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut src = err.source();
-    while let Some(s) = src {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        src = s.source();
-    }
-    out
 }
 
 /// Sleeps for `wait`; true if `stop` turned true meanwhile.

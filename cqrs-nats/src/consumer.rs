@@ -214,7 +214,7 @@ impl<S: InboxSubscriber + 'static> JetStreamConsumer<S> {
             .unwrap_or(1);
         let failure = match decode_message(message.headers.as_ref(), &message.payload) {
             // NOTE: a message that cannot be read never will be: no retries.
-            Err(e) => Some((error_chain(&e), true)),
+            Err(e) => Some((cqrs_core::error_chain(&e), true)),
             Ok(event) => match self.inbox.handle_once(&event).await {
                 Ok(true) => {
                     bump(&self.stats.handled);
@@ -226,7 +226,10 @@ impl<S: InboxSubscriber + 'static> JetStreamConsumer<S> {
                 }
                 Err(e) => {
                     tracing::debug!(durable = self.queue.durable(), event = %event.event_id, attempts, error = %e, "handler failed");
-                    Some((error_chain(&*e), attempts >= self.queue.attempts()))
+                    Some((
+                        cqrs_core::error_chain(&*e),
+                        attempts >= self.queue.attempts(),
+                    ))
                 }
             },
         };
@@ -286,17 +289,6 @@ impl<S: InboxSubscriber + 'static> JetStreamConsumer<S> {
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     // NOTE: the guard `wait_for` returns is not `Send`; drop it before anything else awaits.
     let _ = stop.wait_for(|s| *s).await;
-}
-
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut src = err.source();
-    while let Some(s) = src {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        src = s.source();
-    }
-    out
 }
 
 /// The error text and delivery count a dead-lettered message carries in its headers, if it is

@@ -233,7 +233,7 @@ impl<S: InboxSubscriber + 'static> RabbitConsumer<S> {
         let attempts = previous_attempts(delivery, self.queue.name()) + 1;
         let failure = match decode_message(&delivery.properties, &delivery.data) {
             // NOTE: a message that cannot be read never will be: no retries.
-            Err(e) => Some((error_chain(&e), true)),
+            Err(e) => Some((cqrs_core::error_chain(&e), true)),
             Ok(event) => match self.inbox.handle_once(&event).await {
                 Ok(true) => {
                     bump(&self.stats.handled);
@@ -245,7 +245,10 @@ impl<S: InboxSubscriber + 'static> RabbitConsumer<S> {
                 }
                 Err(e) => {
                     tracing::debug!(queue = self.queue.name(), event = %event.event_id, attempts, error = %e, "handler failed");
-                    Some((error_chain(&*e), attempts >= self.queue.attempts()))
+                    Some((
+                        cqrs_core::error_chain(&*e),
+                        attempts >= self.queue.attempts(),
+                    ))
                 }
             },
         };
@@ -346,17 +349,6 @@ fn previous_attempts(delivery: &Delivery, queue: &str) -> u32 {
         })
         .map(|c| u32::try_from(c).unwrap_or(u32::MAX))
         .sum()
-}
-
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut src = err.source();
-    while let Some(s) = src {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        src = s.source();
-    }
-    out
 }
 
 /// The error text and try count a dead-lettered message carries, if it is one.

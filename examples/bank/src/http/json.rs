@@ -41,7 +41,7 @@ impl From<BankError> for ApiError {
         let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let message = match &e {
             BankError::Store(inner) => {
-                tracing::error!(error = %error_chain(inner), "storage error");
+                tracing::error!(error = %cqrs_core::error_chain(inner), "storage error");
                 "internal error".to_owned()
             }
             other => other.to_string(),
@@ -52,17 +52,6 @@ impl From<BankError> for ApiError {
             message,
         }
     }
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        src = s.source();
-    }
-    out
 }
 
 impl IntoResponse for ApiError {
