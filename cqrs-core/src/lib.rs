@@ -98,6 +98,9 @@
 //! - Process managers are projectors that issue commands with [`command_id_for`] ids, so that a
 //!   crash between the command and the checkpoint never repeats the command's effect.
 //! - [`Upcasters`] and [`UpcastingStore`]: old event shapes turned into current ones on read.
+//! - [`wire`]: the broker-neutral envelope of an event on a message bus (header names and
+//!   values, body), shared by the broker bridges.
+//! - [`InboxSubscriber`]: exactly-once effect for events arriving from a broker.
 //! - [`testkit`] (feature `testkit`, on by default): given/when/then for aggregates and the store
 //!   conformance suite every back-end runs.
 
