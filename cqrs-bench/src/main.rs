@@ -57,7 +57,7 @@ impl<E: std::error::Error + Send + Sync + 'static> From<cqrs_core::CommandError<
 #[derive(Debug, Parser)]
 #[command(about = "Benchmarks of the cqrs framework on PostgreSQL, with raw limits")]
 struct Args {
-    /// The PostgreSQL database to work in (schemas bench_<pid>_* are created and dropped).
+    /// The PostgreSQL database to work in (schemas `bench_<pid>_*` are created and dropped).
     #[arg(
         long,
         env = "DATABASE_URL",
