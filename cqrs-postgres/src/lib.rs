@@ -95,6 +95,7 @@
 //! under [`CORRUPT_PAYLOAD_KEY`], so that no subscriber stalls on it.
 
 mod append;
+mod append_conns;
 mod checkpoint;
 mod config;
 mod dead_letter;

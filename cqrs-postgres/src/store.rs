@@ -14,6 +14,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool};
 use uuid::Uuid;
 
 use crate::append::{Appended, Columns, event_id_taken, expected_param, run_append};
+use crate::append_conns::AppendConns;
 use crate::config::{PgConfig, migrate, open_pool, schema_options};
 use crate::diagnostics::{PgDiagnostics, diagnose};
 use crate::error::{Duplicate, backend, duplicate};
@@ -49,6 +50,7 @@ struct Inner {
     pool: PgPool,
     schema: String,
     notifier: Notifier,
+    appends: AppendConns,
 }
 
 impl std::fmt::Debug for PgEventStore {
@@ -91,6 +93,7 @@ impl PgEventStore {
         let notifier = Notifier::start(&pool, &schema);
         Ok(PgEventStore {
             inner: Arc::new(Inner {
+                appends: AppendConns::new(&pool),
                 pool,
                 schema,
                 notifier,
@@ -245,15 +248,17 @@ impl EventStore for PgEventStore {
         let cols = Columns::new(events)?;
         let mut retries = 0;
         loop {
-            let err = match run_append(
-                &self.inner.pool,
-                stream,
-                expected_version,
-                &cols,
-                command_id,
-            )
-            .await
-            {
+            let mut conn = self
+                .inner
+                .appends
+                .take(&self.inner.pool)
+                .await
+                .map_err(backend)?;
+            let ran = run_append(conn.conn(), stream, expected_version, &cols, command_id).await;
+            if ran.is_ok() {
+                conn.done();
+            }
+            let err = match ran {
                 Ok(Appended::Done(res)) => {
                     if !res.duplicate {
                         self.inner.notifier.appended();
