@@ -245,15 +245,15 @@ impl<A: Aggregate> CommandHandler<A> {
         loop {
             let events = self
                 .store
-                .read_stream(stream, *version + 1, READ_BATCH)
+                .read_stream_for_load(stream, *version + 1, READ_BATCH)
                 .await?;
             let n = events.len();
             for mut e in events {
                 // NOTE: the event is ours: its payload is moved into the decoder rather than
                 // cloned as `RecordedEvent::decode` must, and no envelope is built.
                 let payload = std::mem::take(&mut e.payload);
-                let event =
-                    A::Event::decode(&e.event_type, payload).map_err(|err| e.decode_error(err))?;
+                let event = A::Event::decode(&e.event_type, payload)
+                    .map_err(|err| e.decode_error(stream, err))?;
                 state.apply(&event);
                 *version = e.stream_version;
             }

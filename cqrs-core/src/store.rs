@@ -25,6 +25,61 @@ pub struct AppendResult {
     pub duplicate: bool,
 }
 
+/// The part of a stored event that loading an aggregate needs; see
+/// [`EventStore::read_stream_for_load`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct LoadedEvent {
+    /// Version in its stream, from 1.
+    pub stream_version: u64,
+    /// The event's type name.
+    pub event_type: String,
+    /// Schema version of the payload (after any upcasting).
+    pub schema_version: u32,
+    /// The payload, as stored (or upcast).
+    pub payload: Value,
+}
+
+impl LoadedEvent {
+    /// A loaded event from its parts.
+    pub fn new(
+        stream_version: u64,
+        event_type: String,
+        schema_version: u32,
+        payload: Value,
+    ) -> Self {
+        LoadedEvent {
+            stream_version,
+            event_type,
+            schema_version,
+            payload,
+        }
+    }
+}
+
+impl LoadedEvent {
+    /// A [`Error::Decode`](crate::Error::Decode) naming this event of `stream`.
+    pub fn decode_error(
+        &self,
+        stream: &StreamId,
+        source: impl Into<crate::BoxError>,
+    ) -> crate::Error {
+        crate::Error::Decode {
+            stream: stream.clone(),
+            version: self.stream_version,
+            event_type: self.event_type.clone(),
+            schema_version: self.schema_version,
+            source: source.into(),
+        }
+    }
+}
+
+impl From<RecordedEvent> for LoadedEvent {
+    fn from(e: RecordedEvent) -> Self {
+        LoadedEvent::new(e.stream_version, e.event_type, e.schema_version, e.payload)
+    }
+}
+
 /// A receiver of the store's "something was appended" signals.
 ///
 /// The value is a counter that only grows; subscribers wait for it to change. Stores that
@@ -66,6 +121,21 @@ pub trait EventStore: Send + Sync {
         from_version: u64,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>>;
+
+    /// What [`read_stream`](Self::read_stream) returns, cut down to what loading an aggregate
+    /// needs. Stores override it to read less; the default reads the whole events.
+    ///
+    /// A stored event that cannot be read fails the call with an error naming its stream and
+    /// version, as [`read_stream`](Self::read_stream) does.
+    async fn read_stream_for_load(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<LoadedEvent>> {
+        let events = self.read_stream(stream, from_version, limit).await?;
+        Ok(events.into_iter().map(LoadedEvent::from).collect())
+    }
 
     /// The stream's current version (0 when it does not exist).
     async fn stream_version(&self, stream: &StreamId) -> Result<u64>;
@@ -173,6 +243,9 @@ macro_rules! forward {
             }
             async fn read_stream(&self, stream: &StreamId, from_version: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
                 (**self).read_stream(stream, from_version, limit).await
+            }
+            async fn read_stream_for_load(&self, stream: &StreamId, from_version: u64, limit: usize) -> Result<Vec<LoadedEvent>> {
+                (**self).read_stream_for_load(stream, from_version, limit).await
             }
             async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
                 (**self).stream_version(stream).await

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::error::{BoxError, Result};
 use crate::event::{Cursor, ExpectedVersion, NewEvent, RecordedEvent, StreamId};
-use crate::store::{AppendResult, EventStore, WakeUps};
+use crate::store::{AppendResult, EventStore, LoadedEvent, WakeUps};
 
 type UpcastFn = dyn Fn(Value) -> Result<Value, BoxError> + Send + Sync;
 
@@ -140,6 +140,30 @@ impl<S: EventStore> EventStore for UpcastingStore<S> {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
         self.up(self.inner.read_stream(stream, from_version, limit).await?)
+    }
+    async fn read_stream_for_load(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<LoadedEvent>> {
+        let mut events = self
+            .inner
+            .read_stream_for_load(stream, from_version, limit)
+            .await?;
+        if self.upcasters.steps.is_empty() {
+            return Ok(events);
+        }
+        for e in &mut events {
+            let payload = std::mem::take(&mut e.payload);
+            let (v, p) = self
+                .upcasters
+                .upcast(&e.event_type, e.schema_version, payload)
+                .map_err(|err| e.decode_error(stream, err))?;
+            e.schema_version = v;
+            e.payload = p;
+        }
+        Ok(events)
     }
     async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
         self.inner.stream_version(stream).await

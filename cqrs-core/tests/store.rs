@@ -256,6 +256,23 @@ async fn an_upcaster_turns_a_v1_payload_into_v2_on_read() {
             }
         );
     }
+    // Loads read the cut-down events, upcast the same way.
+    let loaded = &store.read_stream_for_load(&stream, 1, 10).await.unwrap()[0];
+    assert_eq!(loaded.schema_version, 2);
+    assert_eq!(loaded.payload, json!({ "amount": 250, "currency": "EUR" }));
+    let failing = UpcastingStore::new(
+        raw.clone(),
+        Upcasters::new().register("Deposited", 1, |_| Err("no cents".into())),
+    );
+    let msg = failing
+        .read_stream_for_load(&stream, 1, 10)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("Deposited") && msg.contains("account-a") && msg.contains("version 1"),
+        "{msg}"
+    );
     // Without the upcaster the old payload does not decode, and the error names the event.
     let err = raw.read_stream(&stream, 1, 10).await.unwrap()[0]
         .decode::<V2>()
