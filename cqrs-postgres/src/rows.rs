@@ -1,8 +1,10 @@
 //! Stored rows turned into core values, with broken rows named rather than panicking.
 
 use chrono::{DateTime, Utc};
-use cqrs_core::{Cursor, Error, Metadata, RecordedEvent, Result, StreamId};
+use cqrs_core::{Cursor, Error, LoadedEvent, Metadata, RecordedEvent, Result, StreamId};
 use serde_json::Value;
+use sqlx::Row;
+use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
 /// The columns every event query selects, in [`EventRow`] order.
@@ -111,6 +113,45 @@ impl EventRow {
             payload,
             metadata,
         })
+    }
+}
+
+/// The columns a load selects, in the order [`loaded_event`] reads them.
+pub(crate) const LOAD_COLUMNS: &str =
+    "stream_version, event_type, schema_version, payload::text AS payload";
+
+/// One row of [`LOAD_COLUMNS`] of `stream`, or [`Error::Corrupt`] naming it when a column is
+/// broken. The payload is parsed from the row's buffer, with no copy of its text.
+pub(crate) fn loaded_event(stream: &StreamId, row: &PgRow) -> Result<LoadedEvent> {
+    let version: i64 = row.try_get(0).map_err(|e| load_corrupt(stream, 0, e))?;
+    let at = version.max(0) as u64;
+    let event_type: String = row.try_get(1).map_err(|e| load_corrupt(stream, at, e))?;
+    let broken = |reason: String| Error::Corrupt {
+        stream: stream.clone(),
+        version: at,
+        reason: format!("event type {event_type}: {reason}"),
+    };
+    let schema_version: i32 = row.try_get(2).map_err(|e| broken(e.to_string()))?;
+    let payload: &str = row.try_get(3).map_err(|e| broken(e.to_string()))?;
+    let payload = serde_json::from_str::<Value>(payload)
+        .map_err(|e| broken(format!("payload does not parse: {e}")))?;
+    let stream_version =
+        u64::try_from(version).map_err(|_| broken("negative stream version".into()))?;
+    let schema_version =
+        u32::try_from(schema_version).map_err(|_| broken("negative schema version".into()))?;
+    Ok(LoadedEvent::new(
+        stream_version,
+        event_type,
+        schema_version,
+        payload,
+    ))
+}
+
+fn load_corrupt(stream: &StreamId, version: u64, e: sqlx::Error) -> Error {
+    Error::Corrupt {
+        stream: stream.clone(),
+        version,
+        reason: e.to_string(),
     }
 }
 

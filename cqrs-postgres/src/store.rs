@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cqrs_core::{
-    AppendResult, Cursor, Error, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Result,
-    StreamId, WakeUps,
+    AppendResult, Cursor, Error, EventStore, ExpectedVersion, LoadedEvent, NewEvent, RecordedEvent,
+    Result, StreamId, WakeUps,
 };
 use sqlx::PgConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool};
@@ -19,7 +19,7 @@ use crate::config::{PgConfig, migrate, open_pool, schema_options};
 use crate::diagnostics::{PgDiagnostics, diagnose};
 use crate::error::{Duplicate, backend, duplicate};
 use crate::notify::Notifier;
-use crate::rows::{EVENT_COLUMNS, EventRow, to_i64, to_u64};
+use crate::rows::{EVENT_COLUMNS, EventRow, LOAD_COLUMNS, loaded_event, to_i64, to_u64};
 use crate::{
     PgCheckpointStore, PgDeadLetterStore, PgLeases, PgProjector, PgSnapshotStore, PgTransactional,
 };
@@ -339,6 +339,23 @@ impl EventStore for PgEventStore {
         rows.into_iter().map(EventRow::into_recorded).collect()
     }
 
+    async fn read_stream_for_load(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<LoadedEvent>> {
+        let rows = sqlx::query(const_format_load())
+            .bind(&stream.category)
+            .bind(&stream.id)
+            .bind(to_i64(from_version, "version")?)
+            .bind(limit_of(limit))
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter().map(|row| loaded_event(stream, row)).collect()
+    }
+
     async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
         let v: i64 = sqlx::query_scalar(
             "SELECT COALESCE(MAX(stream_version), 0) FROM events WHERE stream_category = $1 AND stream_id = $2",
@@ -428,6 +445,18 @@ fn const_format_stream() -> &'static str {
     SQL.get_or_init(|| {
         format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE stream_category = $1 AND stream_id = $2 \
+             AND stream_version >= $3 ORDER BY stream_version LIMIT $4"
+        )
+    })
+}
+
+/// [`const_format_stream`] with only the columns a load needs: less for the server to send and
+/// for the client to convert.
+fn const_format_load() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        format!(
+            "SELECT {LOAD_COLUMNS} FROM events WHERE stream_category = $1 AND stream_id = $2 \
              AND stream_version >= $3 ORDER BY stream_version LIMIT $4"
         )
     })

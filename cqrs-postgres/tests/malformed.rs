@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cqrs_core::{
-    BoxError, DeadLetterStore, DomainEvent, Error, EventStore, ExpectedVersion, NewEvent,
-    RecordedEvent, Runner, StreamId,
+    BoxError, DeadLetterStore, DomainEvent, Error, EventStore, ExpectedVersion, LoadedEvent,
+    NewEvent, RecordedEvent, Runner, StreamId,
 };
 use cqrs_postgres::sqlx::{self, PgConnection};
 use cqrs_postgres::{CORRUPT_METADATA_KEY, PgProjector};
@@ -148,6 +148,31 @@ async fn malformed_rows_are_parked_and_the_rest_goes_on() {
         }
         other => panic!("expected a corrupt-row error, got {other:?}"),
     }
+
+    // The load path reads fewer columns and names the broken row the same way.
+    match store
+        .read_stream_for_load(&StreamId::new("acct", "deep"), 1, 10)
+        .await
+    {
+        Err(Error::Corrupt {
+            stream,
+            version,
+            reason,
+        }) => {
+            assert_eq!((stream.id.as_str(), version), ("deep", 1));
+            assert!(
+                reason.contains("payload") && reason.contains("Deposited"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected a corrupt-row error, got {other:?}"),
+    }
+    let full = store.read_stream(&good, 2, 10).await.unwrap();
+    let loaded = store.read_stream_for_load(&good, 2, 10).await.unwrap();
+    assert_eq!(
+        loaded,
+        full.into_iter().map(LoadedEvent::from).collect::<Vec<_>>()
+    );
 
     let dead_letters = Arc::new(store.dead_letters());
     let runner = Runner::new(store.clone(), dead_letters.clone())
