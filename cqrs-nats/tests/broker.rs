@@ -300,26 +300,7 @@ async fn connections_cut_mid_stream_lose_nothing() {
     // Appends keep coming; the second half only once the connections are gone, so that the
     // relay and the consumer must come back for it.
     let dropped = Arc::new(tokio::sync::Notify::new());
-    let writer = {
-        let store = store.clone();
-        let dropped = dropped.clone();
-        tokio::spawn(async move {
-            for round in 0..200u64 {
-                if round == 100 {
-                    dropped.notified().await;
-                }
-                for s in 0..10 {
-                    let stream = StreamId::new(CATEGORY, format!("s{s}"));
-                    let e = NewEvent::new("Noted", serde_json::json!({ "round": round }));
-                    store
-                        .append(&stream, ExpectedVersion::Exact(round), vec![e], None)
-                        .await
-                        .unwrap();
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-    };
+    let writer = spawn_writer(store.clone(), CATEGORY, 10, 200, 100, dropped.clone());
     eventually(30, "some events through", || inbox.projector().len() >= 300).await;
     assert_eq!(
         proxy.cut_all(),

@@ -1,8 +1,12 @@
 //! Helpers shared by the JetStream tests: the server's address, unique names, a seeded store, a
-//! recording projector, a checkpoint store that "crashes", and a TCP proxy whose connections
-//! can be cut.
+//! recording projector, a checkpoint store that "crashes", a TCP proxy whose connections can be
+//! cut, and a server of the test's own that can be killed and started again.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_imports)]
+
+mod server;
+
+pub use server::*;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -69,6 +73,34 @@ pub async fn seed(
         }
     }
     last
+}
+
+/// Appends `rounds` rounds of one event to each of `streams` streams, 10 ms apart, so that the
+/// relay sees a steady flow; before round `hold_at` it waits for `resume`.
+pub fn spawn_writer(
+    store: Arc<InMemoryEventStore>,
+    category: &'static str,
+    streams: usize,
+    rounds: u64,
+    hold_at: u64,
+    resume: Arc<Notify>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        for round in 0..rounds {
+            if round == hold_at {
+                resume.notified().await;
+            }
+            for s in 0..streams {
+                let stream = StreamId::new(category, format!("s{s}"));
+                let e = NewEvent::new("Noted", serde_json::json!({ "round": round }));
+                store
+                    .append(&stream, ExpectedVersion::Exact(round), vec![e], None)
+                    .await
+                    .unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
 }
 
 /// Records what it handles; fails forever on events of type `Poison`.
@@ -218,6 +250,34 @@ pub async fn stream_messages(client: &async_nats::Client, name: &str) -> u64 {
         .unwrap()
         .state
         .messages
+}
+
+/// Every event stored in a JetStream stream, in stream order (read by an ordered consumer).
+pub async fn stream_events(client: &async_nats::Client, name: &str) -> Vec<RecordedEvent> {
+    use async_nats::jetstream::consumer::pull::OrderedConfig;
+    use futures_util::StreamExt;
+
+    let js = async_nats::jetstream::new(client.clone());
+    let stream = js.get_stream(name).await.unwrap();
+    let count = stream.get_info().await.unwrap().state.messages;
+    let mut messages = stream
+        .create_consumer(OrderedConfig::default())
+        .await
+        .unwrap()
+        .messages()
+        .await
+        .unwrap();
+    let mut events = Vec::new();
+    while (events.len() as u64) < count {
+        let message = messages
+            .next()
+            .await
+            .expect("the stream's messages")
+            .unwrap();
+        let event = cqrs_nats::decode_message(message.headers.as_ref(), &message.payload);
+        events.push(event.unwrap());
+    }
+    events
 }
 
 /// A TCP proxy in front of the NATS server whose connections can all be cut at once, as a
