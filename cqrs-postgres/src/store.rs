@@ -345,15 +345,17 @@ impl EventStore for PgEventStore {
         from_version: u64,
         limit: usize,
     ) -> Result<Vec<LoadedEvent>> {
+        // NOTE: each row is converted as it arrives, while the server is still sending the next.
         let rows = sqlx::query(const_format_load())
             .bind(&stream.category)
             .bind(&stream.id)
             .bind(to_i64(from_version, "version")?)
             .bind(limit_of(limit))
+            .map(|row| loaded_event(stream, &row))
             .fetch_all(&self.inner.pool)
             .await
             .map_err(backend)?;
-        rows.iter().map(|row| loaded_event(stream, row)).collect()
+        rows.into_iter().collect()
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
