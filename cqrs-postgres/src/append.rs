@@ -52,6 +52,16 @@ ORDER BY e.ord
 RETURNING stream_version, position
 "#;
 
+/// [`APPEND_FAST`] for the commonest append, one event: the same check and insert with plain
+/// parameters, sparing both ends the arrays and the `UNNEST`.
+const APPEND_ONE: &str = r#"
+INSERT INTO events (stream_category, stream_id, stream_version, event_id, event_type, schema_version, payload, metadata)
+SELECT $1, $2, cur.v + 1, $4, $5, $6, $7, $8
+FROM (SELECT COALESCE(MAX(stream_version), 0) AS v FROM events WHERE stream_category = $1 AND stream_id = $2) AS cur
+WHERE $3::int8 IS NULL OR cur.v = $3
+RETURNING stream_version, position
+"#;
+
 /// The columns of a batch, one array each, for `UNNEST`.
 pub(crate) struct Columns {
     ids: Vec<Uuid>,
@@ -115,17 +125,38 @@ pub(crate) async fn run_append<'e>(
     command_id: Option<Uuid>,
 ) -> std::result::Result<Appended, sqlx::Error> {
     let Some(cid) = command_id else {
-        let rows: Vec<(i64, i64)> = sqlx::query_as(APPEND_FAST)
-            .bind(&stream.category)
-            .bind(&stream.id)
-            .bind(expected)
-            .bind(&cols.ids)
-            .bind(&cols.types)
-            .bind(&cols.schema_versions)
-            .bind(&cols.payloads)
-            .bind(&cols.metadata)
-            .fetch_all(exec)
-            .await?;
+        let one = (
+            &cols.ids[..],
+            &cols.types[..],
+            &cols.schema_versions[..],
+            &cols.payloads[..],
+            &cols.metadata[..],
+        );
+        let rows: Vec<(i64, i64)> = if let ([id], [ty], [sv], [payload], [meta]) = one {
+            sqlx::query_as(APPEND_ONE)
+                .bind(&stream.category)
+                .bind(&stream.id)
+                .bind(expected)
+                .bind(id)
+                .bind(ty)
+                .bind(sv)
+                .bind(payload)
+                .bind(meta)
+                .fetch_all(exec)
+                .await?
+        } else {
+            sqlx::query_as(APPEND_FAST)
+                .bind(&stream.category)
+                .bind(&stream.id)
+                .bind(expected)
+                .bind(&cols.ids)
+                .bind(&cols.types)
+                .bind(&cols.schema_versions)
+                .bind(&cols.payloads)
+                .bind(&cols.metadata)
+                .fetch_all(exec)
+                .await?
+        };
         return Ok(match rows.iter().max() {
             Some(&(version, position)) => Appended::Done(AppendResult {
                 version: to_u64(version),
