@@ -300,7 +300,7 @@ async fn connections_cut_mid_stream_lose_nothing() {
     // Appends keep coming; the second half only once the connections are gone, so that the
     // relay and the consumer must come back for it.
     let dropped = Arc::new(tokio::sync::Notify::new());
-    let writer = spawn_writer(store.clone(), CATEGORY, 10, 200, 100, dropped.clone());
+    let writer = spawn_writer(store.clone(), CATEGORY, 10, 0..200, 100, dropped.clone());
     eventually(30, "some events through", || inbox.projector().len() >= 300).await;
     assert_eq!(
         proxy.cut_all(),

@@ -42,44 +42,59 @@ async fn survive(server: &mut NatsServer) {
     let relay_client = async_nats::connect(server.url()).await.unwrap();
     let consumer_client = async_nats::connect(server.url()).await.unwrap();
     let store = Arc::new(InMemoryEventStore::new());
-    let inbox = Arc::new(InMemoryInbox::new(Recorder::default()));
-    let ordered = Arc::new(InMemoryInbox::new(Recorder::default()));
+    // NOTE: handlers slow enough (1 ms an event) that the consumers are still behind when the
+    // server dies, with messages delivered and not yet acknowledged.
+    let slow = || Recorder {
+        delay: Some(Duration::from_millis(1)),
+        ..Default::default()
+    };
+    let inbox = Arc::new(InMemoryInbox::new(slow()));
+    let ordered = Arc::new(InMemoryInbox::new(slow()));
     let consumer = JetStreamConsumer::new(consumer_client.clone(), queue, inbox.clone()).start();
     let strict_consumer =
         JetStreamConsumer::new(consumer_client.clone(), strict, ordered.clone()).start();
+    let checkpoints = Arc::new(InMemoryCheckpointStore::new());
     let runner = relay_runner(
         store.clone(),
         JetStreamRelay::new(
             "relay",
             relay_client.clone(),
             events.clone(),
-            InMemoryCheckpointStore::new(),
+            checkpoints.clone(),
         ),
     );
 
-    // Appends go on while the server is down; the second half waits for the restart, so that
-    // the relay and the consumers must come back for it.
+    // A burst of a quarter, then a steady flow that goes on while the server is down; the last
+    // quarter waits for the restart, so that the relay and the consumers must come back for it.
+    seed(&store, CATEGORY, STREAMS, ROUNDS as usize / 4).await;
     let resume = Arc::new(Notify::new());
     let writer = spawn_writer(
         store.clone(),
         CATEGORY,
         STREAMS,
-        ROUNDS,
-        ROUNDS / 2,
+        ROUNDS / 4..ROUNDS,
+        ROUNDS / 4 * 3,
         resume.clone(),
     );
     eventually(10, "some events through", || inbox.projector().len() >= 300).await;
     let killed = Instant::now();
     server.kill();
-    let before = (inbox.projector().len(), ordered.projector().len());
+    let appended = store.head_position().await.unwrap();
+    let relayed = checkpoints.load("relay").await.unwrap().position;
+    let handled = [inbox.projector().len(), ordered.projector().len()];
+    assert!(
+        handled.iter().all(|&h| (h as u64) < relayed),
+        "the kill lands mid-stream: both consumers behind the relay ({handled:?} < {relayed})"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let appended_while_down = store.head_position().await.unwrap() - appended;
     server.restart().await;
     let down = killed.elapsed();
     resume.notify_one();
     writer.await.unwrap();
 
     let total = STREAMS * ROUNDS as usize;
-    eventually(15, "every event handled by both services", || {
+    eventually(20, "every event handled by both services", || {
         inbox.projector().len() >= total && ordered.projector().len() >= total
     })
     .await;
@@ -134,8 +149,8 @@ async fn survive(server: &mut NatsServer) {
         );
     }
     eprintln!(
-        "handled before the kill: {before:?}; server down {down:?}; all handled {recovered:?} \
-         after the kill; svc {:?}; strict {:?}",
+        "at the kill: {appended} appended, {relayed} relayed, {handled:?} handled; server down \
+         {down:?}, {appended_while_down} appended meanwhile; all handled {recovered:?} after the kill; svc {:?}; strict {:?}",
         consumer.stats(),
         strict_consumer.stats()
     );

@@ -75,18 +75,18 @@ pub async fn seed(
     last
 }
 
-/// Appends `rounds` rounds of one event to each of `streams` streams, 10 ms apart, so that the
-/// relay sees a steady flow; before round `hold_at` it waits for `resume`.
+/// Appends the `rounds` (round n: version n) of one event to each of `streams` streams, 10 ms
+/// apart, so that the relay sees a steady flow; before round `hold_at` it waits for `resume`.
 pub fn spawn_writer(
     store: Arc<InMemoryEventStore>,
     category: &'static str,
     streams: usize,
-    rounds: u64,
+    rounds: std::ops::Range<u64>,
     hold_at: u64,
     resume: Arc<Notify>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        for round in 0..rounds {
+        for round in rounds {
             if round == hold_at {
                 resume.notified().await;
             }
