@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::aggregate::Aggregate;
 use crate::error::{Error, Result};
 use crate::event::{DomainEvent, ExpectedVersion, Metadata, NewEvent, StreamId};
-use crate::store::{EventStore, Snapshot, SnapshotStore};
+use crate::store::{EventStore, LoadedEvent, Snapshot, SnapshotStore};
 
 /// How often a command is re-run after a concurrency conflict, and how long to wait between.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,6 +172,30 @@ struct Cache<A> {
 // fifth of the time of 10,000 one by one thousand would cost, with memory still bounded.
 const READ_BATCH: usize = 5000;
 
+/// A read of the next batch of a load, running while the current batch is decoded; dropped
+/// (the load failed or was cancelled), it stops the read.
+struct Prefetch(tokio::task::JoinHandle<Result<Vec<LoadedEvent>>>);
+
+impl Prefetch {
+    fn start(store: Arc<dyn EventStore>, stream: StreamId, from_version: u64) -> Self {
+        Prefetch(tokio::spawn(async move {
+            store
+                .read_stream_for_load(&stream, from_version, READ_BATCH)
+                .await
+        }))
+    }
+
+    async fn finish(mut self) -> Result<Vec<LoadedEvent>> {
+        (&mut self.0).await.map_err(Error::backend)?
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 impl<A: Aggregate> CommandHandler<A> {
     /// A handler on `store` with the default retry policy, no snapshots and no cache.
     pub fn new(store: Arc<dyn EventStore>) -> Self {
@@ -242,13 +266,22 @@ impl<A: Aggregate> CommandHandler<A> {
     }
 
     async fn catch_up(&self, stream: &StreamId, state: &mut A, version: &mut u64) -> Result<()> {
+        let mut batch = self
+            .store
+            .read_stream_for_load(stream, *version + 1, READ_BATCH)
+            .await?;
         loop {
-            let events = self
-                .store
-                .read_stream_for_load(stream, *version + 1, READ_BATCH)
-                .await?;
-            let n = events.len();
-            for mut e in events {
+            // NOTE: after a full batch more may follow: the next one is read (by another
+            // worker) while this one is decoded, rather than after it.
+            let next = match batch.last() {
+                Some(last) if batch.len() >= READ_BATCH => Some(Prefetch::start(
+                    self.store.clone(),
+                    stream.clone(),
+                    last.stream_version + 1,
+                )),
+                _ => None,
+            };
+            for mut e in batch {
                 // NOTE: the event is ours: its payload is moved into the decoder rather than
                 // cloned as `RecordedEvent::decode` must, and no envelope is built.
                 let payload = std::mem::take(&mut e.payload);
@@ -257,8 +290,9 @@ impl<A: Aggregate> CommandHandler<A> {
                 state.apply(&event);
                 *version = e.stream_version;
             }
-            if n < READ_BATCH {
-                return Ok(());
+            match next {
+                Some(next) => batch = next.finish().await?,
+                None => return Ok(()),
             }
         }
     }
