@@ -20,7 +20,9 @@ pub struct PgConfig {
     /// `_`, starting with a letter or `_`, at most 48 bytes. Each schema is an independent store,
     /// so services or tenants can share one database.
     pub schema: String,
-    /// Connections of the pool the store opens (10 by default).
+    /// Connections of the pool the store opens (10 by default). Appends keep up to as many
+    /// again (at most 8) out of the pool, so that an append is one round trip: the server may
+    /// see up to twice this number, plus the wake-up listener.
     pub max_connections: u32,
     /// Whether [`PgEventStore::connect`](crate::PgEventStore::connect) creates the schema and
     /// runs [`MIGRATOR`] (true by default).
