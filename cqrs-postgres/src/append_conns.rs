@@ -68,13 +68,15 @@ impl AppendConns {
                     None => (None, false),
                 }
             };
-            if let Some((mut conn, since)) = popped {
-                if since.elapsed() > STALE_AFTER && conn.ping().await.is_err() {
+            if let Some((conn, since)) = popped {
+                // NOTE: wrapped before the ping, so that a ping that fails or is cancelled
+                // closes the connection and gives its count back.
+                let mut kept = AppendConn::Kept(Some(conn), self);
+                if since.elapsed() > STALE_AFTER && kept.conn().ping().await.is_err() {
                     // NOTE: cut while idle; a fresh one is taken on the next turn.
-                    self.forget();
                     continue;
                 }
-                return Ok(AppendConn::Kept(Some(conn), self));
+                return Ok(kept);
             }
             if !open_new {
                 return Ok(AppendConn::Pooled(pool.acquire().await?));

@@ -107,3 +107,45 @@ async fn cancelled_appends_leave_no_broken_or_leaked_connection() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_connections_cut_while_idle_are_replaced() {
+    let db = support::TestDb::new().await;
+    let store = PgEventStore::connect_with(
+        db.options.clone(),
+        PgConfig::with_schema("public").max_connections(POOL),
+    )
+    .await
+    .unwrap();
+    let stream = StreamId::new("acct", "idle");
+    // Concurrent appends, so that several connections are kept.
+    let appends = (0..POOL).map(|i| {
+        let store = store.clone();
+        let stream = StreamId::new("acct", format!("warm{i}"));
+        tokio::spawn(async move {
+            store
+                .append(&stream, ExpectedVersion::Any, vec![sample_event(0)], None)
+                .await
+                .unwrap();
+        })
+    });
+    for a in appends.collect::<Vec<_>>() {
+        a.await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(db.terminate_all().await > 0);
+    // NOTE: each append here may find a kept connection the server has cut: it must notice
+    // (the idle ping) and take a fresh one rather than fail.
+    for i in 0..u64::from(2 * POOL) {
+        let res = store
+            .append(
+                &stream,
+                ExpectedVersion::Exact(i),
+                vec![sample_event(i)],
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(res.version, i + 1);
+    }
+}
