@@ -22,7 +22,8 @@ macro_rules! execute {
                 q = match a {
                     Arg::Text(s) => q.bind(s),
                     Arg::Int(n) => q.bind(n),
-                    Arg::Null => q.bind(None::<String>),
+                    Arg::NullText => q.bind(None::<String>),
+                    Arg::NullInt => q.bind(None::<i64>),
                 };
             }
             q.execute(&mut *$conn).await?;

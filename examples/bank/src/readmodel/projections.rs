@@ -14,7 +14,12 @@ use crate::domain::transfer::{Transfer, TransferEvent};
 pub(crate) enum Arg {
     Text(String),
     Int(i64),
-    Null,
+    /// A NULL for a text column.
+    NullText,
+    // NOTE: PostgreSQL types a NULL parameter by what the client binds, so a NULL compared with
+    // a BIGINT column (in `COALESCE`) must be bound as a null integer, not a null text.
+    /// A NULL for an integer column.
+    NullInt,
 }
 
 /// One statement with its parameters, in order.
@@ -149,8 +154,12 @@ impl ReadModel {
                 None => w(
                     sql::ACCOUNT_NET,
                     vec![
-                        n.balance.map_or(Ok(Arg::Null), int)?,
-                        if n.closed { text(status) } else { Arg::Null },
+                        n.balance.map_or(Ok(Arg::NullInt), int)?,
+                        if n.closed {
+                            text(status)
+                        } else {
+                            Arg::NullText
+                        },
                         int(n.version)?,
                         text(id),
                     ],
@@ -230,7 +239,7 @@ fn statement(event: &RecordedEvent, payload: &AccountEvent) -> Result<Vec<Write>
             text(kind),
             Arg::Int(amount),
             int(balance)?,
-            transfer.map_or(Arg::Null, |t| text(t.to_string())),
+            transfer.map_or(Arg::NullText, |t| text(t.to_string())),
             text(
                 event
                     .recorded_at
@@ -273,7 +282,7 @@ fn transfers(event: &RecordedEvent) -> Result<Vec<Write>, BoxError> {
             sql::TRANSFER_STATUS,
             vec![
                 text(status),
-                reason.map_or(Arg::Null, text),
+                reason.map_or(Arg::NullText, text),
                 version.clone(),
                 id.clone(),
             ],

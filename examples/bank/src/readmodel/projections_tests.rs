@@ -69,7 +69,8 @@ async fn apply(conn: &mut SqliteConnection, writes: Vec<Write>) {
             q = match a {
                 Arg::Text(s) => q.bind(s),
                 Arg::Int(n) => q.bind(n),
-                Arg::Null => q.bind(None::<String>),
+                Arg::NullText => q.bind(None::<String>),
+                Arg::NullInt => q.bind(None::<i64>),
             };
         }
         q.execute(&mut *conn).await.unwrap();
