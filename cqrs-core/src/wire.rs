@@ -251,31 +251,12 @@ pub fn event_from_headers(
     Ok(event)
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "testkit"))]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::testkit::sample_recorded_event;
 
     const NAMES: HeaderNames = HeaderNames::DEFAULT;
-
-    fn event() -> RecordedEvent {
-        let mut metadata = Metadata::correlated(Uuid::new_v4());
-        metadata.causation_id = Some(Uuid::new_v4());
-        metadata.extra.insert("user".into(), json!("alice"));
-        RecordedEvent {
-            event_id: Uuid::new_v4(),
-            stream: StreamId::new("account", "a-1"),
-            stream_version: 7,
-            cursor: Cursor::new(3, 42),
-            recorded_at: DateTime::parse_from_rfc3339("2026-01-02T03:04:05.123456Z")
-                .unwrap()
-                .with_timezone(&Utc),
-            event_type: "Deposited".into(),
-            schema_version: 2,
-            payload: json!({"amount": 5}),
-            metadata,
-        }
-    }
 
     fn decode(id: &str, h: &[(&'static str, HeaderValue)], body: &[u8]) -> Result<RecordedEvent> {
         event_from_headers(&NAMES, Some(id), h, body)
@@ -290,7 +271,7 @@ mod tests {
 
     #[test]
     fn round_trips_the_envelope() {
-        let e = event();
+        let e = sample_recorded_event();
         let h = envelope_headers(&NAMES, &e).unwrap();
         let body = encode_body(&e).unwrap();
         assert_eq!(body, br#"{"amount":5}"#);
@@ -299,7 +280,7 @@ mod tests {
 
     #[test]
     fn numbers_are_typed_and_optional_headers_left_out() {
-        let mut e = event();
+        let mut e = sample_recorded_event();
         e.metadata = Metadata::default();
         let h = envelope_headers(&NAMES, &e).unwrap();
         let names: Vec<_> = h.iter().map(|(n, _)| *n).collect();
@@ -324,7 +305,7 @@ mod tests {
 
     #[test]
     fn numbers_sent_as_text_are_read_and_a_missing_tx_is_zero() {
-        let e = event();
+        let e = sample_recorded_event();
         let h: Vec<_> = envelope_headers(&NAMES, &e)
             .unwrap()
             .into_iter()
@@ -346,7 +327,7 @@ mod tests {
 
     #[test]
     fn a_bad_header_is_named() {
-        let e = event();
+        let e = sample_recorded_event();
         let id = e.event_id.to_string();
         let body = encode_body(&e).unwrap();
         let with = |name: &'static str, value: HeaderValue| {
@@ -373,7 +354,7 @@ mod tests {
 
     #[test]
     fn a_body_that_is_not_json_is_a_decode_error() {
-        let e = event();
+        let e = sample_recorded_event();
         let h = envelope_headers(&NAMES, &e).unwrap();
         let err = decode(&e.event_id.to_string(), &h, b"not json").unwrap_err();
         assert!(

@@ -93,33 +93,12 @@ pub fn decode_message(h: Option<&HeaderMap>, payload: &[u8]) -> Result<RecordedE
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::{DateTime, Utc};
-    use cqrs_core::{Cursor, Error, Metadata, StreamId};
-    use serde_json::json;
-    use uuid::Uuid;
-
-    fn sample() -> RecordedEvent {
-        let mut metadata = Metadata::correlated(Uuid::new_v4());
-        metadata.causation_id = Some(Uuid::new_v4());
-        metadata.extra.insert("user".into(), json!("alice"));
-        RecordedEvent {
-            event_id: Uuid::new_v4(),
-            stream: StreamId::new("account", "a-1"),
-            stream_version: 7,
-            cursor: Cursor::new(3, 42),
-            recorded_at: DateTime::parse_from_rfc3339("2026-01-02T03:04:05.123456Z")
-                .unwrap()
-                .with_timezone(&Utc),
-            event_type: "Deposited".into(),
-            schema_version: 2,
-            payload: json!({"amount": 5}),
-            metadata,
-        }
-    }
+    use cqrs_core::Error;
+    use cqrs_core::testkit::sample_recorded_event;
 
     #[test]
     fn round_trips_the_envelope() {
-        let event = sample();
+        let event = sample_recorded_event();
         let (h, body) = encode(&event).unwrap();
         assert_eq!(
             header(&h, headers::MESSAGE_ID),
@@ -136,7 +115,7 @@ mod tests {
 
     #[test]
     fn the_wire_form_keeps_its_names() {
-        let event = sample();
+        let event = sample_recorded_event();
         let (h, body) = encode(&event).unwrap();
         assert_eq!(body, br#"{"amount":5}"#);
         let id = event.event_id.to_string();

@@ -144,33 +144,11 @@ pub fn decode_message(props: &BasicProperties, body: &[u8]) -> Result<RecordedEv
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::{DateTime, Utc};
-    use cqrs_core::{Cursor, Metadata, StreamId};
-    use serde_json::json;
-    use uuid::Uuid;
-
-    fn sample() -> RecordedEvent {
-        let mut metadata = Metadata::correlated(Uuid::new_v4());
-        metadata.causation_id = Some(Uuid::new_v4());
-        metadata.extra.insert("user".into(), json!("alice"));
-        RecordedEvent {
-            event_id: Uuid::new_v4(),
-            stream: StreamId::new("account", "a-1"),
-            stream_version: 7,
-            cursor: Cursor::new(3, 42),
-            recorded_at: DateTime::parse_from_rfc3339("2026-01-02T03:04:05.123456Z")
-                .unwrap()
-                .with_timezone(&Utc),
-            event_type: "Deposited".into(),
-            schema_version: 2,
-            payload: json!({"amount": 5}),
-            metadata,
-        }
-    }
+    use cqrs_core::testkit::sample_recorded_event;
 
     #[test]
     fn round_trips_the_envelope() {
-        let event = sample();
+        let event = sample_recorded_event();
         let (props, body) = encode(&event).unwrap();
         assert_eq!(
             props.message_id().as_ref().unwrap().as_str(),
@@ -187,7 +165,7 @@ mod tests {
 
     #[test]
     fn the_wire_form_keeps_its_names_and_types() {
-        let event = sample();
+        let event = sample_recorded_event();
         let (props, body) = encode(&event).unwrap();
         assert_eq!(body, br#"{"amount":5}"#);
         let correlation = event.metadata.correlation_id.unwrap().to_string();
@@ -243,7 +221,7 @@ mod tests {
 
     #[test]
     fn headers_of_other_amqp_types_are_read() {
-        let event = sample();
+        let event = sample_recorded_event();
         let (props, body) = encode(&event).unwrap();
         let mut h = FieldTable::default();
         for (name, value) in props.headers().as_ref().unwrap().inner() {

@@ -2,7 +2,9 @@
 //! back-end runs from its own tests.
 
 mod given;
+mod sample;
 
 pub mod conformance;
 
 pub use given::{AggregateTest, Outcome};
+pub use sample::sample_recorded_event;
