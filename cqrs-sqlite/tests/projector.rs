@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use cqrs_core::{
     BoxError, Cursor, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Replay, Runner,
-    RunnerConfig, StreamId, Subscriber,
+    RunnerConfig, RunnerHandle, StreamId, Subscriber,
 };
 use cqrs_sqlite::{SqliteDatabase, SqliteProjector};
 use serde_json::json;
@@ -158,28 +158,7 @@ async fn follows_live(db: SqliteDatabase) {
         .with_config(config)
         .with(db.transactional(Totals::default()))
         .start();
-    for i in 1..=20u64 {
-        let event =
-            NewEvent::from_domain(&CounterEvent::Added { n: i }, Default::default()).unwrap();
-        let started = Instant::now();
-        let out = store
-            .append(
-                &StreamId::new("counter", "live"),
-                ExpectedVersion::Any,
-                vec![event],
-                None,
-            )
-            .await
-            .unwrap();
-        runner
-            .wait_for("totals", out.position, Duration::from_secs(20))
-            .await
-            .unwrap();
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "woken by the append, not by polling"
-        );
-    }
+    append_each_and_expect_wake_up(&*store, &runner, "live", 20, "the append").await;
     runner.shutdown().await;
     assert_eq!(totals(&db).await, vec![("live".into(), 210, 20)]);
 }
@@ -358,13 +337,29 @@ async fn subscribers_wake_for_appends_of_another_handle() {
         .with(db.transactional(Totals::default()))
         .start();
     let store = other.events();
-    for i in 1..=5u64 {
+    append_each_and_expect_wake_up(&store, &runner, "elsewhere", 5, "the watcher").await;
+    runner.shutdown().await;
+    assert_eq!(totals(&db).await, vec![("elsewhere".into(), 15, 5)]);
+    db.close().await;
+    other.close().await;
+}
+
+/// Appends `Added { n }` for n in 1..=count to `counter-<stream>`, one at a time, and checks that
+/// `totals` handles each within 5 s: far below the 30 s poll interval, so woken by `by`.
+async fn append_each_and_expect_wake_up(
+    store: &dyn EventStore,
+    runner: &RunnerHandle,
+    stream: &str,
+    count: u64,
+    by: &str,
+) {
+    for i in 1..=count {
         let event =
             NewEvent::from_domain(&CounterEvent::Added { n: i }, Default::default()).unwrap();
         let started = Instant::now();
         let out = store
             .append(
-                &StreamId::new("counter", "elsewhere"),
+                &StreamId::new("counter", stream),
                 ExpectedVersion::Any,
                 vec![event],
                 None,
@@ -377,11 +372,7 @@ async fn subscribers_wake_for_appends_of_another_handle() {
             .unwrap();
         assert!(
             started.elapsed() < Duration::from_secs(5),
-            "woken by the watcher, not by polling"
+            "woken by {by}, not by polling"
         );
     }
-    runner.shutdown().await;
-    assert_eq!(totals(&db).await, vec![("elsewhere".into(), 15, 5)]);
-    db.close().await;
-    other.close().await;
 }
