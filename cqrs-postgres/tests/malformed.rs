@@ -119,54 +119,20 @@ async fn malformed_rows_are_parked_and_the_rest_goes_on() {
         .unwrap();
 
     // Reading the stream names the broken row instead of panicking.
-    match store
-        .read_stream(&StreamId::new("acct", "badmeta"), 1, 10)
-        .await
-    {
-        Err(Error::Corrupt {
-            stream,
-            version,
-            reason,
-        }) => {
-            assert_eq!((stream.id.as_str(), version), ("badmeta", 1));
-            assert!(reason.contains("metadata"), "{reason}");
-        }
-        other => panic!("expected a corrupt-row error, got {other:?}"),
-    }
-
-    match store
-        .read_stream(&StreamId::new("acct", "deep"), 1, 10)
-        .await
-    {
-        Err(Error::Corrupt {
-            stream,
-            version,
-            reason,
-        }) => {
-            assert_eq!((stream.id.as_str(), version), ("deep", 1));
-            assert!(reason.contains("payload"), "{reason}");
-        }
-        other => panic!("expected a corrupt-row error, got {other:?}"),
-    }
-
+    let badmeta = StreamId::new("acct", "badmeta");
+    let deep = StreamId::new("acct", "deep");
+    assert_corrupt(
+        store.read_stream(&badmeta, 1, 10).await,
+        "badmeta",
+        &["metadata"],
+    );
+    assert_corrupt(store.read_stream(&deep, 1, 10).await, "deep", &["payload"]);
     // The load path reads fewer columns and names the broken row the same way.
-    match store
-        .read_stream_for_load(&StreamId::new("acct", "deep"), 1, 10)
-        .await
-    {
-        Err(Error::Corrupt {
-            stream,
-            version,
-            reason,
-        }) => {
-            assert_eq!((stream.id.as_str(), version), ("deep", 1));
-            assert!(
-                reason.contains("payload") && reason.contains("Deposited"),
-                "{reason}"
-            );
-        }
-        other => panic!("expected a corrupt-row error, got {other:?}"),
-    }
+    assert_corrupt(
+        store.read_stream_for_load(&deep, 1, 10).await,
+        "deep",
+        &["payload", "Deposited"],
+    );
     let full = store.read_stream(&good, 2, 10).await.unwrap();
     let loaded = store.read_stream_for_load(&good, 2, 10).await.unwrap();
     assert_eq!(
@@ -248,4 +214,23 @@ async fn malformed_rows_are_parked_and_the_rest_goes_on() {
     let status = runner.status().await.unwrap();
     assert_eq!(status[0].parked, 4);
     runner.shutdown().await;
+}
+
+/// Asserts `result` is the corrupt-row error of version 1 of stream `id`, its reason naming
+/// each of `needles`.
+#[track_caller]
+fn assert_corrupt<T: std::fmt::Debug>(result: Result<T, Error>, id: &str, needles: &[&str]) {
+    match result {
+        Err(Error::Corrupt {
+            stream,
+            version,
+            reason,
+        }) => {
+            assert_eq!((stream.id.as_str(), version), (id, 1));
+            for n in needles {
+                assert!(reason.contains(n), "{reason}");
+            }
+        }
+        other => panic!("expected a corrupt-row error, got {other:?}"),
+    }
 }
