@@ -53,6 +53,27 @@ pub(crate) async fn run(db: &Db, run: usize) -> Result<W2Run, BenchError> {
             .version;
     }
 
+    if std::env::var_os("W2_DIAG").is_some() {
+        for p in [1, 2, 3, 4, 2, 1] {
+            let mut t = Vec::new();
+            for _ in 0..SAMPLES {
+                let handler =
+                    CommandHandler::<Account>::new(shared.clone()).with_load_parallelism(p);
+                t.push(timed(handler.load(long)).await?);
+            }
+            eprintln!("load p={p}: {:.2} ms", median_ms(&mut t));
+        }
+        let mut t = Vec::new();
+        for _ in 0..SAMPLES {
+            t.push(timed(store.read_stream_for_load(&stream, 1, 20000)).await?);
+        }
+        eprintln!("read_stream_for_load all: {:.2} ms", median_ms(&mut t));
+        let mut t = Vec::new();
+        for _ in 0..SAMPLES {
+            t.push(timed(store.stream_version(&stream)).await?);
+        }
+        eprintln!("stream_version: {:.2} ms", median_ms(&mut t));
+    }
     let mut plain = Vec::with_capacity(SAMPLES);
     let mut fresh = Vec::with_capacity(SAMPLES);
     for i in 0..SAMPLES {

@@ -149,6 +149,7 @@ pub struct CommandHandler<A: Aggregate> {
     retry: RetryPolicy,
     snapshots: Option<Snapshots<A>>,
     cache: Option<Mutex<Cache<A>>>,
+    load_parallelism: usize,
 }
 
 impl<A: Aggregate> fmt::Debug for CommandHandler<A> {
@@ -158,6 +159,7 @@ impl<A: Aggregate> fmt::Debug for CommandHandler<A> {
             .field("retry", &self.retry)
             .field("snapshot_every", &self.snapshots.as_ref().map(|s| s.every))
             .field("cache", &self.cache.is_some())
+            .field("load_parallelism", &self.load_parallelism)
             .finish()
     }
 }
@@ -168,19 +170,35 @@ struct Cache<A> {
     entries: HashMap<String, (u64, A)>,
 }
 
-// NOTE: each batch is a round trip; 5,000 events of a long stream (a few MB at most) take a
-// fifth of the time of 10,000 one by one thousand would cost, with memory still bounded.
+/// Events read by the first round trip of a load: all of a short stream (the common case) in
+/// one query; a full batch means the stream goes on and the rest is read in ranges.
+const FIRST_BATCH: usize = 500;
+
+/// The most events one range read returns: with [`LOAD_PARALLELISM`] ranges in flight, a load
+/// holds at most a few thousand events besides the aggregate.
 const READ_BATCH: usize = 5000;
 
-/// A read of the next batch of a load, running while the current batch is decoded; dropped
-/// (the load failed or was cancelled), it stops the read.
+/// The fewest events worth a range read of their own.
+const MIN_RANGE: u64 = 500;
+
+/// Range reads of one load running at once, by default. Two suit a small database server:
+/// both of its cores send rows while this process decodes.
+const LOAD_PARALLELISM: usize = 2;
+
+/// A read of a range of a stream, running (on another worker) while earlier events are
+/// decoded; dropped (the load failed or was cancelled), it stops the read.
 struct Prefetch(tokio::task::JoinHandle<Result<Vec<LoadedEvent>>>);
 
 impl Prefetch {
-    fn start(store: Arc<dyn EventStore>, stream: StreamId, from_version: u64) -> Self {
+    fn start(
+        store: Arc<dyn EventStore>,
+        stream: StreamId,
+        from_version: u64,
+        limit: usize,
+    ) -> Self {
         Prefetch(tokio::spawn(async move {
             store
-                .read_stream_for_load(&stream, from_version, READ_BATCH)
+                .read_stream_for_load(&stream, from_version, limit)
                 .await
         }))
     }
@@ -204,7 +222,15 @@ impl<A: Aggregate> CommandHandler<A> {
             retry: RetryPolicy::default(),
             snapshots: None,
             cache: None,
+            load_parallelism: LOAD_PARALLELISM,
         }
+    }
+
+    /// Sets how many range reads a load of a long stream runs at once (2 by default; 1 reads
+    /// one batch after another). More suit a database server with more cores.
+    pub fn with_load_parallelism(mut self, reads: usize) -> Self {
+        self.load_parallelism = reads.max(1);
+        self
     }
 
     /// Sets the retry policy for concurrency conflicts.
@@ -265,34 +291,75 @@ impl<A: Aggregate> CommandHandler<A> {
         Ok((state, version))
     }
 
+    /// Applies the stream's events after `version` to `state`.
+    ///
+    /// A short stream takes one read. A longer one is read in ranges up to the version the store
+    /// reports after the first read, [`load_parallelism`](Self::with_load_parallelism) ranges at
+    /// a time, each decoded in order as it arrives while the next ones are read. Versions below
+    /// that head are committed and immutable, so the ranges join up exactly; should one come
+    /// back short (a store that filters), the rest is read one batch after another.
     async fn catch_up(&self, stream: &StreamId, state: &mut A, version: &mut u64) -> Result<()> {
-        let mut batch = self
+        let first = self
             .store
-            .read_stream_for_load(stream, *version + 1, READ_BATCH)
+            .read_stream_for_load(stream, *version + 1, FIRST_BATCH)
             .await?;
+        if first.len() < FIRST_BATCH {
+            return apply_loaded(stream, state, version, first);
+        }
+        // NOTE: the head is asked for while the first batch is decoded.
+        let head = {
+            let (store, stream) = (self.store.clone(), stream.clone());
+            tokio::spawn(async move { store.stream_version(&stream).await })
+        };
+        apply_loaded(stream, state, version, first)?;
+        let head = head.await.map_err(Error::backend)??;
+
+        let parallel = self.load_parallelism.max(1);
+        let range =
+            (head.saturating_sub(*version) / parallel as u64).clamp(MIN_RANGE, READ_BATCH as u64);
+        let mut next = *version + 1;
+        let mut reads = std::collections::VecDeque::with_capacity(parallel);
         loop {
-            // NOTE: after a full batch more may follow: the next one is read (by another
-            // worker) while this one is decoded, rather than after it.
-            let next = match batch.last() {
-                Some(last) if batch.len() >= READ_BATCH => Some(Prefetch::start(
-                    self.store.clone(),
-                    stream.clone(),
-                    last.stream_version + 1,
-                )),
-                _ => None,
-            };
-            for mut e in batch {
-                // NOTE: the event is ours: its payload is moved into the decoder rather than
-                // cloned as `RecordedEvent::decode` must, and no envelope is built.
-                let payload = std::mem::take(&mut e.payload);
-                let event = A::Event::decode(&e.event_type, payload)
-                    .map_err(|err| e.decode_error(stream, err))?;
-                state.apply(&event);
-                *version = e.stream_version;
+            while reads.len() < parallel && next <= head {
+                let n = range.min(head + 1 - next);
+                let read = Prefetch::start(self.store.clone(), stream.clone(), next, n as usize);
+                reads.push_back((next, n, read));
+                next += n;
             }
-            match next {
-                Some(next) => batch = next.finish().await?,
-                None => return Ok(()),
+            let Some((from, n, read)) = reads.pop_front() else {
+                return Ok(());
+            };
+            let batch = read.finish().await?;
+            let whole = batch.len() as u64 == n
+                && batch.first().is_some_and(|e| e.stream_version == from)
+                && from == *version + 1;
+            if !whole {
+                drop(reads);
+                if from == *version + 1 {
+                    apply_loaded(stream, state, version, batch)?;
+                }
+                return self.catch_up_in_order(stream, state, version).await;
+            }
+            apply_loaded(stream, state, version, batch)?;
+        }
+    }
+
+    /// Reads on from `version` one batch after another until a batch comes back short.
+    async fn catch_up_in_order(
+        &self,
+        stream: &StreamId,
+        state: &mut A,
+        version: &mut u64,
+    ) -> Result<()> {
+        loop {
+            let batch = self
+                .store
+                .read_stream_for_load(stream, *version + 1, READ_BATCH)
+                .await?;
+            let more = batch.len() >= READ_BATCH;
+            apply_loaded(stream, state, version, batch)?;
+            if !more {
+                return Ok(());
             }
         }
     }
@@ -451,6 +518,22 @@ impl<A: Aggregate> CommandHandler<A> {
             }
         }
     }
+}
+
+/// Decodes loaded events straight from their JSON text and applies them in order.
+fn apply_loaded<A: Aggregate>(
+    stream: &StreamId,
+    state: &mut A,
+    version: &mut u64,
+    events: Vec<LoadedEvent>,
+) -> Result<()> {
+    for e in events {
+        let event = A::Event::decode_json(&e.event_type, &e.payload)
+            .map_err(|err| e.decode_error(stream, err))?;
+        state.apply(&event);
+        *version = e.stream_version;
+    }
+    Ok(())
 }
 
 fn command_events<A: Aggregate>(

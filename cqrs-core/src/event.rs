@@ -61,15 +61,174 @@ pub trait DomainEvent: Serialize + DeserializeOwned + Send + Sync + 'static {
     }
 
     /// Rebuilds the event from its type name and payload (already upcast to the current version).
-    fn decode(event_type: &str, payload: Value) -> Result<Self, serde_json::Error> {
-        let value = if payload.is_null() {
-            Value::String(event_type.to_owned())
-        } else {
-            let mut map = Map::with_capacity(1);
-            map.insert(event_type.to_owned(), payload);
-            Value::Object(map)
-        };
-        serde_json::from_value(value)
+    ///
+    /// `payload` is any JSON deserializer: a [`Value`] or `&Value`, or a
+    /// `&mut serde_json::Deserializer` reading the stored text, so a load decodes straight from
+    /// the bytes the store returned, with no [`Value`] tree in between. The default reads serde's
+    /// externally tagged enum form: the type name selects the variant, the payload fills it
+    /// (`null` for a unit variant). Override it together with [`encode`](Self::encode).
+    ///
+    /// ```
+    /// # use cqrs_core::DomainEvent;
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    /// # enum AccountEvent { Deposited { amount: u64 }, Closed }
+    /// # impl DomainEvent for AccountEvent {}
+    /// let mut text = serde_json::Deserializer::from_str(r#"{"amount": 5}"#);
+    /// let event = AccountEvent::decode("Deposited", &mut text)?;
+    /// text.end()?;
+    /// assert_eq!(event, AccountEvent::Deposited { amount: 5 });
+    /// assert_eq!(AccountEvent::decode("Closed", serde_json::Value::Null)?, AccountEvent::Closed);
+    /// # Ok::<(), serde_json::Error>(())
+    /// ```
+    fn decode<'de, D>(event_type: &str, payload: D) -> Result<Self, serde_json::Error>
+    where
+        D: serde::Deserializer<'de, Error = serde_json::Error>,
+    {
+        Self::deserialize(tagged::Tagged::new(event_type, payload))
+    }
+
+    /// Decodes an event from its type name and its payload as JSON text (the whole text must
+    /// be one JSON value). Calls [`decode`](Self::decode).
+    fn decode_json(event_type: &str, payload: &str) -> Result<Self, serde_json::Error> {
+        let mut text = serde_json::Deserializer::from_str(payload);
+        let event = Self::decode(event_type, &mut text)?;
+        text.end()?;
+        Ok(event)
+    }
+}
+
+/// The externally tagged form `{"<type>": <payload>}` presented to serde without building it.
+mod tagged {
+    use serde::de::{
+        self, DeserializeSeed, Deserializer, EnumAccess, IntoDeserializer, MapAccess,
+        VariantAccess, Visitor,
+    };
+
+    type Error = serde_json::Error;
+
+    /// An event type name and its payload, deserialized as a one-variant enum (or one-entry map).
+    pub(super) struct Tagged<'a, D> {
+        event_type: &'a str,
+        payload: D,
+    }
+
+    impl<'a, D> Tagged<'a, D> {
+        pub(super) fn new(event_type: &'a str, payload: D) -> Self {
+            Tagged {
+                event_type,
+                payload,
+            }
+        }
+    }
+
+    impl<'de, D> Deserializer<'de> for Tagged<'_, D>
+    where
+        D: Deserializer<'de, Error = Error>,
+    {
+        type Error = Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            visitor.visit_map(Entry {
+                key: Some(self.event_type),
+                payload: Some(self.payload),
+            })
+        }
+
+        fn deserialize_enum<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            _variants: &'static [&'static str],
+            visitor: V,
+        ) -> Result<V::Value, Error> {
+            visitor.visit_enum(self)
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map struct identifier
+            ignored_any
+        }
+    }
+
+    impl<'de, D> EnumAccess<'de> for Tagged<'_, D>
+    where
+        D: Deserializer<'de, Error = Error>,
+    {
+        type Error = Error;
+        type Variant = Payload<D>;
+
+        fn variant_seed<V: DeserializeSeed<'de>>(
+            self,
+            seed: V,
+        ) -> Result<(V::Value, Payload<D>), Error> {
+            let variant = seed.deserialize(self.event_type.into_deserializer())?;
+            Ok((variant, Payload(self.payload)))
+        }
+    }
+
+    /// The payload of the selected variant.
+    pub(super) struct Payload<D>(D);
+
+    impl<'de, D> VariantAccess<'de> for Payload<D>
+    where
+        D: Deserializer<'de, Error = Error>,
+    {
+        type Error = Error;
+
+        fn unit_variant(self) -> Result<(), Error> {
+            de::Deserialize::deserialize(self.0)
+        }
+
+        fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, Error> {
+            seed.deserialize(self.0)
+        }
+
+        fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, Error> {
+            self.0.deserialize_tuple(len, visitor)
+        }
+
+        fn struct_variant<V: Visitor<'de>>(
+            self,
+            fields: &'static [&'static str],
+            visitor: V,
+        ) -> Result<V::Value, Error> {
+            self.0.deserialize_struct("", fields, visitor)
+        }
+    }
+
+    /// The one entry of the map form.
+    struct Entry<'a, D> {
+        key: Option<&'a str>,
+        payload: Option<D>,
+    }
+
+    impl<'de, D> MapAccess<'de> for Entry<'_, D>
+    where
+        D: Deserializer<'de, Error = Error>,
+    {
+        type Error = Error;
+
+        fn next_key_seed<K: DeserializeSeed<'de>>(
+            &mut self,
+            seed: K,
+        ) -> Result<Option<K::Value>, Error> {
+            match self.key.take() {
+                Some(key) => seed.deserialize(key.into_deserializer()).map(Some),
+                None => Ok(None),
+            }
+        }
+
+        fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
+            match self.payload.take() {
+                Some(payload) => seed.deserialize(payload),
+                None => Err(de::Error::custom("the payload was read already")),
+            }
+        }
+
+        fn size_hint(&self) -> Option<usize> {
+            Some(usize::from(self.key.is_some()))
+        }
     }
 }
 
@@ -269,7 +428,7 @@ impl RecordedEvent {
     /// stream, version and type.
     pub fn decode<E: DomainEvent>(&self) -> Result<Envelope<E>> {
         let payload =
-            E::decode(&self.event_type, self.payload.clone()).map_err(|e| self.decode_error(e))?;
+            E::decode(&self.event_type, &self.payload).map_err(|e| self.decode_error(e))?;
         Ok(Envelope {
             event_id: self.event_id,
             stream: self.stream.clone(),
@@ -319,4 +478,87 @@ pub struct Envelope<E> {
     pub metadata: Metadata,
     /// The domain event.
     pub payload: E,
+}
+
+#[cfg(test)]
+mod decode_tests {
+    use serde::{Deserialize, Serialize};
+    use serde_json::json;
+
+    use super::DomainEvent;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    enum Ev {
+        Opened {
+            owner: String,
+            limit: Option<u64>,
+        },
+        #[serde(rename = "MoneyIn")]
+        Deposited(u64),
+        Pair(u32, String),
+        Noted(Option<String>),
+        Closed,
+    }
+    impl DomainEvent for Ev {}
+
+    fn samples() -> Vec<Ev> {
+        vec![
+            Ev::Opened {
+                owner: "ann".into(),
+                limit: None,
+            },
+            Ev::Deposited(7),
+            Ev::Pair(1, "x".into()),
+            Ev::Noted(None),
+            Ev::Noted(Some("n".into())),
+            Ev::Closed,
+        ]
+    }
+
+    #[test]
+    fn every_variant_kind_round_trips_through_value_borrowed_value_and_text() {
+        for e in samples() {
+            let (ty, payload) = e.encode().unwrap();
+            let text = payload.to_string();
+            assert_eq!(
+                Ev::decode(&ty, payload.clone()).unwrap(),
+                e,
+                "{ty} by value"
+            );
+            assert_eq!(Ev::decode(&ty, &payload).unwrap(), e, "{ty} borrowed");
+            assert_eq!(Ev::decode_json(&ty, &text).unwrap(), e, "{ty} from {text}");
+        }
+    }
+
+    #[test]
+    fn a_renamed_variant_is_found_by_its_stored_name_only() {
+        assert_eq!(Ev::decode_json("MoneyIn", "5").unwrap(), Ev::Deposited(5));
+        assert!(Ev::decode_json("Deposited", "5").is_err());
+    }
+
+    #[test]
+    fn bad_payloads_and_unknown_types_are_errors() {
+        let unknown = Ev::decode_json("Vanished", "{}").unwrap_err();
+        assert!(unknown.to_string().contains("Vanished"), "{unknown}");
+        // A payload of the wrong shape, trailing text, a payload on a unit variant, bad JSON.
+        assert!(Ev::decode_json("MoneyIn", r#""ten""#).is_err());
+        assert!(Ev::decode_json("MoneyIn", "5 6").is_err());
+        assert!(Ev::decode_json("Closed", r#"{"a":1}"#).is_err());
+        assert!(Ev::decode_json("Opened", r#"{"owner": "#).is_err());
+        assert!(Ev::decode("Opened", json!({"limit": 1})).is_err());
+    }
+
+    #[test]
+    fn a_map_shaped_target_sees_one_entry() {
+        #[derive(Debug, PartialEq, Deserialize, Serialize)]
+        struct Wrapped {
+            #[serde(rename = "Seen")]
+            seen: u32,
+        }
+        impl DomainEvent for Wrapped {}
+        assert_eq!(
+            Wrapped::decode_json("Seen", "3").unwrap(),
+            Wrapped { seen: 3 }
+        );
+    }
 }

@@ -36,17 +36,18 @@ pub struct LoadedEvent {
     pub event_type: String,
     /// Schema version of the payload (after any upcasting).
     pub schema_version: u32,
-    /// The payload, as stored (or upcast).
-    pub payload: Value,
+    /// The payload as JSON text, as stored (or upcast): the handler decodes the event straight
+    /// from it (see [`DomainEvent::decode_json`](crate::DomainEvent::decode_json)).
+    pub payload: String,
 }
 
 impl LoadedEvent {
-    /// A loaded event from its parts.
+    /// A loaded event from its parts; `payload` is JSON text.
     pub fn new(
         stream_version: u64,
         event_type: String,
         schema_version: u32,
-        payload: Value,
+        payload: String,
     ) -> Self {
         LoadedEvent {
             stream_version,
@@ -76,7 +77,12 @@ impl LoadedEvent {
 
 impl From<RecordedEvent> for LoadedEvent {
     fn from(e: RecordedEvent) -> Self {
-        LoadedEvent::new(e.stream_version, e.event_type, e.schema_version, e.payload)
+        LoadedEvent::new(
+            e.stream_version,
+            e.event_type,
+            e.schema_version,
+            e.payload.to_string(),
+        )
     }
 }
 

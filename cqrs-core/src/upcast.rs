@@ -60,6 +60,11 @@ impl Upcasters {
         self
     }
 
+    /// Whether a step reads version `version` of `event_type`.
+    pub fn applies(&self, event_type: &str, version: u32) -> bool {
+        !self.steps.is_empty() && self.steps.contains_key(&(event_type.to_owned(), version))
+    }
+
     /// Runs every step that applies; returns the final version and payload.
     pub fn upcast(
         &self,
@@ -155,13 +160,19 @@ impl<S: EventStore> EventStore for UpcastingStore<S> {
             return Ok(events);
         }
         for e in &mut events {
-            let payload = std::mem::take(&mut e.payload);
-            let (v, p) = self
-                .upcasters
-                .upcast(&e.event_type, e.schema_version, payload)
+            // NOTE: only an event with a step is parsed; the rest keep their text.
+            if !self.upcasters.applies(&e.event_type, e.schema_version) {
+                continue;
+            }
+            let upcast = serde_json::from_str(&e.payload)
+                .map_err(BoxError::from)
+                .and_then(|payload| {
+                    self.upcasters
+                        .upcast(&e.event_type, e.schema_version, payload)
+                })
                 .map_err(|err| e.decode_error(stream, err))?;
-            e.schema_version = v;
-            e.payload = p;
+            e.schema_version = upcast.0;
+            e.payload = upcast.1.to_string();
         }
         Ok(events)
     }

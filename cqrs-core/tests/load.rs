@@ -78,3 +78,174 @@ async fn an_event_that_no_longer_decodes_is_named_when_loading() {
         "nothing written"
     );
 }
+
+/// A store that passes everything to an in-memory one, counts the load reads running at once,
+/// makes each last a little (so that overlapping reads overlap for sure) and can hide events.
+struct Observed {
+    inner: InMemoryEventStore,
+    running: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+    hide_every: u64,
+}
+
+impl Observed {
+    fn new(hide_every: u64) -> Self {
+        Observed {
+            inner: InMemoryEventStore::new(),
+            running: Default::default(),
+            most: Default::default(),
+            hide_every,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl EventStore for Observed {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        command_id: Option<uuid::Uuid>,
+    ) -> Result<AppendResult> {
+        self.inner
+            .append(stream, expected, events, command_id)
+            .await
+    }
+    async fn command_result(
+        &self,
+        stream: &StreamId,
+        command_id: uuid::Uuid,
+    ) -> Result<Option<AppendResult>> {
+        self.inner.command_result(stream, command_id).await
+    }
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        self.inner.read_stream(stream, from_version, limit).await
+    }
+    async fn read_stream_for_load(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<LoadedEvent>> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.running.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let mut events = self
+            .inner
+            .read_stream_for_load(stream, from_version, limit)
+            .await;
+        self.running.fetch_sub(1, SeqCst);
+        if let (Ok(events), hide) = (&mut events, self.hide_every)
+            && hide > 0
+        {
+            events.retain(|e| e.stream_version % hide != 0);
+        }
+        events
+    }
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
+        self.inner.stream_version(stream).await
+    }
+    async fn read_all(&self, after: Cursor, limit: usize) -> Result<Vec<RecordedEvent>> {
+        self.inner.read_all(after, limit).await
+    }
+    async fn head_position(&self) -> Result<u64> {
+        self.inner.head_position().await
+    }
+    async fn cursor_of(&self, position: u64) -> Result<Option<Cursor>> {
+        self.inner.cursor_of(position).await
+    }
+    fn wake_ups(&self) -> WakeUps {
+        self.inner.wake_ups()
+    }
+}
+
+/// An opened account with `deposits` deposits of 1, 2, 3, ...
+async fn long_account(store: &dyn EventStore, id: &str, deposits: u64) {
+    let stream = StreamId::new("account", id);
+    let opened = NewEvent::new("Opened", json!({"owner": "ann"}));
+    store
+        .append(&stream, ExpectedVersion::NoStream, vec![opened], None)
+        .await
+        .unwrap();
+    let mut version = 1;
+    while version <= deposits {
+        let events = (version..=deposits.min(version + 999))
+            .map(|n| NewEvent::new("Deposited", json!({"amount": n})))
+            .collect();
+        version = store
+            .append(&stream, ExpectedVersion::Exact(version), events, None)
+            .await
+            .unwrap()
+            .version;
+    }
+}
+
+#[tokio::test]
+async fn a_long_stream_is_read_in_ranges_at_once_and_loads_as_read_in_order() {
+    let deposits = 12_000;
+    for parallel in [1, 2, 4] {
+        let store = Arc::new(Observed::new(0));
+        long_account(store.as_ref(), "long", deposits).await;
+        let accounts =
+            CommandHandler::<Account>::new(store.clone()).with_load_parallelism(parallel);
+        let (state, version) = accounts.load("long").await.unwrap();
+        assert_eq!(version, deposits + 1, "parallelism {parallel}");
+        assert_eq!(state.events, deposits + 1);
+        assert_eq!(state.balance, deposits * (deposits + 1) / 2);
+        let most = store.most.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(most, parallel, "reads running at once");
+    }
+}
+
+#[tokio::test]
+async fn ranges_that_come_back_short_fall_back_to_reading_in_order() {
+    // A store that hides every 700th event: the ranges do not join up, and the load must apply
+    // exactly what a read in order returns, in order.
+    let deposits = 6_000;
+    let store = Arc::new(Observed::new(700));
+    long_account(store.as_ref(), "gappy", deposits).await;
+    let parallel = CommandHandler::<Account>::new(store.clone());
+    let in_order = CommandHandler::<Account>::new(store.clone()).with_load_parallelism(1);
+    let (a, va) = parallel.load("gappy").await.unwrap();
+    let (b, vb) = in_order.load("gappy").await.unwrap();
+    let hidden = (deposits + 1) / 700;
+    assert_eq!((va, a.events), (deposits + 1, deposits + 1 - hidden));
+    assert_eq!((vb, &b), (va, &a));
+}
+
+#[tokio::test]
+async fn a_load_racing_appends_sees_a_whole_prefix_of_the_stream() {
+    let store = Arc::new(InMemoryEventStore::new());
+    long_account(store.as_ref(), "busy", 5_000).await;
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let accounts = CommandHandler::<Account>::new(store);
+            for _ in 0..100 {
+                accounts
+                    .execute("busy", &AccountCommand::Deposit { amount: 1 })
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let accounts = CommandHandler::<Account>::new(store.clone());
+    let mut last = 0;
+    while !writer.is_finished() {
+        let (state, version) = accounts.load("busy").await.unwrap();
+        // Every event up to the version it reports, and no other, went into the state.
+        assert_eq!(state.events, version);
+        assert_eq!(state.balance, 5_000 * 5_001 / 2 + (version - 5_001));
+        assert!(version >= last);
+        last = version;
+    }
+    writer.await.unwrap();
+    assert_eq!(accounts.load("busy").await.unwrap().1, 5_101);
+}

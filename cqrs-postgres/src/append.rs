@@ -1,11 +1,15 @@
 //! The append path: one statement per append, its parameters and its outcomes.
 
 use cqrs_core::{AppendResult, Error, ExpectedVersion, NewEvent, Result, StreamId};
-use serde_json::Value;
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use crate::rows::{to_i64, to_u64};
+
+// NOTE: a stream's version is read as its last row, `ORDER BY stream_version DESC LIMIT 1`: one
+// step down the index. `MAX(stream_version)` is planned for the row count statistics give a
+// stream (a handful), and on a long stream the plain aggregate then reads every row of it (5 ms
+// for 10,000 events).
 
 /// Appends a whole batch in one statement, hence in one implicit transaction and one round trip:
 /// a repeated command id returns the recorded result, a stale expected version inserts nothing,
@@ -16,13 +20,14 @@ WITH prev AS (
     SELECT version, position FROM commands
     WHERE $4::uuid IS NOT NULL AND stream_category = $1 AND stream_id = $2 AND command_id = $4
 ), cur AS (
-    SELECT COALESCE(MAX(stream_version), 0) AS v FROM events WHERE stream_category = $1 AND stream_id = $2
+    SELECT COALESCE((SELECT stream_version FROM events WHERE stream_category = $1 AND stream_id = $2
+                     ORDER BY stream_version DESC LIMIT 1), 0) AS v
 ), ok AS (
     SELECT v FROM cur WHERE NOT EXISTS (SELECT 1 FROM prev) AND ($3::int8 IS NULL OR v = $3)
 ), ins AS (
     INSERT INTO events (stream_category, stream_id, stream_version, event_id, event_type, schema_version, payload, metadata)
     SELECT $1, $2, ok.v + e.ord, e.event_id, e.event_type, e.schema_version, e.payload, e.metadata
-    FROM ok CROSS JOIN UNNEST($5::uuid[], $6::text[], $7::int4[], $8::jsonb[], $9::jsonb[])
+    FROM ok CROSS JOIN UNNEST($5::uuid[], $6::text[], $7::int4[], $8::text[]::json[], $9::text[]::json[])
         WITH ORDINALITY AS e(event_id, event_type, schema_version, payload, metadata, ord)
     ORDER BY e.ord
     RETURNING stream_version, position
@@ -41,11 +46,12 @@ SELECT (SELECT v FROM cur), (SELECT version FROM last), (SELECT position FROM la
 /// hold.
 const APPEND_FAST: &str = r#"
 WITH cur AS (
-    SELECT COALESCE(MAX(stream_version), 0) AS v FROM events WHERE stream_category = $1 AND stream_id = $2
+    SELECT COALESCE((SELECT stream_version FROM events WHERE stream_category = $1 AND stream_id = $2
+                     ORDER BY stream_version DESC LIMIT 1), 0) AS v
 )
 INSERT INTO events (stream_category, stream_id, stream_version, event_id, event_type, schema_version, payload, metadata)
 SELECT $1, $2, cur.v + e.ord, e.event_id, e.event_type, e.schema_version, e.payload, e.metadata
-FROM cur CROSS JOIN UNNEST($4::uuid[], $5::text[], $6::int4[], $7::jsonb[], $8::jsonb[])
+FROM cur CROSS JOIN UNNEST($4::uuid[], $5::text[], $6::int4[], $7::text[]::json[], $8::text[]::json[])
     WITH ORDINALITY AS e(event_id, event_type, schema_version, payload, metadata, ord)
 WHERE $3::int8 IS NULL OR cur.v = $3
 ORDER BY e.ord
@@ -56,8 +62,9 @@ RETURNING stream_version, position
 /// parameters, sparing both ends the arrays and the `UNNEST`.
 const APPEND_ONE: &str = r#"
 INSERT INTO events (stream_category, stream_id, stream_version, event_id, event_type, schema_version, payload, metadata)
-SELECT $1, $2, cur.v + 1, $4, $5, $6, $7, $8
-FROM (SELECT COALESCE(MAX(stream_version), 0) AS v FROM events WHERE stream_category = $1 AND stream_id = $2) AS cur
+SELECT $1, $2, cur.v + 1, $4, $5, $6, $7::text::json, $8::text::json
+FROM (SELECT COALESCE((SELECT stream_version FROM events WHERE stream_category = $1 AND stream_id = $2
+                        ORDER BY stream_version DESC LIMIT 1), 0) AS v) AS cur
 WHERE $3::int8 IS NULL OR cur.v = $3
 RETURNING stream_version, position
 "#;
@@ -67,8 +74,9 @@ pub(crate) struct Columns {
     ids: Vec<Uuid>,
     types: Vec<String>,
     schema_versions: Vec<i32>,
-    payloads: Vec<Value>,
-    metadata: Vec<Value>,
+    /// JSON text: the columns are `json`, stored as sent.
+    payloads: Vec<String>,
+    metadata: Vec<String>,
 }
 
 impl Columns {
@@ -82,17 +90,19 @@ impl Columns {
             metadata: Vec::with_capacity(n),
         };
         for e in events {
-            let meta = serde_json::to_value(&e.metadata).map_err(|source| Error::Serialize {
+            let serialize = |source| Error::Serialize {
                 event_type: e.event_type.clone(),
                 source,
-            })?;
+            };
+            let meta = serde_json::to_string(&e.metadata).map_err(serialize)?;
+            let payload = serde_json::to_string(&e.payload).map_err(serialize)?;
             let sv = i32::try_from(e.schema_version).map_err(|_| {
                 Error::Invalid(format!("schema version {} is too large", e.schema_version))
             })?;
             c.ids.push(e.event_id);
             c.types.push(e.event_type);
             c.schema_versions.push(sv);
-            c.payloads.push(e.payload);
+            c.payloads.push(payload);
             c.metadata.push(meta);
         }
         Ok(c)

@@ -360,7 +360,8 @@ impl EventStore for PgEventStore {
 
     async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
         let v: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(MAX(stream_version), 0) FROM events WHERE stream_category = $1 AND stream_id = $2",
+            "SELECT COALESCE((SELECT stream_version FROM events WHERE stream_category = $1 AND stream_id = $2 \
+             ORDER BY stream_version DESC LIMIT 1), 0)",
         )
         .bind(&stream.category)
         .bind(&stream.id)

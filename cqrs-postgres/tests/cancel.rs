@@ -51,7 +51,18 @@ async fn cancelled_appends_leave_no_broken_or_leaked_connection() {
             }
             // NOTE: every connection a cancelled append left must be gone, or reused only
             // once it is back in step: exact-version appends all succeed, in order.
+            // NOTE: a cancelled append whose statement had reached the server may still commit
+            // a moment later (dropping the future does not stop the server); wait until the
+            // stream's version holds still before asking for exact versions.
             let mut v = store.stream_version(&stream).await.unwrap();
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let now = store.stream_version(&stream).await.unwrap();
+                if now == v {
+                    break;
+                }
+                v = now;
+            }
             for i in 0..20 {
                 let res = store
                     .append(

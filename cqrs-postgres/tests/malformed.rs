@@ -60,7 +60,7 @@ async fn insert_raw(
 ) {
     sqlx::query(
         "INSERT INTO events (stream_category, stream_id, stream_version, event_id, event_type, schema_version, payload, metadata) \
-         VALUES ('acct', $1, 1, gen_random_uuid(), $2, 1, $3::jsonb, $4::jsonb)",
+         VALUES ('acct', $1, 1, gen_random_uuid(), $2, 1, $3::json, $4::json)",
     )
     .bind(id)
     .bind(ty)
@@ -110,9 +110,9 @@ async fn malformed_rows_are_parked_and_the_rest_goes_on() {
         r#"{"correlation_id": 42}"#,
     )
     .await;
-    // Valid JSONB, but nested deeper than the JSON parser of the reader accepts.
-    let deep = format!(r#"{{"amount": {}{}}}"#, "[".repeat(200), "]".repeat(200));
-    insert_raw(&store, "deep", "Deposited", &deep, "{}").await;
+    // Valid JSON, but nested deeper than the JSON parser of the reader accepts.
+    let deep_text = format!(r#"{{"amount": {}{}}}"#, "[".repeat(200), "]".repeat(200));
+    insert_raw(&store, "deep", "Deposited", &deep_text, "{}").await;
     store
         .append(&good, ExpectedVersion::Exact(2), vec![deposit(7)], None)
         .await
@@ -127,12 +127,11 @@ async fn malformed_rows_are_parked_and_the_rest_goes_on() {
         &["metadata"],
     );
     assert_corrupt(store.read_stream(&deep, 1, 10).await, "deep", &["payload"]);
-    // The load path reads fewer columns and names the broken row the same way.
-    assert_corrupt(
-        store.read_stream_for_load(&deep, 1, 10).await,
-        "deep",
-        &["payload", "Deposited"],
-    );
+    // The load path hands the payload on as the text stored, byte for byte; decoding it is
+    // the handler's part, which names the event (see cqrs-core's load tests).
+    let loaded = store.read_stream_for_load(&deep, 1, 10).await.unwrap();
+    assert_eq!(loaded[0].payload, deep_text);
+    assert!(AccountEvent::decode_json("Deposited", &loaded[0].payload).is_err());
     let full = store.read_stream(&good, 2, 10).await.unwrap();
     let loaded = store.read_stream_for_load(&good, 2, 10).await.unwrap();
     assert_eq!(

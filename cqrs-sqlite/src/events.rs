@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use cqrs_core::{
-    AppendResult, Cursor, Error, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent,
-    Result, StreamId, WakeUps,
+    AppendResult, Cursor, Error, EventStore, ExpectedVersion, LoadedEvent, Metadata, NewEvent,
+    RecordedEvent, Result, StreamId, WakeUps,
 };
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
@@ -100,6 +100,28 @@ fn event_from_row(row: &SqliteRow) -> Result<RecordedEvent> {
         payload,
         metadata,
     })
+}
+
+/// The columns a load needs of a row of `events`; the payload is handed on as stored (the table
+/// checks that it is JSON).
+fn loaded_from_row(stream: &StreamId, row: &SqliteRow) -> Result<LoadedEvent> {
+    let raw_version: i64 = row.try_get(0).map_err(Error::backend)?;
+    let corrupt = |reason: String| Error::Corrupt {
+        stream: stream.clone(),
+        version: raw_version.max(0) as u64,
+        reason,
+    };
+    let version =
+        to_u64(raw_version).ok_or_else(|| corrupt(format!("negative version {raw_version}")))?;
+    let schema_version: i64 = row.try_get(2).map_err(Error::backend)?;
+    let schema_version = u32::try_from(schema_version)
+        .map_err(|_| corrupt(format!("schema version {schema_version} out of range")))?;
+    Ok(LoadedEvent::new(
+        version,
+        row.try_get(1).map_err(Error::backend)?,
+        schema_version,
+        row.try_get(3).map_err(Error::backend)?,
+    ))
 }
 
 async fn current_version(conn: &mut SqliteConnection, stream: &StreamId) -> Result<u64, Failure> {
@@ -279,6 +301,29 @@ impl EventStore for SqliteEventStore {
         .await?
         .iter()
         .map(event_from_row)
+        .collect()
+    }
+
+    async fn read_stream_for_load(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit_n: usize,
+    ) -> Result<Vec<LoadedEvent>> {
+        let from = i64::try_from(from_version).unwrap_or(i64::MAX);
+        self.read(
+            "SELECT version, event_type, schema_version, payload FROM events \
+             WHERE category = ? AND stream_id = ? AND version >= ? ORDER BY version LIMIT ?",
+            |q| {
+                q.bind(stream.category.clone())
+                    .bind(stream.id.clone())
+                    .bind(from)
+                    .bind(limit(limit_n))
+            },
+        )
+        .await?
+        .iter()
+        .map(|row| loaded_from_row(stream, row))
         .collect()
     }
 
