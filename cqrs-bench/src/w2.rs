@@ -63,6 +63,48 @@ pub(crate) async fn run(db: &Db, run: usize) -> Result<W2Run, BenchError> {
             }
             eprintln!("load p={p}: {:.2} ms", median_ms(&mut t));
         }
+        fn ticks(pid: &str) -> u64 {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let rest = s.rsplit_once(')')?.1.to_owned();
+                    let f: Vec<&str> = rest.split_whitespace().collect();
+                    Some(f[11].parse::<u64>().ok()? + f[12].parse::<u64>().ok()?)
+                })
+                .unwrap_or(0)
+        }
+        fn pg_ticks() -> u64 {
+            std::fs::read_dir("/proc")
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .chars()
+                        .all(|c| c.is_ascii_digit())
+                })
+                .filter(|e| {
+                    std::fs::read_to_string(e.path().join("comm"))
+                        .is_ok_and(|c| c.starts_with("postgres"))
+                })
+                .map(|e| ticks(&e.file_name().to_string_lossy()))
+                .sum()
+        }
+        for p in [1, 2, 3] {
+            let (c0, s0, t0) = (ticks("self"), pg_ticks(), Instant::now());
+            for _ in 0..100 {
+                let handler =
+                    CommandHandler::<Account>::new(shared.clone()).with_load_parallelism(p);
+                handler.load(long).await?;
+            }
+            let (c1, s1, t1) = (ticks("self"), pg_ticks(), t0.elapsed());
+            eprintln!(
+                "p={p}: 100 loads: wall {:.1} ms/load, client cpu {:.1} ms/load, server cpu {:.1} ms/load",
+                t1.as_secs_f64() * 10.0,
+                (c1 - c0) as f64 / 10.0 * 10.0 / 10.0,
+                (s1 - s0) as f64 / 10.0 * 10.0 / 10.0
+            );
+        }
         let mut t = Vec::new();
         for _ in 0..SAMPLES {
             t.push(timed(store.read_stream_for_load(&stream, 1, 20000)).await?);

@@ -185,7 +185,7 @@ const MIN_RANGE: u64 = 500;
 /// both of its cores send rows while this process decodes.
 const LOAD_PARALLELISM: usize = 2;
 
-/// A read of a range of a stream, running (on another worker) while earlier events are
+/// A read of a range of versions of a stream, running (on another worker) while earlier events are
 /// decoded; dropped (the load failed or was cancelled), it stops the read.
 struct Prefetch(tokio::task::JoinHandle<Result<Vec<LoadedEvent>>>);
 
@@ -194,11 +194,11 @@ impl Prefetch {
         store: Arc<dyn EventStore>,
         stream: StreamId,
         from_version: u64,
-        limit: usize,
+        to_version: u64,
     ) -> Self {
         Prefetch(tokio::spawn(async move {
             store
-                .read_stream_for_load(&stream, from_version, limit)
+                .read_stream_range_for_load(&stream, from_version, to_version)
                 .await
         }))
     }
@@ -322,7 +322,7 @@ impl<A: Aggregate> CommandHandler<A> {
         loop {
             while reads.len() < parallel && next <= head {
                 let n = range.min(head + 1 - next);
-                let read = Prefetch::start(self.store.clone(), stream.clone(), next, n as usize);
+                let read = Prefetch::start(self.store.clone(), stream.clone(), next, next + n - 1);
                 reads.push_back((next, n, read));
                 next += n;
             }

@@ -143,6 +143,30 @@ pub trait EventStore: Send + Sync {
         Ok(events.into_iter().map(LoadedEvent::from).collect())
     }
 
+    /// The events of `stream` with versions `from_version..=to_version`, cut down as
+    /// [`read_stream_for_load`](Self::read_stream_for_load) cuts them.
+    ///
+    /// A handler reads a long stream this way, in ranges below a version the store reported,
+    /// several at a time. Stores override it when a bounded read can be done in fewer, larger
+    /// pieces; the default reads `to_version - from_version + 1` events from `from_version` and
+    /// drops any beyond `to_version`.
+    async fn read_stream_range_for_load(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        to_version: u64,
+    ) -> Result<Vec<LoadedEvent>> {
+        if to_version < from_version {
+            return Ok(Vec::new());
+        }
+        let limit = usize::try_from(to_version - from_version + 1).unwrap_or(usize::MAX);
+        let mut events = self
+            .read_stream_for_load(stream, from_version, limit)
+            .await?;
+        events.retain(|e| e.stream_version <= to_version);
+        Ok(events)
+    }
+
     /// The stream's current version (0 when it does not exist).
     async fn stream_version(&self, stream: &StreamId) -> Result<u64>;
 
@@ -252,6 +276,9 @@ macro_rules! forward {
             }
             async fn read_stream_for_load(&self, stream: &StreamId, from_version: u64, limit: usize) -> Result<Vec<LoadedEvent>> {
                 (**self).read_stream_for_load(stream, from_version, limit).await
+            }
+            async fn read_stream_range_for_load(&self, stream: &StreamId, from_version: u64, to_version: u64) -> Result<Vec<LoadedEvent>> {
+                (**self).read_stream_range_for_load(stream, from_version, to_version).await
             }
             async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
                 (**self).stream_version(stream).await

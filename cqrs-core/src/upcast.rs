@@ -110,6 +110,29 @@ impl<S: EventStore> UpcastingStore<S> {
         UpcastingStore { inner, upcasters }
     }
 
+    fn up_loaded(
+        &self,
+        stream: &StreamId,
+        mut events: Vec<LoadedEvent>,
+    ) -> Result<Vec<LoadedEvent>> {
+        for e in &mut events {
+            // NOTE: only an event with a step is parsed; the rest keep their text.
+            if !self.upcasters.applies(&e.event_type, e.schema_version) {
+                continue;
+            }
+            let upcast = serde_json::from_str(&e.payload)
+                .map_err(BoxError::from)
+                .and_then(|payload| {
+                    self.upcasters
+                        .upcast(&e.event_type, e.schema_version, payload)
+                })
+                .map_err(|err| e.decode_error(stream, err))?;
+            e.schema_version = upcast.0;
+            e.payload = upcast.1.to_string();
+        }
+        Ok(events)
+    }
+
     fn up(&self, mut events: Vec<RecordedEvent>) -> Result<Vec<RecordedEvent>> {
         for e in &mut events {
             self.upcasters.apply(e)?;
@@ -152,29 +175,23 @@ impl<S: EventStore> EventStore for UpcastingStore<S> {
         from_version: u64,
         limit: usize,
     ) -> Result<Vec<LoadedEvent>> {
-        let mut events = self
+        let events = self
             .inner
             .read_stream_for_load(stream, from_version, limit)
             .await?;
-        if self.upcasters.steps.is_empty() {
-            return Ok(events);
-        }
-        for e in &mut events {
-            // NOTE: only an event with a step is parsed; the rest keep their text.
-            if !self.upcasters.applies(&e.event_type, e.schema_version) {
-                continue;
-            }
-            let upcast = serde_json::from_str(&e.payload)
-                .map_err(BoxError::from)
-                .and_then(|payload| {
-                    self.upcasters
-                        .upcast(&e.event_type, e.schema_version, payload)
-                })
-                .map_err(|err| e.decode_error(stream, err))?;
-            e.schema_version = upcast.0;
-            e.payload = upcast.1.to_string();
-        }
-        Ok(events)
+        self.up_loaded(stream, events)
+    }
+    async fn read_stream_range_for_load(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        to_version: u64,
+    ) -> Result<Vec<LoadedEvent>> {
+        let events = self
+            .inner
+            .read_stream_range_for_load(stream, from_version, to_version)
+            .await?;
+        self.up_loaded(stream, events)
     }
     async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
         self.inner.stream_version(stream).await

@@ -5,7 +5,7 @@ use cqrs_core::{Cursor, Error, LoadedEvent, Metadata, RecordedEvent, Result, Str
 use serde_json::Value;
 use sqlx::error::BoxDynError;
 use sqlx::postgres::types::Oid;
-use sqlx::postgres::{PgRow, PgTypeInfo, PgValueFormat, PgValueRef, Postgres};
+use sqlx::postgres::{PgHasArrayType, PgRow, PgTypeInfo, PgValueFormat, PgValueRef, Postgres};
 use sqlx::{Decode, Row, Type, ValueRef};
 use uuid::Uuid;
 
@@ -148,6 +148,62 @@ pub(crate) fn loaded_event(stream: &StreamId, row: &PgRow) -> Result<LoadedEvent
     ))
 }
 
+/// One row of the chunked range read (see `LOAD_RANGE`).
+#[derive(Debug)]
+pub(crate) enum Chunk {
+    /// Consecutive versions with one schema version: the events, in order.
+    Events(Vec<LoadedEvent>),
+    /// Versions `first..=last` with a gap or mixed schema versions, to be read row by row.
+    Irregular { first: u64, last: u64 },
+}
+
+/// A row of the chunked range read: the count, the first and last version, the first and last
+/// schema version, then the types and payloads.
+pub(crate) fn loaded_chunk(stream: &StreamId, row: &PgRow) -> Result<Chunk> {
+    let column = |e: sqlx::Error| load_corrupt(stream, 0, e);
+    let n: i64 = row.try_get(0).map_err(column)?;
+    if n == 0 {
+        return Ok(Chunk::Events(Vec::new()));
+    }
+    let (first, last): (i64, i64) = (
+        row.try_get(1).map_err(column)?,
+        row.try_get(2).map_err(column)?,
+    );
+    let (schema, last_schema): (i32, i32) = (
+        row.try_get(3).map_err(column)?,
+        row.try_get(4).map_err(column)?,
+    );
+    let corrupt = |version: i64, reason: String| Error::Corrupt {
+        stream: stream.clone(),
+        version: version.max(0) as u64,
+        reason,
+    };
+    let (Ok(first), Ok(last)) = (u64::try_from(first), u64::try_from(last)) else {
+        return Err(corrupt(first, "negative stream version".into()));
+    };
+    if last - first + 1 != n as u64 || schema != last_schema {
+        return Ok(Chunk::Irregular { first, last });
+    }
+    let schema_version = u32::try_from(schema)
+        .map_err(|_| corrupt(first as i64, "negative schema version".into()))?;
+    let types: Vec<String> = row.try_get(5).map_err(column)?;
+    let payloads: Vec<JsonText> = row.try_get(6).map_err(column)?;
+    if types.len() != n as usize || payloads.len() != n as usize {
+        return Err(corrupt(
+            first as i64,
+            "a chunk of the stream came back with columns of different lengths".into(),
+        ));
+    }
+    Ok(Chunk::Events(
+        (first..)
+            .zip(types.into_iter().zip(payloads))
+            .map(|(version, (event_type, JsonText(payload)))| {
+                LoadedEvent::new(version, event_type, schema_version, payload)
+            })
+            .collect(),
+    ))
+}
+
 fn load_corrupt(stream: &StreamId, version: u64, e: sqlx::Error) -> Error {
     Error::Corrupt {
         stream: stream.clone(),
@@ -170,6 +226,8 @@ pub(crate) fn to_u64(n: i64) -> u64 {
 const JSON: PgTypeInfo = PgTypeInfo::with_oid(Oid(114));
 const JSONB: PgTypeInfo = PgTypeInfo::with_oid(Oid(3802));
 const XID8: PgTypeInfo = PgTypeInfo::with_oid(Oid(5069));
+const JSON_ARRAY: PgTypeInfo = PgTypeInfo::with_oid(Oid(199));
+const JSONB_ARRAY: PgTypeInfo = PgTypeInfo::with_oid(Oid(3807));
 
 /// The text of a `json` column as the server sends it (also reads `jsonb` and `text`).
 ///
@@ -185,6 +243,16 @@ impl Type<Postgres> for JsonText {
 
     fn compatible(ty: &PgTypeInfo) -> bool {
         *ty == JSON || *ty == JSONB || <String as Type<Postgres>>::compatible(ty)
+    }
+}
+
+impl PgHasArrayType for JsonText {
+    fn array_type_info() -> PgTypeInfo {
+        JSON_ARRAY
+    }
+
+    fn array_compatible(ty: &PgTypeInfo) -> bool {
+        *ty == JSON_ARRAY || *ty == JSONB_ARRAY || <String as PgHasArrayType>::array_compatible(ty)
     }
 }
 

@@ -26,8 +26,8 @@ use uuid::Uuid;
 use crate::error::Error;
 use crate::event::{Cursor, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StreamId};
 use crate::store::{
-    CheckpointStore, DeadLetter, DeadLetterStatus, DeadLetterStore, EventStore, Snapshot,
-    SnapshotStore,
+    CheckpointStore, DeadLetter, DeadLetterStatus, DeadLetterStore, EventStore, LoadedEvent,
+    Snapshot, SnapshotStore,
 };
 
 fn fresh_stream(category: &str) -> StreamId {
@@ -108,6 +108,7 @@ async fn read_all_of(
 /// Runs every event-store check.
 pub async fn event_store(store: Arc<dyn EventStore>) {
     append_and_read(&*store).await;
+    load_reads(&*store).await;
     expected_versions(&*store).await;
     racing_writers(store.clone()).await;
     all_stream_order_and_batches(&*store).await;
@@ -169,6 +170,62 @@ pub async fn append_and_read(store: &dyn EventStore) {
     assert!(
         store.read_stream(&other, 1, 10).await.unwrap().is_empty(),
         "streams are separate"
+    );
+}
+
+/// The reads a load makes (from a version with a limit, and bounded ranges) return what
+/// `read_stream` returns, cut down, with the payload as its JSON text.
+pub async fn load_reads(store: &dyn EventStore) {
+    let stream = fresh_stream("conformance");
+    // Enough events for a store that reads ranges in chunks to use several, and a partial one.
+    let events: Vec<_> = (0..1203).map(sample_event).collect();
+    for batch in events.chunks(400) {
+        store
+            .append(&stream, ExpectedVersion::Any, batch.to_vec(), None)
+            .await
+            .expect("append");
+    }
+    let full = store.read_stream(&stream, 1, 10_000).await.unwrap();
+    let want = |from: u64, to: u64| -> Vec<LoadedEvent> {
+        full.iter()
+            .filter(|e| e.stream_version >= from && e.stream_version <= to)
+            .cloned()
+            .map(LoadedEvent::from)
+            .collect()
+    };
+    let by_limit = store.read_stream_for_load(&stream, 7, 500).await.unwrap();
+    assert_eq!(by_limit, want(7, 506), "read_stream_for_load(7, 500)");
+    for e in &by_limit {
+        let payload: serde_json::Value =
+            serde_json::from_str(&e.payload).expect("the payload is JSON text");
+        let stored = &full[e.stream_version as usize - 1];
+        assert_eq!(payload, stored.payload);
+    }
+    for (from, to) in [
+        (1, 1203),
+        (1, 250),
+        (251, 900),
+        (999, 1100),
+        (1100, 5000),
+        (5, 4),
+    ] {
+        let got = store
+            .read_stream_range_for_load(&stream, from, to)
+            .await
+            .unwrap();
+        assert_eq!(
+            got,
+            want(from, to),
+            "read_stream_range_for_load({from}, {to})"
+        );
+    }
+    let empty = fresh_stream("conformance");
+    assert!(
+        store
+            .read_stream_range_for_load(&empty, 1, 1000)
+            .await
+            .unwrap()
+            .is_empty()
     );
 }
 
