@@ -54,67 +54,7 @@ pub(crate) async fn run(db: &Db, run: usize) -> Result<W2Run, BenchError> {
     }
 
     if std::env::var_os("W2_DIAG").is_some() {
-        for p in [1, 2, 3, 4, 2, 1] {
-            let mut t = Vec::new();
-            for _ in 0..SAMPLES {
-                let handler =
-                    CommandHandler::<Account>::new(shared.clone()).with_load_parallelism(p);
-                t.push(timed(handler.load(long)).await?);
-            }
-            eprintln!("load p={p}: {:.2} ms", median_ms(&mut t));
-        }
-        fn ticks(pid: &str) -> u64 {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    let rest = s.rsplit_once(')')?.1.to_owned();
-                    let f: Vec<&str> = rest.split_whitespace().collect();
-                    Some(f[11].parse::<u64>().ok()? + f[12].parse::<u64>().ok()?)
-                })
-                .unwrap_or(0)
-        }
-        fn pg_ticks() -> u64 {
-            std::fs::read_dir("/proc")
-                .unwrap()
-                .filter_map(|e| e.ok())
-                .filter(|e| {
-                    e.file_name()
-                        .to_string_lossy()
-                        .chars()
-                        .all(|c| c.is_ascii_digit())
-                })
-                .filter(|e| {
-                    std::fs::read_to_string(e.path().join("comm"))
-                        .is_ok_and(|c| c.starts_with("postgres"))
-                })
-                .map(|e| ticks(&e.file_name().to_string_lossy()))
-                .sum()
-        }
-        for p in [1, 2, 3] {
-            let (c0, s0, t0) = (ticks("self"), pg_ticks(), Instant::now());
-            for _ in 0..100 {
-                let handler =
-                    CommandHandler::<Account>::new(shared.clone()).with_load_parallelism(p);
-                handler.load(long).await?;
-            }
-            let (c1, s1, t1) = (ticks("self"), pg_ticks(), t0.elapsed());
-            eprintln!(
-                "p={p}: 100 loads: wall {:.1} ms/load, client cpu {:.1} ms/load, server cpu {:.1} ms/load",
-                t1.as_secs_f64() * 10.0,
-                (c1 - c0) as f64 / 10.0 * 10.0 / 10.0,
-                (s1 - s0) as f64 / 10.0 * 10.0 / 10.0
-            );
-        }
-        let mut t = Vec::new();
-        for _ in 0..SAMPLES {
-            t.push(timed(store.read_stream_for_load(&stream, 1, 20000)).await?);
-        }
-        eprintln!("read_stream_for_load all: {:.2} ms", median_ms(&mut t));
-        let mut t = Vec::new();
-        for _ in 0..SAMPLES {
-            t.push(timed(store.stream_version(&stream)).await?);
-        }
-        eprintln!("stream_version: {:.2} ms", median_ms(&mut t));
+        diagnose(&shared, long).await?;
     }
     let mut plain = Vec::with_capacity(SAMPLES);
     let mut fresh = Vec::with_capacity(SAMPLES);
@@ -198,4 +138,52 @@ where
     let t = Instant::now();
     f.await?;
     Ok(t.elapsed())
+}
+
+/// `W2_DIAG=1`: where the time of a load of the long stream goes, for 1 to 3 range reads at
+/// once: wall time, and CPU time of this process and of every local `postgres` process (Linux,
+/// server on this machine), per load, over 100 loads.
+async fn diagnose(store: &Arc<dyn EventStore>, id: &str) -> Result<(), BenchError> {
+    fn ticks(stat: &std::path::Path) -> u64 {
+        std::fs::read_to_string(stat)
+            .ok()
+            .and_then(|s| {
+                let fields: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
+                Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+            })
+            .unwrap_or(0)
+    }
+    fn server_ticks() -> u64 {
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return 0;
+        };
+        procs
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                std::fs::read_to_string(e.path().join("comm"))
+                    .is_ok_and(|c| c.starts_with("postgres"))
+            })
+            .map(|e| ticks(&e.path().join("stat")))
+            .sum()
+    }
+    const LOADS: u32 = 100;
+    // NOTE: /proc counts in ticks of 10 ms; over 100 loads a tick is 0.1 ms per load.
+    let per_load = |ticks: u64| ticks as f64 * 10.0 / f64::from(LOADS);
+    for parallel in 1..=3 {
+        let me = std::path::Path::new("/proc/self/stat");
+        let (client, server, t) = (ticks(me), server_ticks(), Instant::now());
+        for _ in 0..LOADS {
+            CommandHandler::<Account>::new(store.clone())
+                .with_load_parallelism(parallel)
+                .load(id)
+                .await?;
+        }
+        eprintln!(
+            "W2 load, {parallel} range read(s) at once: {:.1} ms a load; CPU {:.1} ms here, {:.1} ms in postgres",
+            t.elapsed().as_secs_f64() * 1000.0 / f64::from(LOADS),
+            per_load(ticks(me) - client),
+            per_load(server_ticks() - server)
+        );
+    }
+    Ok(())
 }

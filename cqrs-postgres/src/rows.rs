@@ -157,21 +157,14 @@ pub(crate) enum Chunk {
     Irregular { first: u64, last: u64 },
 }
 
-/// A row of the chunked range read: the count, the first and last version, the first and last
-/// schema version, then the types and payloads.
+/// A row of the chunked range read: the count, the chunk's bounds, the least and greatest schema
+/// version, then the types and payloads.
 pub(crate) fn loaded_chunk(stream: &StreamId, row: &PgRow) -> Result<Chunk> {
     let column = |e: sqlx::Error| load_corrupt(stream, 0, e);
     let n: i64 = row.try_get(0).map_err(column)?;
-    if n == 0 {
-        return Ok(Chunk::Events(Vec::new()));
-    }
     let (first, last): (i64, i64) = (
         row.try_get(1).map_err(column)?,
         row.try_get(2).map_err(column)?,
-    );
-    let (schema, last_schema): (i32, i32) = (
-        row.try_get(3).map_err(column)?,
-        row.try_get(4).map_err(column)?,
     );
     let corrupt = |version: i64, reason: String| Error::Corrupt {
         stream: stream.clone(),
@@ -181,6 +174,13 @@ pub(crate) fn loaded_chunk(stream: &StreamId, row: &PgRow) -> Result<Chunk> {
     let (Ok(first), Ok(last)) = (u64::try_from(first), u64::try_from(last)) else {
         return Err(corrupt(first, "negative stream version".into()));
     };
+    if n == 0 {
+        return Ok(Chunk::Events(Vec::new()));
+    }
+    let (schema, last_schema): (i32, i32) = (
+        row.try_get(3).map_err(column)?,
+        row.try_get(4).map_err(column)?,
+    );
     if last - first + 1 != n as u64 || schema != last_schema {
         return Ok(Chunk::Irregular { first, last });
     }

@@ -523,10 +523,10 @@ fn const_format_stream() -> &'static str {
 
 /// Events of a range of versions in rows of up to [`LOAD_CHUNK`] events each: a long stream
 /// comes in a few dozen rows rather than thousands, which halves the work of both ends per
-/// event. Types and payloads come as arrays, versions and schema versions as their first and
-/// last values: a chunk whose versions are not consecutive or whose schema versions differ (rows
-/// removed by hand; a schema change within the chunk) is read again row by row. Each chunk is
-/// its own index range scan.
+/// event. Types and payloads come as arrays; versions are unique, so a chunk with as many events
+/// as versions in its bounds holds each of them once, in order. A chunk with fewer (rows removed
+/// by hand) or with differing schema versions (a schema change within the chunk) is read again
+/// row by row. Each chunk is its own index range scan.
 ///
 /// NOTE: the arrays follow the inner query's `ORDER BY`: a subquery with an `ORDER BY` is not
 /// merged into the outer query, and an aggregate takes its rows in the order its input plan
@@ -535,7 +535,7 @@ fn const_format_stream() -> &'static str {
 const LOAD_RANGE: &str = "\
     SELECT chunk.* FROM generate_series($3::int8, $4::int8, $5::int8) AS c(lo) \
     CROSS JOIN LATERAL ( \
-        SELECT count(*) AS n, min(stream_version) AS first, max(stream_version) AS last, \
+        SELECT count(*) AS n, c.lo AS first, LEAST(c.lo + $5 - 1, $4) AS last, \
                min(schema_version) AS schema, max(schema_version) AS last_schema, \
                array_agg(event_type) AS types, array_agg(payload) AS payloads \
         FROM (SELECT stream_version, event_type, schema_version, payload FROM events \
