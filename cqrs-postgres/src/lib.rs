@@ -65,6 +65,13 @@
 //!   subscriber's cursor. The price: one long writing transaction in the database pauses every
 //!   subscriber; [`diagnose`] names it (pid, since when). At the tail, a read that finds
 //!   committed events held back waits up to about 0.2 s for the transactions holding them.
+//! - Payloads and metadata are `json` columns: the text the writer sent, validated on insert,
+//!   returned as stored (turning `jsonb` back into text cost the server a third of a stream
+//!   read). `->`/`->>` work on them; cast to `jsonb` for containment or a GIN index.
+//! - Loads: a stream's version is its last row (one index step, also inside the append); a
+//!   long stream is read in ranges of versions
+//!   ([`read_stream_range_for_load`](cqrs_core::EventStore::read_stream_range_for_load)), each
+//!   sent as rows of up to 500 events in arrays: a couple of dozen rows instead of thousands.
 //! - Wake-ups: appends signal local subscribers at once and other processes by
 //!   `LISTEN`/`NOTIFY` (sent after commit, at most one per 3 ms); the listener reconnects by itself and
 //!   wakes everyone after a reconnection. Runners still poll as a fallback.
@@ -88,7 +95,8 @@
 //! A payload that no longer decodes, or an unknown event type, comes out of
 //! [`RecordedEvent::decode`](cqrs_core::RecordedEvent::decode) as
 //! [`Error::Decode`](cqrs_core::Error::Decode) naming stream, version and type, so the runner
-//! parks it. Metadata that does not parse makes `read_stream` fail with
+//! parks it; a command handler's load fails with the same error. Metadata that does not parse
+//! makes `read_stream` fail with
 //! [`Error::Corrupt`](cqrs_core::Error::Corrupt) naming stream and version, and so does a
 //! payload nested too deep to parse; `read_all` hands such an event on, with empty metadata
 //! holding the raw value under [`CORRUPT_METADATA_KEY`], or with a `null` payload and the reason

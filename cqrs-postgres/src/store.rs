@@ -544,9 +544,9 @@ const LOAD_RANGE: &str = "\
               ORDER BY stream_version) AS e \
     ) AS chunk";
 
-/// Events per row of [`LOAD_RANGE`]: a few hundred keeps the rows far below the server's limit
-/// for one value unless the events are megabytes each (then the range is read row by row).
-const LOAD_CHUNK: i64 = 250;
+/// Events per row of [`LOAD_RANGE`]. The server caps one value at 1 GB: a chunk of events of
+/// 2 MB each on average would pass it, and is then read row by row.
+const LOAD_CHUNK: i64 = 500;
 
 /// [`const_format_stream`] with only the columns a load needs: less for the server to send and
 /// for the client to convert.
