@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::aggregate::Aggregate;
 use crate::error::{Error, Result};
 use crate::event::{DomainEvent, ExpectedVersion, Metadata, NewEvent, StreamId};
-use crate::store::{EventStore, LoadedEvent, Snapshot, SnapshotStore};
+use crate::store::{EventStore, LoadedEvent, LoadedRange, Snapshot, SnapshotStore};
 
 /// How often a command is re-run after a concurrency conflict, and how long to wait between.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,13 +170,13 @@ struct Cache<A> {
     entries: HashMap<String, (u64, A)>,
 }
 
-/// Events read by the first round trip of a load: all of a short stream (the common case) in
-/// one query; a full batch means the stream goes on and the rest is read in ranges.
-const FIRST_BATCH: usize = 500;
+/// Versions read by the first round trip of a load: all of a short stream (the common case) in
+/// one query, which also tells the stream's version; beyond it the rest is read in ranges.
+const FIRST_RANGE: u64 = 500;
 
-/// The most events one range read returns: with [`LOAD_PARALLELISM`] ranges in flight, a load
+/// The most versions one range read covers: with [`LOAD_PARALLELISM`] ranges in flight, a load
 /// holds at most a few thousand events besides the aggregate.
-const READ_BATCH: usize = 5000;
+const MAX_RANGE: u64 = 5000;
 
 /// The fewest events worth a range read of their own.
 const MIN_RANGE: u64 = 500;
@@ -187,7 +187,7 @@ const LOAD_PARALLELISM: usize = 2;
 
 /// A read of a range of versions of a stream, running (on another worker) while earlier events are
 /// decoded; dropped (the load failed or was cancelled), it stops the read.
-struct Prefetch(tokio::task::JoinHandle<Result<Vec<LoadedEvent>>>);
+struct Prefetch(tokio::task::JoinHandle<Result<LoadedRange>>);
 
 impl Prefetch {
     fn start(
@@ -203,7 +203,7 @@ impl Prefetch {
         }))
     }
 
-    async fn finish(mut self) -> Result<Vec<LoadedEvent>> {
+    async fn finish(mut self) -> Result<LoadedRange> {
         (&mut self.0).await.map_err(Error::backend)?
     }
 }
@@ -293,74 +293,42 @@ impl<A: Aggregate> CommandHandler<A> {
 
     /// Applies the stream's events after `version` to `state`.
     ///
-    /// A short stream takes one read. A longer one is read in ranges up to the version the store
-    /// reports after the first read, [`load_parallelism`](Self::with_load_parallelism) ranges at
-    /// a time, each decoded in order as it arrives while the next ones are read. Versions below
-    /// that head are committed and immutable, so the ranges join up exactly; should one come
-    /// back short (a store that filters), the rest is read one batch after another.
+    /// The first read covers a short stream whole and tells the stream's version; a longer
+    /// stream is read up to that version in ranges, [`load_parallelism`] at a time, each applied
+    /// in order as it arrives while the next ones are read. Events are immutable once written,
+    /// so ranges read in separate round trips join up exactly.
+    ///
+    /// [`load_parallelism`]: Self::with_load_parallelism
     async fn catch_up(&self, stream: &StreamId, state: &mut A, version: &mut u64) -> Result<()> {
+        let from = *version + 1;
         let first = self
             .store
-            .read_stream_for_load(stream, *version + 1, FIRST_BATCH)
+            .read_stream_range_for_load(stream, from, from + FIRST_RANGE - 1)
             .await?;
-        if first.len() < FIRST_BATCH {
-            return apply_loaded(stream, state, version, first);
+        let head = first.stream_version;
+        apply_loaded(stream, state, version, first.events)?;
+        let mut next = from + FIRST_RANGE;
+        if next > head {
+            return Ok(());
         }
-        // NOTE: the head is asked for while the first batch is decoded.
-        let head = {
-            let (store, stream) = (self.store.clone(), stream.clone());
-            tokio::spawn(async move { store.stream_version(&stream).await })
-        };
-        apply_loaded(stream, state, version, first)?;
-        let head = head.await.map_err(Error::backend)??;
-
         let parallel = self.load_parallelism.max(1);
-        let range =
-            (head.saturating_sub(*version) / parallel as u64).clamp(MIN_RANGE, READ_BATCH as u64);
-        let mut next = *version + 1;
+        let range = ((head + 1 - next) / parallel as u64).clamp(MIN_RANGE, MAX_RANGE);
         let mut reads = std::collections::VecDeque::with_capacity(parallel);
         loop {
             while reads.len() < parallel && next <= head {
-                let n = range.min(head + 1 - next);
-                let read = Prefetch::start(self.store.clone(), stream.clone(), next, next + n - 1);
-                reads.push_back((next, n, read));
-                next += n;
+                let to = head.min(next + range - 1);
+                reads.push_back(Prefetch::start(
+                    self.store.clone(),
+                    stream.clone(),
+                    next,
+                    to,
+                ));
+                next = to + 1;
             }
-            let Some((from, n, read)) = reads.pop_front() else {
+            let Some(read) = reads.pop_front() else {
                 return Ok(());
             };
-            let batch = read.finish().await?;
-            let whole = batch.len() as u64 == n
-                && batch.first().is_some_and(|e| e.stream_version == from)
-                && from == *version + 1;
-            if !whole {
-                drop(reads);
-                if from == *version + 1 {
-                    apply_loaded(stream, state, version, batch)?;
-                }
-                return self.catch_up_in_order(stream, state, version).await;
-            }
-            apply_loaded(stream, state, version, batch)?;
-        }
-    }
-
-    /// Reads on from `version` one batch after another until a batch comes back short.
-    async fn catch_up_in_order(
-        &self,
-        stream: &StreamId,
-        state: &mut A,
-        version: &mut u64,
-    ) -> Result<()> {
-        loop {
-            let batch = self
-                .store
-                .read_stream_for_load(stream, *version + 1, READ_BATCH)
-                .await?;
-            let more = batch.len() >= READ_BATCH;
-            apply_loaded(stream, state, version, batch)?;
-            if !more {
-                return Ok(());
-            }
+            apply_loaded(stream, state, version, read.finish().await?.events)?;
         }
     }
 
@@ -528,6 +496,13 @@ fn apply_loaded<A: Aggregate>(
     events: Vec<LoadedEvent>,
 ) -> Result<()> {
     for e in events {
+        if e.stream_version <= *version {
+            return Err(Error::Corrupt {
+                stream: stream.clone(),
+                version: e.stream_version,
+                reason: format!("the store returned it after version {version}"),
+            });
+        }
         let event = A::Event::decode_json(&e.event_type, &e.payload)
             .map_err(|err| e.decode_error(stream, err))?;
         state.apply(&event);

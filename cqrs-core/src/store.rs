@@ -86,6 +86,26 @@ impl From<RecordedEvent> for LoadedEvent {
     }
 }
 
+/// A range of a stream read for a load; see [`EventStore::read_stream_range_for_load`].
+#[derive(Debug, Clone, PartialEq, Default)]
+#[non_exhaustive]
+pub struct LoadedRange {
+    /// The events of the range, in version order.
+    pub events: Vec<LoadedEvent>,
+    /// The stream's version as the read saw it (0 for no stream).
+    pub stream_version: u64,
+}
+
+impl LoadedRange {
+    /// A range from its events and the stream's version.
+    pub fn new(events: Vec<LoadedEvent>, stream_version: u64) -> Self {
+        LoadedRange {
+            events,
+            stream_version,
+        }
+    }
+}
+
 /// A receiver of the store's "something was appended" signals.
 ///
 /// The value is a counter that only grows; subscribers wait for it to change. Stores that
@@ -144,27 +164,33 @@ pub trait EventStore: Send + Sync {
     }
 
     /// The events of `stream` with versions `from_version..=to_version`, cut down as
-    /// [`read_stream_for_load`](Self::read_stream_for_load) cuts them.
+    /// [`read_stream_for_load`](Self::read_stream_for_load) cuts them, and the stream's version
+    /// as the same read saw it.
     ///
-    /// A handler reads a long stream this way, in ranges below a version the store reported,
-    /// several at a time. Stores override it when a bounded read can be done in fewer, larger
-    /// pieces; the default reads `to_version - from_version + 1` events from `from_version` and
-    /// drops any beyond `to_version`.
+    /// A handler loads through it: a first range, then, if the stream's version is beyond it,
+    /// the rest in ranges up to that version, several at a time. Stores override it to read a
+    /// range in fewer, larger pieces and the version in the same round trip; the default reads
+    /// `to_version - from_version + 1` events from `from_version`, drops any beyond
+    /// `to_version`, then asks for [`stream_version`](Self::stream_version).
     async fn read_stream_range_for_load(
         &self,
         stream: &StreamId,
         from_version: u64,
         to_version: u64,
-    ) -> Result<Vec<LoadedEvent>> {
-        if to_version < from_version {
-            return Ok(Vec::new());
+    ) -> Result<LoadedRange> {
+        let mut events = Vec::new();
+        if to_version >= from_version {
+            let limit = usize::try_from(to_version - from_version + 1).unwrap_or(usize::MAX);
+            events = self
+                .read_stream_for_load(stream, from_version, limit)
+                .await?;
+            events.retain(|e| e.stream_version <= to_version);
         }
-        let limit = usize::try_from(to_version - from_version + 1).unwrap_or(usize::MAX);
-        let mut events = self
-            .read_stream_for_load(stream, from_version, limit)
-            .await?;
-        events.retain(|e| e.stream_version <= to_version);
-        Ok(events)
+        let stream_version = self.stream_version(stream).await?;
+        Ok(LoadedRange {
+            events,
+            stream_version,
+        })
     }
 
     /// The stream's current version (0 when it does not exist).
@@ -277,7 +303,7 @@ macro_rules! forward {
             async fn read_stream_for_load(&self, stream: &StreamId, from_version: u64, limit: usize) -> Result<Vec<LoadedEvent>> {
                 (**self).read_stream_for_load(stream, from_version, limit).await
             }
-            async fn read_stream_range_for_load(&self, stream: &StreamId, from_version: u64, to_version: u64) -> Result<Vec<LoadedEvent>> {
+            async fn read_stream_range_for_load(&self, stream: &StreamId, from_version: u64, to_version: u64) -> Result<LoadedRange> {
                 (**self).read_stream_range_for_load(stream, from_version, to_version).await
             }
             async fn stream_version(&self, stream: &StreamId) -> Result<u64> {

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::error::{BoxError, Result};
 use crate::event::{Cursor, ExpectedVersion, NewEvent, RecordedEvent, StreamId};
-use crate::store::{AppendResult, EventStore, LoadedEvent, WakeUps};
+use crate::store::{AppendResult, EventStore, LoadedEvent, LoadedRange, WakeUps};
 
 type UpcastFn = dyn Fn(Value) -> Result<Value, BoxError> + Send + Sync;
 
@@ -186,12 +186,15 @@ impl<S: EventStore> EventStore for UpcastingStore<S> {
         stream: &StreamId,
         from_version: u64,
         to_version: u64,
-    ) -> Result<Vec<LoadedEvent>> {
-        let events = self
+    ) -> Result<LoadedRange> {
+        let range = self
             .inner
             .read_stream_range_for_load(stream, from_version, to_version)
             .await?;
-        self.up_loaded(stream, events)
+        Ok(LoadedRange::new(
+            self.up_loaded(stream, range.events)?,
+            range.stream_version,
+        ))
     }
     async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
         self.inner.stream_version(stream).await

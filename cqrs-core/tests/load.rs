@@ -205,9 +205,9 @@ async fn a_long_stream_is_read_in_ranges_at_once_and_loads_as_read_in_order() {
 }
 
 #[tokio::test]
-async fn ranges_that_come_back_short_fall_back_to_reading_in_order() {
-    // A store that hides every 700th event: the ranges do not join up, and the load must apply
-    // exactly what a read in order returns, in order.
+async fn a_store_that_hides_events_loads_what_it_returns_in_order_at_any_parallelism() {
+    // A store that hides every 700th event: ranges come back short, and the load must apply
+    // exactly what the store returns, in order, however many ranges are read at once.
     let deposits = 6_000;
     let store = Arc::new(Observed::new(700));
     long_account(store.as_ref(), "gappy", deposits).await;

@@ -157,9 +157,15 @@ pub(crate) enum Chunk {
     Irregular { first: u64, last: u64 },
 }
 
-/// A row of the chunked range read: the count, the chunk's bounds, the least and greatest schema
-/// version, then the types and payloads.
-pub(crate) fn loaded_chunk(stream: &StreamId, row: &PgRow) -> Result<Chunk> {
+/// A row of the chunked range read: the stream's version, then the chunk: the count, its bounds,
+/// the least and greatest schema version, the types and payloads.
+pub(crate) fn loaded_chunk(stream: &StreamId, row: &PgRow) -> Result<(u64, Chunk)> {
+    let column = |e: sqlx::Error| load_corrupt(stream, 0, e);
+    let head: i64 = row.try_get(7).map_err(column)?;
+    Ok((to_u64(head), chunk_of(stream, row)?))
+}
+
+fn chunk_of(stream: &StreamId, row: &PgRow) -> Result<Chunk> {
     let column = |e: sqlx::Error| load_corrupt(stream, 0, e);
     let n: i64 = row.try_get(0).map_err(column)?;
     let (first, last): (i64, i64) = (

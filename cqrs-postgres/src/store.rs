@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cqrs_core::{
-    AppendResult, Cursor, Error, EventStore, ExpectedVersion, LoadedEvent, NewEvent, RecordedEvent,
-    Result, StreamId, WakeUps,
+    AppendResult, Cursor, Error, EventStore, ExpectedVersion, LoadedEvent, LoadedRange, NewEvent,
+    RecordedEvent, Result, StreamId, WakeUps,
 };
-use sqlx::PgConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool};
+use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use crate::append::{Appended, Columns, event_id_taken, expected_param, run_append};
@@ -233,6 +233,32 @@ impl PgEventStore {
         })
     }
 
+    /// A range of at most one chunk, as plain rows: the first row carries the stream's version
+    /// (the plan is simpler than the chunked read's, which a short stream's load notices).
+    async fn read_small_range(&self, stream: &StreamId, from: i64, to: i64) -> Result<LoadedRange> {
+        let rows = sqlx::query(LOAD_SMALL_RANGE)
+            .bind(&stream.category)
+            .bind(&stream.id)
+            .bind(from)
+            .bind(to)
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(backend)?;
+        let mut head = 0;
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if row.try_get::<bool, _>(4).map_err(backend)? {
+                head = to_u64(row.try_get::<i64, _>(0).map_err(backend)?);
+            } else {
+                events.push(loaded_event(stream, row)?);
+            }
+        }
+        if !events.is_sorted_by_key(|e| e.stream_version) {
+            events.sort_by_key(|e| e.stream_version);
+        }
+        Ok(LoadedRange::new(events, head))
+    }
+
     /// The events of versions `from..=to` of `stream`, read row by row.
     async fn read_rows_in_range(
         &self,
@@ -378,14 +404,20 @@ impl EventStore for PgEventStore {
         stream: &StreamId,
         from_version: u64,
         to_version: u64,
-    ) -> Result<Vec<LoadedEvent>> {
+    ) -> Result<LoadedRange> {
         if to_version < from_version {
-            return Ok(Vec::new());
+            return Ok(LoadedRange::new(
+                Vec::new(),
+                self.stream_version(stream).await?,
+            ));
         }
         let (from, to) = (
             to_i64(from_version, "version")?,
             to_i64(to_version, "version")?,
         );
+        if to_version - from_version < LOAD_CHUNK as u64 {
+            return self.read_small_range(stream, from, to).await;
+        }
         let chunks = sqlx::query(LOAD_RANGE)
             .bind(&stream.category)
             .bind(&stream.id)
@@ -403,14 +435,16 @@ impl EventStore for PgEventStore {
                 if matches!(e.code().as_deref(), Some("54000" | "53200")) =>
             {
                 tracing::debug!(%stream, error = %e, "range too large to read in chunks");
-                return self
+                let events = self
                     .read_rows_in_range(stream, from_version, to_version)
-                    .await;
+                    .await?;
+                return Ok(LoadedRange::new(events, self.stream_version(stream).await?));
             }
             Err(e) => return Err(backend(e)),
         };
+        let head = chunks.iter().map(|(head, _)| *head).max().unwrap_or(0);
         let mut events = Vec::with_capacity((to_version - from_version + 1).min(1 << 16) as usize);
-        for chunk in chunks {
+        for (_, chunk) in chunks {
             match chunk {
                 Chunk::Events(run) => events.extend(run),
                 Chunk::Irregular { first, last } => {
@@ -423,7 +457,7 @@ impl EventStore for PgEventStore {
         if !events.is_sorted_by_key(|e| e.stream_version) {
             events.sort_by_key(|e| e.stream_version);
         }
-        Ok(events)
+        Ok(LoadedRange::new(events, head))
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
@@ -526,14 +560,16 @@ fn const_format_stream() -> &'static str {
 /// event. Types and payloads come as arrays; versions are unique, so a chunk with as many events
 /// as versions in its bounds holds each of them once, in order. A chunk with fewer (rows removed
 /// by hand) or with differing schema versions (a schema change within the chunk) is read again
-/// row by row. Each chunk is its own index range scan.
+/// row by row. Each chunk is its own index range scan. Every row also carries the stream's
+/// version in the statement's snapshot, so a load learns where the stream ends from its first
+/// read.
 ///
 /// NOTE: the arrays follow the inner query's `ORDER BY`: a subquery with an `ORDER BY` is not
 /// merged into the outer query, and an aggregate takes its rows in the order its input plan
 /// yields them. `array_agg(... ORDER BY ...)` would promise it in SQL too, but sorts every
 /// chunk again (a fifth more server time). The load tests check the order of what comes back.
 const LOAD_RANGE: &str = "\
-    SELECT chunk.* FROM generate_series($3::int8, $4::int8, $5::int8) AS c(lo) \
+    SELECT chunk.*, h.head FROM generate_series($3::int8, $4::int8, $5::int8) AS c(lo) \
     CROSS JOIN LATERAL ( \
         SELECT count(*) AS n, c.lo AS first, LEAST(c.lo + $5 - 1, $4) AS last, \
                min(schema_version) AS schema, max(schema_version) AS last_schema, \
@@ -542,7 +578,19 @@ const LOAD_RANGE: &str = "\
               WHERE stream_category = $1 AND stream_id = $2 \
                 AND stream_version >= c.lo AND stream_version < c.lo + $5 AND stream_version <= $4 \
               ORDER BY stream_version) AS e \
-    ) AS chunk";
+    ) AS chunk \
+    CROSS JOIN (SELECT COALESCE((SELECT stream_version FROM events \
+        WHERE stream_category = $1 AND stream_id = $2 ORDER BY stream_version DESC LIMIT 1), 0) AS head) AS h";
+
+/// A range of at most [`LOAD_CHUNK`] versions: a first row with the stream's version (in the
+/// statement's snapshot) in the version column and `head` set, then the events.
+const LOAD_SMALL_RANGE: &str = "\
+    SELECT COALESCE((SELECT stream_version FROM events WHERE stream_category = $1 AND stream_id = $2 \
+                     ORDER BY stream_version DESC LIMIT 1), 0), NULL::text, NULL::int4, NULL::json, true AS head \
+    UNION ALL \
+    (SELECT stream_version, event_type, schema_version, payload, false FROM events \
+     WHERE stream_category = $1 AND stream_id = $2 AND stream_version >= $3 AND stream_version <= $4 \
+     ORDER BY stream_version)";
 
 /// Events per row of [`LOAD_RANGE`]. The server caps one value at 1 GB: a chunk of events of
 /// 2 MB each on average would pass it, and is then read row by row.
