@@ -71,7 +71,7 @@
 //! - Loads: a stream's version is its last row (one index step, also inside the append); a
 //!   long stream is read in ranges of versions
 //!   ([`read_stream_range_for_load`](cqrs_core::EventStore::read_stream_range_for_load)), each
-//!   sent as rows of up to 500 events in arrays: a couple of dozen rows instead of thousands.
+//!   sent as rows of up to 500 events each: a couple of dozen rows instead of thousands.
 //! - Wake-ups: appends signal local subscribers at once and other processes by
 //!   `LISTEN`/`NOTIFY` (sent after commit, at most one per 3 ms); the listener reconnects by itself and
 //!   wakes everyone after a reconnection. Runners still poll as a fallback.

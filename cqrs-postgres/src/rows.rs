@@ -5,7 +5,7 @@ use cqrs_core::{Cursor, Error, LoadedEvent, Metadata, RecordedEvent, Result, Str
 use serde_json::Value;
 use sqlx::error::BoxDynError;
 use sqlx::postgres::types::Oid;
-use sqlx::postgres::{PgHasArrayType, PgRow, PgTypeInfo, PgValueFormat, PgValueRef, Postgres};
+use sqlx::postgres::{PgRow, PgTypeInfo, PgValueFormat, PgValueRef, Postgres};
 use sqlx::{Decode, Row, Type, ValueRef};
 use uuid::Uuid;
 
@@ -192,23 +192,35 @@ fn chunk_of(stream: &StreamId, row: &PgRow) -> Result<Chunk> {
     }
     let schema_version = u32::try_from(schema)
         .map_err(|_| corrupt(first as i64, "negative schema version".into()))?;
-    let types: Vec<String> = row.try_get(5).map_err(column)?;
-    let payloads: Vec<JsonText> = row.try_get(6).map_err(column)?;
+    // NOTE: types and payloads come joined by the record separator (0x1E), which valid JSON
+    // never holds unescaped; a type holding one splits into too many parts, and the chunk is
+    // read again row by row.
+    let types: &str = row.try_get(5).map_err(column)?;
+    let payloads: &str = row.try_get(6).map_err(column)?;
+    let (types, payloads): (Vec<&str>, Vec<&str>) = (
+        types.split(SEPARATOR).collect(),
+        payloads.split(SEPARATOR).collect(),
+    );
     if types.len() != n as usize || payloads.len() != n as usize {
-        return Err(corrupt(
-            first as i64,
-            "a chunk of the stream came back with columns of different lengths".into(),
-        ));
+        return Ok(Chunk::Irregular { first, last });
     }
     Ok(Chunk::Events(
         (first..)
             .zip(types.into_iter().zip(payloads))
-            .map(|(version, (event_type, JsonText(payload)))| {
-                LoadedEvent::new(version, event_type, schema_version, payload)
+            .map(|(version, (event_type, payload))| {
+                LoadedEvent::new(
+                    version,
+                    event_type.to_owned(),
+                    schema_version,
+                    payload.to_owned(),
+                )
             })
             .collect(),
     ))
 }
+
+/// Joins the types and the payloads of a chunk.
+const SEPARATOR: char = '\u{1e}';
 
 fn load_corrupt(stream: &StreamId, version: u64, e: sqlx::Error) -> Error {
     Error::Corrupt {
@@ -232,8 +244,6 @@ pub(crate) fn to_u64(n: i64) -> u64 {
 const JSON: PgTypeInfo = PgTypeInfo::with_oid(Oid(114));
 const JSONB: PgTypeInfo = PgTypeInfo::with_oid(Oid(3802));
 const XID8: PgTypeInfo = PgTypeInfo::with_oid(Oid(5069));
-const JSON_ARRAY: PgTypeInfo = PgTypeInfo::with_oid(Oid(199));
-const JSONB_ARRAY: PgTypeInfo = PgTypeInfo::with_oid(Oid(3807));
 
 /// The text of a `json` column as the server sends it (also reads `jsonb` and `text`).
 ///
@@ -249,16 +259,6 @@ impl Type<Postgres> for JsonText {
 
     fn compatible(ty: &PgTypeInfo) -> bool {
         *ty == JSON || *ty == JSONB || <String as Type<Postgres>>::compatible(ty)
-    }
-}
-
-impl PgHasArrayType for JsonText {
-    fn array_type_info() -> PgTypeInfo {
-        JSON_ARRAY
-    }
-
-    fn array_compatible(ty: &PgTypeInfo) -> bool {
-        *ty == JSON_ARRAY || *ty == JSONB_ARRAY || <String as PgHasArrayType>::array_compatible(ty)
     }
 }
 

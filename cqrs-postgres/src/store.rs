@@ -557,23 +557,25 @@ fn const_format_stream() -> &'static str {
 
 /// Events of a range of versions in rows of up to [`LOAD_CHUNK`] events each: a long stream
 /// comes in a few dozen rows rather than thousands, which halves the work of both ends per
-/// event. Types and payloads come as arrays; versions are unique, so a chunk with as many events
-/// as versions in its bounds holds each of them once, in order. A chunk with fewer (rows removed
-/// by hand) or with differing schema versions (a schema change within the chunk) is read again
-/// row by row. Each chunk is its own index range scan. Every row also carries the stream's
+/// event. Types and payloads come each as one text, joined by the record separator 0x1E (valid
+/// JSON never holds it unescaped; an aggregated text costs the server one copy per event where an
+/// array costs a send call per element). Versions are unique, so a chunk with as many events as
+/// versions in its bounds holds each of them once, in order. A chunk with fewer (rows removed by
+/// hand), with differing schema versions (a schema change within the chunk) or with a type that
+/// holds the separator is read again row by row. Each chunk is its own index range scan. Every row also carries the stream's
 /// version in the statement's snapshot, so a load learns where the stream ends from its first
 /// read.
 ///
-/// NOTE: the arrays follow the inner query's `ORDER BY`: a subquery with an `ORDER BY` is not
-/// merged into the outer query, and an aggregate takes its rows in the order its input plan
-/// yields them. `array_agg(... ORDER BY ...)` would promise it in SQL too, but sorts every
+/// NOTE: the joined texts follow the inner query's `ORDER BY`: a subquery with an `ORDER BY` is
+/// not merged into the outer query, and an aggregate takes its rows in the order its input plan
+/// yields them. `string_agg(... ORDER BY ...)` would promise it in SQL too, but sorts every
 /// chunk again (a fifth more server time). The load tests check the order of what comes back.
 const LOAD_RANGE: &str = "\
     SELECT chunk.*, h.head FROM generate_series($3::int8, $4::int8, $5::int8) AS c(lo) \
     CROSS JOIN LATERAL ( \
         SELECT count(*) AS n, c.lo AS first, LEAST(c.lo + $5 - 1, $4) AS last, \
                min(schema_version) AS schema, max(schema_version) AS last_schema, \
-               array_agg(event_type) AS types, array_agg(payload) AS payloads \
+               string_agg(event_type, E'\\x1e') AS types, string_agg(payload::text, E'\\x1e') AS payloads \
         FROM (SELECT stream_version, event_type, schema_version, payload FROM events \
               WHERE stream_category = $1 AND stream_id = $2 \
                 AND stream_version >= c.lo AND stream_version < c.lo + $5 AND stream_version <= $4 \
