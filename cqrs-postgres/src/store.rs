@@ -253,10 +253,7 @@ impl PgEventStore {
                 events.push(loaded_event(stream, row)?);
             }
         }
-        if !events.is_sorted_by_key(|e| e.stream_version) {
-            events.sort_by_key(|e| e.stream_version);
-        }
-        Ok(LoadedRange::new(events, head))
+        Ok(LoadedRange::new(in_version_order(events), head))
     }
 
     /// The events of versions `from..=to` of `stream`, read row by row.
@@ -452,12 +449,7 @@ impl EventStore for PgEventStore {
                 }
             }
         }
-        // NOTE: the chunks come in the order of the series they are built from; SQL does not
-        // promise it, so it is checked and, if need be, restored.
-        if !events.is_sorted_by_key(|e| e.stream_version) {
-            events.sort_by_key(|e| e.stream_version);
-        }
-        Ok(LoadedRange::new(events, head))
+        Ok(LoadedRange::new(in_version_order(events), head))
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
@@ -583,6 +575,16 @@ const LOAD_RANGE: &str = "\
     ) AS chunk \
     CROSS JOIN (SELECT COALESCE((SELECT stream_version FROM events \
         WHERE stream_category = $1 AND stream_id = $2 ORDER BY stream_version DESC LIMIT 1), 0) AS head) AS h";
+
+/// `events` sorted by version. Rows and chunks come in the order of their query's `ORDER BY` or
+/// series; SQL does not promise it for a `UNION ALL` or a join, so it is checked and, if need
+/// be, restored.
+fn in_version_order(mut events: Vec<LoadedEvent>) -> Vec<LoadedEvent> {
+    if !events.is_sorted_by_key(|e| e.stream_version) {
+        events.sort_by_key(|e| e.stream_version);
+    }
+    events
+}
 
 /// A range of at most [`LOAD_CHUNK`] versions: a first row with the stream's version (in the
 /// statement's snapshot) in the version column and `head` set, then the events.
