@@ -6,22 +6,19 @@ use uuid::Uuid;
 
 use crate::rows::{to_i64, to_u64};
 
-// NOTE: a stream's version is read as its last row, `ORDER BY stream_version DESC LIMIT 1`: one
-// step down the index. `MAX(stream_version)` is planned for the row count statistics give a
-// stream (a handful), and on a long stream the plain aggregate then reads every row of it (5 ms
-// for 10,000 events).
-
 /// Appends a whole batch in one statement, hence in one implicit transaction and one round trip:
 /// a repeated command id returns the recorded result, a stale expected version inserts nothing,
 /// otherwise the events and the command id are inserted together. A writer that races past the
 /// version check runs into the unique key on `(stream, version)` instead.
-const APPEND: &str = r#"
+const APPEND: &str = concat!(
+    r#"
 WITH prev AS (
     SELECT version, position FROM commands
     WHERE $4::uuid IS NOT NULL AND stream_category = $1 AND stream_id = $2 AND command_id = $4
 ), cur AS (
-    SELECT COALESCE((SELECT stream_version FROM events WHERE stream_category = $1 AND stream_id = $2
-                     ORDER BY stream_version DESC LIMIT 1), 0) AS v
+    SELECT "#,
+    stream_version_sql!(),
+    r#" AS v
 ), ok AS (
     SELECT v FROM cur WHERE NOT EXISTS (SELECT 1 FROM prev) AND ($3::int8 IS NULL OR v = $3)
 ), ins AS (
@@ -39,15 +36,18 @@ WITH prev AS (
 )
 SELECT (SELECT v FROM cur), (SELECT version FROM last), (SELECT position FROM last),
        (SELECT version FROM prev), (SELECT position FROM prev)
-"#;
+"#
+);
 
 /// [`APPEND`] for an append without a command id: the version check and the insert only, the
 /// cheapest statement that keeps the promises. No row back means the expected version did not
 /// hold.
-const APPEND_FAST: &str = r#"
+const APPEND_FAST: &str = concat!(
+    r#"
 WITH cur AS (
-    SELECT COALESCE((SELECT stream_version FROM events WHERE stream_category = $1 AND stream_id = $2
-                     ORDER BY stream_version DESC LIMIT 1), 0) AS v
+    SELECT "#,
+    stream_version_sql!(),
+    r#" AS v
 )
 INSERT INTO events (stream_category, stream_id, stream_version, event_id, event_type, schema_version, payload, metadata)
 SELECT $1, $2, cur.v + e.ord, e.event_id, e.event_type, e.schema_version, e.payload, e.metadata
@@ -56,18 +56,22 @@ FROM cur CROSS JOIN UNNEST($4::uuid[], $5::text[], $6::int4[], $7::text[]::json[
 WHERE $3::int8 IS NULL OR cur.v = $3
 ORDER BY e.ord
 RETURNING stream_version, position
-"#;
+"#
+);
 
 /// [`APPEND_FAST`] for the commonest append, one event: the same check and insert with plain
 /// parameters, sparing both ends the arrays and the `UNNEST`.
-const APPEND_ONE: &str = r#"
+const APPEND_ONE: &str = concat!(
+    r#"
 INSERT INTO events (stream_category, stream_id, stream_version, event_id, event_type, schema_version, payload, metadata)
 SELECT $1, $2, cur.v + 1, $4, $5, $6, $7::text::json, $8::text::json
-FROM (SELECT COALESCE((SELECT stream_version FROM events WHERE stream_category = $1 AND stream_id = $2
-                        ORDER BY stream_version DESC LIMIT 1), 0) AS v) AS cur
+FROM (SELECT "#,
+    stream_version_sql!(),
+    r#" AS v) AS cur
 WHERE $3::int8 IS NULL OR cur.v = $3
 RETURNING stream_version, position
-"#;
+"#
+);
 
 /// The columns of a batch, one array each, for `UNNEST`.
 pub(crate) struct Columns {

@@ -102,6 +102,18 @@
 //! holding the raw value under [`CORRUPT_METADATA_KEY`], or with a `null` payload and the reason
 //! under [`CORRUPT_PAYLOAD_KEY`], so that no subscriber stalls on it.
 
+/// SQL for the version of the stream `($1, $2)`: its last row's, 0 for no stream.
+///
+/// NOTE: the last row, `ORDER BY stream_version DESC LIMIT 1`, is one step down the index.
+/// `MAX(stream_version)` is planned for the row count statistics give a stream (a handful), and
+/// on a long stream the plain aggregate then reads every row of it (5 ms for 10,000 events).
+macro_rules! stream_version_sql {
+    () => {
+        "COALESCE((SELECT stream_version FROM events WHERE stream_category = $1 AND stream_id = $2 \
+         ORDER BY stream_version DESC LIMIT 1), 0)"
+    };
+}
+
 mod append;
 mod append_conns;
 mod checkpoint;

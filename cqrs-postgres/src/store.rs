@@ -453,15 +453,12 @@ impl EventStore for PgEventStore {
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
-        let v: i64 = sqlx::query_scalar(
-            "SELECT COALESCE((SELECT stream_version FROM events WHERE stream_category = $1 AND stream_id = $2 \
-             ORDER BY stream_version DESC LIMIT 1), 0)",
-        )
-        .bind(&stream.category)
-        .bind(&stream.id)
-        .fetch_one(&self.inner.pool)
-        .await
-        .map_err(backend)?;
+        let v: i64 = sqlx::query_scalar(concat!("SELECT ", stream_version_sql!()))
+            .bind(&stream.category)
+            .bind(&stream.id)
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(backend)?;
         Ok(to_u64(v))
     }
 
@@ -562,7 +559,8 @@ fn const_format_stream() -> &'static str {
 /// not merged into the outer query, and an aggregate takes its rows in the order its input plan
 /// yields them. `string_agg(... ORDER BY ...)` would promise it in SQL too, but sorts every
 /// chunk again (a fifth more server time). The load tests check the order of what comes back.
-const LOAD_RANGE: &str = "\
+const LOAD_RANGE: &str = concat!(
+    "\
     SELECT chunk.*, h.head FROM generate_series($3::int8, $4::int8, $5::int8) AS c(lo) \
     CROSS JOIN LATERAL ( \
         SELECT count(*) AS n, c.lo AS first, LEAST(c.lo + $5 - 1, $4) AS last, \
@@ -573,8 +571,10 @@ const LOAD_RANGE: &str = "\
                 AND stream_version >= c.lo AND stream_version < c.lo + $5 AND stream_version <= $4 \
               ORDER BY stream_version) AS e \
     ) AS chunk \
-    CROSS JOIN (SELECT COALESCE((SELECT stream_version FROM events \
-        WHERE stream_category = $1 AND stream_id = $2 ORDER BY stream_version DESC LIMIT 1), 0) AS head) AS h";
+    CROSS JOIN (SELECT ",
+    stream_version_sql!(),
+    " AS head) AS h"
+);
 
 /// `events` sorted by version. Rows and chunks come in the order of their query's `ORDER BY` or
 /// series; SQL does not promise it for a `UNION ALL` or a join, so it is checked and, if need
@@ -588,13 +588,15 @@ fn in_version_order(mut events: Vec<LoadedEvent>) -> Vec<LoadedEvent> {
 
 /// A range of at most [`LOAD_CHUNK`] versions: a first row with the stream's version (in the
 /// statement's snapshot) in the version column and `head` set, then the events.
-const LOAD_SMALL_RANGE: &str = "\
-    SELECT COALESCE((SELECT stream_version FROM events WHERE stream_category = $1 AND stream_id = $2 \
-                     ORDER BY stream_version DESC LIMIT 1), 0), NULL::text, NULL::int4, NULL::json, true AS head \
+const LOAD_SMALL_RANGE: &str = concat!(
+    "SELECT ",
+    stream_version_sql!(),
+    ", NULL::text, NULL::int4, NULL::json, true AS head \
     UNION ALL \
     (SELECT stream_version, event_type, schema_version, payload, false FROM events \
      WHERE stream_category = $1 AND stream_id = $2 AND stream_version >= $3 AND stream_version <= $4 \
-     ORDER BY stream_version)";
+     ORDER BY stream_version)"
+);
 
 /// Events per row of [`LOAD_RANGE`]. The server caps one value at 1 GB: a chunk of events of
 /// 2 MB each on average would pass it, and is then read row by row.
