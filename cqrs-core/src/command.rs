@@ -311,7 +311,7 @@ impl<A: Aggregate> CommandHandler<A> {
         if next > head {
             return Ok(());
         }
-        let parallel = self.load_parallelism.max(1);
+        let parallel = self.load_parallelism;
         let range = ((head + 1 - next) / parallel as u64).clamp(MIN_RANGE, MAX_RANGE);
         let mut reads = std::collections::VecDeque::with_capacity(parallel);
         loop {
