@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::aggregate::Aggregate;
 use crate::error::{Error, Result};
 use crate::event::{DomainEvent, ExpectedVersion, Metadata, NewEvent, StreamId};
-use crate::store::{EventStore, LoadedEvent, LoadedRange, Snapshot, SnapshotStore};
+use crate::store::{EventStore, Snapshot, SnapshotStore};
 
 /// How often a command is re-run after a concurrency conflict, and how long to wait between.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,10 +186,11 @@ const MIN_RANGE: u64 = 500;
 const LOAD_PARALLELISM: usize = 2;
 
 /// A read of a range of versions of a stream, running (on another worker) while earlier events are
-/// decoded; dropped (the load failed or was cancelled), it stops the read.
-struct Prefetch(tokio::task::JoinHandle<Result<LoadedRange>>);
+/// applied; it decodes each piece as the store hands it over. Dropped (the load failed or was
+/// cancelled), it stops the read.
+struct Prefetch<E>(tokio::task::JoinHandle<Result<Vec<(u64, E)>>>);
 
-impl Prefetch {
+impl<E: DomainEvent> Prefetch<E> {
     fn start(
         store: Arc<dyn EventStore>,
         stream: StreamId,
@@ -197,20 +198,82 @@ impl Prefetch {
         to_version: u64,
     ) -> Self {
         Prefetch(tokio::spawn(async move {
+            let mut decoded = Vec::new();
             store
-                .read_stream_range_for_load(&stream, from_version, to_version)
-                .await
+                .read_stream_range_into(&stream, from_version, to_version, &mut |piece| {
+                    decoded.reserve(piece.events.len());
+                    for e in piece.events {
+                        let event = E::decode_json(&e.event_type, &e.payload)
+                            .map_err(|err| e.decode_error(&stream, err))?;
+                        decoded.push((e.stream_version, event));
+                    }
+                    Ok(())
+                })
+                .await?;
+            Ok(decoded)
         }))
     }
 
-    async fn finish(mut self) -> Result<LoadedRange> {
+    async fn finish(mut self) -> Result<Vec<(u64, E)>> {
         (&mut self.0).await.map_err(Error::backend)?
     }
 }
 
-impl Drop for Prefetch {
+impl<E> Drop for Prefetch<E> {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// The range reads of a load beyond its first read, planned once the stream's version is known.
+struct RangeReads<E> {
+    /// The first version not asked for yet.
+    next: u64,
+    /// The stream's version, once the first read has told it.
+    head: Option<u64>,
+    /// Versions per range read.
+    range: u64,
+    parallel: usize,
+    reads: std::collections::VecDeque<Prefetch<E>>,
+}
+
+impl<E: DomainEvent> RangeReads<E> {
+    fn new(next: u64, parallel: usize) -> Self {
+        RangeReads {
+            next,
+            head: None,
+            range: MIN_RANGE,
+            parallel,
+            reads: std::collections::VecDeque::with_capacity(parallel),
+        }
+    }
+
+    /// Learns the stream's version (the first time only) and starts the first range reads.
+    fn begin(&mut self, store: &Arc<dyn EventStore>, stream: &StreamId, head: u64) {
+        if self.head.is_some() {
+            return;
+        }
+        self.head = Some(head);
+        if self.next <= head {
+            self.range =
+                ((head + 1 - self.next) / self.parallel as u64).clamp(MIN_RANGE, MAX_RANGE);
+        }
+        self.fill(store, stream);
+    }
+
+    /// Keeps `parallel` reads in flight until the stream's version is reached.
+    fn fill(&mut self, store: &Arc<dyn EventStore>, stream: &StreamId) {
+        let Some(head) = self.head else { return };
+        while self.reads.len() < self.parallel && self.next <= head {
+            let to = head.min(self.next + self.range - 1);
+            self.reads.push_back(Prefetch::start(
+                store.clone(),
+                stream.clone(),
+                self.next,
+                to,
+            ));
+            self.next = to + 1;
+        }
     }
 }
 
@@ -294,42 +357,35 @@ impl<A: Aggregate> CommandHandler<A> {
     /// Applies the stream's events after `version` to `state`.
     ///
     /// The first read covers a short stream whole and tells the stream's version; a longer
-    /// stream is read up to that version in ranges, [`load_parallelism`] at a time, each applied
-    /// in order as it arrives while the next ones are read. Events are immutable once written,
-    /// so ranges read in separate round trips join up exactly.
+    /// stream is read up to that version in ranges, [`load_parallelism`] at a time, starting as
+    /// soon as the first read has told the version. Each range is decoded piece by piece as the
+    /// store hands it over, on its own task, and applied in order. Events are immutable once
+    /// written, so ranges read in separate round trips join up exactly.
     ///
     /// [`load_parallelism`]: Self::with_load_parallelism
     async fn catch_up(&self, stream: &StreamId, state: &mut A, version: &mut u64) -> Result<()> {
         let from = *version + 1;
-        let first = self
-            .store
-            .read_stream_range_for_load(stream, from, from + FIRST_RANGE - 1)
+        let store = &self.store;
+        let mut rest = RangeReads::<A::Event>::new(from + FIRST_RANGE, self.load_parallelism);
+        let head = store
+            .read_stream_range_into(stream, from, from + FIRST_RANGE - 1, &mut |piece| {
+                rest.begin(store, stream, piece.stream_version);
+                for e in piece.events {
+                    let event = A::Event::decode_json(&e.event_type, &e.payload)
+                        .map_err(|err| e.decode_error(stream, err))?;
+                    apply_next(stream, state, version, e.stream_version, &event)?;
+                }
+                Ok(())
+            })
             .await?;
-        let head = first.stream_version;
-        apply_loaded(stream, state, version, first.events)?;
-        let mut next = from + FIRST_RANGE;
-        if next > head {
-            return Ok(());
-        }
-        let parallel = self.load_parallelism;
-        let range = ((head + 1 - next) / parallel as u64).clamp(MIN_RANGE, MAX_RANGE);
-        let mut reads = std::collections::VecDeque::with_capacity(parallel);
-        loop {
-            while reads.len() < parallel && next <= head {
-                let to = head.min(next + range - 1);
-                reads.push_back(Prefetch::start(
-                    self.store.clone(),
-                    stream.clone(),
-                    next,
-                    to,
-                ));
-                next = to + 1;
+        rest.begin(store, stream, head);
+        while let Some(read) = rest.reads.pop_front() {
+            for (event_version, event) in read.finish().await? {
+                apply_next(stream, state, version, event_version, &event)?;
             }
-            let Some(read) = reads.pop_front() else {
-                return Ok(());
-            };
-            apply_loaded(stream, state, version, read.finish().await?.events)?;
+            rest.fill(store, stream);
         }
+        Ok(())
     }
 
     /// Handles `command` on aggregate `id`.
@@ -489,25 +545,24 @@ impl<A: Aggregate> CommandHandler<A> {
 }
 
 /// Decodes loaded events straight from their JSON text and applies them in order.
-fn apply_loaded<A: Aggregate>(
+/// Applies the event of version `event_version` to `state` at `version`; an event at or below
+/// the version already applied means the store returned events out of order.
+fn apply_next<A: Aggregate>(
     stream: &StreamId,
     state: &mut A,
     version: &mut u64,
-    events: Vec<LoadedEvent>,
+    event_version: u64,
+    event: &A::Event,
 ) -> Result<()> {
-    for e in events {
-        if e.stream_version <= *version {
-            return Err(Error::Corrupt {
-                stream: stream.clone(),
-                version: e.stream_version,
-                reason: format!("the store returned it after version {version}"),
-            });
-        }
-        let event = A::Event::decode_json(&e.event_type, &e.payload)
-            .map_err(|err| e.decode_error(stream, err))?;
-        state.apply(&event);
-        *version = e.stream_version;
+    if event_version <= *version {
+        return Err(Error::Corrupt {
+            stream: stream.clone(),
+            version: event_version,
+            reason: format!("the store returned it after version {version}"),
+        });
     }
+    state.apply(event);
+    *version = event_version;
     Ok(())
 }
 

@@ -106,6 +106,9 @@ impl LoadedRange {
     }
 }
 
+/// Where [`EventStore::read_stream_range_into`] hands what it reads, a piece at a time.
+pub type LoadSink<'a> = dyn FnMut(LoadedRange) -> Result<()> + Send + 'a;
+
 /// A receiver of the store's "something was appended" signals.
 ///
 /// The value is a counter that only grows; subscribers wait for it to change. Stores that
@@ -191,6 +194,55 @@ pub trait EventStore: Send + Sync {
             events,
             stream_version,
         })
+    }
+
+    /// What [`read_stream_range_for_load`](Self::read_stream_range_for_load) reads, handed
+    /// to `sink` as it arrives, in one or more pieces: the events of each piece follow those of
+    /// the one before in version order, and each piece carries the stream's version as the read
+    /// saw it. A piece may hold no events: a store that learns the stream's version first may
+    /// hand that over at once. Returns the stream's version.
+    ///
+    /// A handler loads through it: it starts reading the rest of a long stream as soon as it
+    /// knows where the stream ends, and decodes one piece while the store reads the next. An
+    /// error from `sink` ends the read and is returned. Stores that read a range in pieces
+    /// override it; the default reads the range whole and hands it over at once.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use cqrs_core::{EventStore, ExpectedVersion, InMemoryEventStore, NewEvent, StreamId};
+    ///
+    /// let store = InMemoryEventStore::new();
+    /// let stream = StreamId::new("account", "a-1");
+    /// let events = (0..3)
+    ///     .map(|n| NewEvent::new("Deposited", serde_json::json!({ "amount": n })))
+    ///     .collect();
+    /// store.append(&stream, ExpectedVersion::NoStream, events, None).await?;
+    ///
+    /// let mut versions = Vec::new();
+    /// let head = store
+    ///     .read_stream_range_into(&stream, 2, 10, &mut |piece| {
+    ///         assert_eq!(piece.stream_version, 3);
+    ///         versions.extend(piece.events.iter().map(|e| e.stream_version));
+    ///         Ok(())
+    ///     })
+    ///     .await?;
+    /// assert_eq!((versions, head), (vec![2, 3], 3));
+    /// # Ok::<(), cqrs_core::Error>(())
+    /// # }).unwrap();
+    /// ```
+    async fn read_stream_range_into(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        to_version: u64,
+        sink: &mut LoadSink<'_>,
+    ) -> Result<u64> {
+        let range = self
+            .read_stream_range_for_load(stream, from_version, to_version)
+            .await?;
+        let head = range.stream_version;
+        sink(range)?;
+        Ok(head)
     }
 
     /// The stream's current version (0 when it does not exist).
@@ -305,6 +357,9 @@ macro_rules! forward {
             }
             async fn read_stream_range_for_load(&self, stream: &StreamId, from_version: u64, to_version: u64) -> Result<LoadedRange> {
                 (**self).read_stream_range_for_load(stream, from_version, to_version).await
+            }
+            async fn read_stream_range_into(&self, stream: &StreamId, from_version: u64, to_version: u64, sink: &mut LoadSink<'_>) -> Result<u64> {
+                (**self).read_stream_range_into(stream, from_version, to_version, sink).await
             }
             async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
                 (**self).stream_version(stream).await

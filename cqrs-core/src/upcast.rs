@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::error::{BoxError, Result};
 use crate::event::{Cursor, ExpectedVersion, NewEvent, RecordedEvent, StreamId};
-use crate::store::{AppendResult, EventStore, LoadedEvent, LoadedRange, WakeUps};
+use crate::store::{AppendResult, EventStore, LoadSink, LoadedEvent, LoadedRange, WakeUps};
 
 type UpcastFn = dyn Fn(Value) -> Result<Value, BoxError> + Send + Sync;
 
@@ -195,6 +195,20 @@ impl<S: EventStore> EventStore for UpcastingStore<S> {
             self.up_loaded(stream, range.events)?,
             range.stream_version,
         ))
+    }
+    async fn read_stream_range_into(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        to_version: u64,
+        sink: &mut LoadSink<'_>,
+    ) -> Result<u64> {
+        self.inner
+            .read_stream_range_into(stream, from_version, to_version, &mut |piece| {
+                let events = self.up_loaded(stream, piece.events)?;
+                sink(LoadedRange::new(events, piece.stream_version))
+            })
+            .await
     }
     async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
         self.inner.stream_version(stream).await

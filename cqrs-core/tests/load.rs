@@ -80,12 +80,14 @@ async fn an_event_that_no_longer_decodes_is_named_when_loading() {
 }
 
 /// A store that passes everything to an in-memory one, counts the load reads running at once,
-/// makes each last a little (so that overlapping reads overlap for sure) and can hide events.
+/// makes each last a little (so that overlapping reads overlap for sure), can hide events and
+/// can hand over the stream's version of a range read before its events.
 struct Observed {
     inner: InMemoryEventStore,
     running: std::sync::atomic::AtomicUsize,
     most: std::sync::atomic::AtomicUsize,
     hide_every: u64,
+    version_first: bool,
 }
 
 impl Observed {
@@ -95,6 +97,7 @@ impl Observed {
             running: Default::default(),
             most: Default::default(),
             hide_every,
+            version_first: false,
         }
     }
 }
@@ -149,6 +152,26 @@ impl EventStore for Observed {
         }
         events
     }
+    async fn read_stream_range_into(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        to_version: u64,
+        sink: &mut LoadSink<'_>,
+    ) -> Result<u64> {
+        if self.version_first {
+            sink(LoadedRange::new(
+                Vec::new(),
+                self.stream_version(stream).await?,
+            ))?;
+        }
+        let range = self
+            .read_stream_range_for_load(stream, from_version, to_version)
+            .await?;
+        let head = range.stream_version;
+        sink(range)?;
+        Ok(head)
+    }
     async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
         self.inner.stream_version(stream).await
     }
@@ -201,6 +224,30 @@ async fn a_long_stream_is_read_in_ranges_at_once_and_loads_as_read_in_order() {
         assert_eq!(state.balance, deposits * (deposits + 1) / 2);
         let most = store.most.load(std::sync::atomic::Ordering::SeqCst);
         assert_eq!(most, parallel, "reads running at once");
+    }
+}
+
+#[tokio::test]
+async fn the_rest_of_a_long_stream_is_read_while_the_first_read_runs_if_the_store_tells_its_version_first()
+ {
+    let deposits = 3_000;
+    for parallel in [1, 2] {
+        let store = Arc::new(Observed {
+            version_first: true,
+            ..Observed::new(0)
+        });
+        long_account(store.as_ref(), "long", deposits).await;
+        let accounts =
+            CommandHandler::<Account>::new(store.clone()).with_load_parallelism(parallel);
+        let (state, version) = accounts.load("long").await.unwrap();
+        assert_eq!((version, state.events), (deposits + 1, deposits + 1));
+        assert_eq!(state.balance, deposits * (deposits + 1) / 2);
+        let most = store.most.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(
+            most,
+            parallel + 1,
+            "the first read and the range reads at once"
+        );
     }
 }
 

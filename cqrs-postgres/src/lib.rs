@@ -70,8 +70,10 @@
 //!   read). `->`/`->>` work on them; cast to `jsonb` for containment or a GIN index.
 //! - Loads: a stream's version is its last row (one index step, also inside the append); a
 //!   long stream is read in ranges of versions
-//!   ([`read_stream_range_for_load`](cqrs_core::EventStore::read_stream_range_for_load)), each
-//!   sent as rows of up to 500 events each: a couple of dozen rows instead of thousands.
+//!   ([`read_stream_range_into`](cqrs_core::EventStore::read_stream_range_into)), each
+//!   sent as rows of up to 500 events each (a couple of dozen rows instead of thousands) and
+//!   handed over row by row as they arrive; a load's first read hands over the stream's version
+//!   before its events, so the rest of a long stream is asked for at once.
 //! - Wake-ups: appends signal local subscribers at once and other processes by
 //!   `LISTEN`/`NOTIFY` (sent after commit, at most one per 3 ms); the listener reconnects by itself and
 //!   wakes everyone after a reconnection. Runners still poll as a fallback.

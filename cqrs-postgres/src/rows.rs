@@ -153,19 +153,35 @@ pub(crate) fn loaded_event(stream: &StreamId, row: &PgRow) -> Result<LoadedEvent
 pub(crate) enum Chunk {
     /// Consecutive versions with one schema version: the events, in order.
     Events(Vec<LoadedEvent>),
-    /// Versions `first..=last` with a gap or mixed schema versions, to be read row by row.
-    Irregular { first: u64, last: u64 },
+    /// Versions with a gap, mixed schema versions or a type holding the separator: the chunk
+    /// is to be read row by row.
+    Irregular,
 }
 
 /// A row of the chunked range read: the stream's version, then the chunk: the count, its bounds,
 /// the least and greatest schema version, the types and payloads.
-pub(crate) fn loaded_chunk(stream: &StreamId, row: &PgRow) -> Result<(u64, Chunk)> {
+pub(crate) fn loaded_chunk(stream: &StreamId, row: &PgRow) -> Result<LoadedChunk> {
     let column = |e: sqlx::Error| load_corrupt(stream, 0, e);
     let head: i64 = row.try_get(7).map_err(column)?;
-    Ok((to_u64(head), chunk_of(stream, row)?))
+    let (first, chunk) = chunk_of(stream, row)?;
+    Ok(LoadedChunk {
+        head: to_u64(head),
+        first,
+        chunk,
+    })
 }
 
-fn chunk_of(stream: &StreamId, row: &PgRow) -> Result<Chunk> {
+/// A row of the chunked range read, decoded.
+#[derive(Debug)]
+pub(crate) struct LoadedChunk {
+    /// The stream's version in the statement's snapshot.
+    pub(crate) head: u64,
+    /// The first version the chunk covers.
+    pub(crate) first: u64,
+    pub(crate) chunk: Chunk,
+}
+
+fn chunk_of(stream: &StreamId, row: &PgRow) -> Result<(u64, Chunk)> {
     let column = |e: sqlx::Error| load_corrupt(stream, 0, e);
     let n: i64 = row.try_get(0).map_err(column)?;
     let (first, last): (i64, i64) = (
@@ -181,14 +197,14 @@ fn chunk_of(stream: &StreamId, row: &PgRow) -> Result<Chunk> {
         return Err(corrupt(first, "negative stream version".into()));
     };
     if n == 0 {
-        return Ok(Chunk::Events(Vec::new()));
+        return Ok((first, Chunk::Events(Vec::new())));
     }
     let (schema, last_schema): (i32, i32) = (
         row.try_get(3).map_err(column)?,
         row.try_get(4).map_err(column)?,
     );
     if last - first + 1 != n as u64 || schema != last_schema {
-        return Ok(Chunk::Irregular { first, last });
+        return Ok((first, Chunk::Irregular));
     }
     let schema_version = u32::try_from(schema)
         .map_err(|_| corrupt(first as i64, "negative schema version".into()))?;
@@ -202,9 +218,9 @@ fn chunk_of(stream: &StreamId, row: &PgRow) -> Result<Chunk> {
         payloads.split(SEPARATOR).collect(),
     );
     if types.len() != n as usize || payloads.len() != n as usize {
-        return Ok(Chunk::Irregular { first, last });
+        return Ok((first, Chunk::Irregular));
     }
-    Ok(Chunk::Events(
+    let events = Chunk::Events(
         (first..)
             .zip(types.into_iter().zip(payloads))
             .map(|(version, (event_type, payload))| {
@@ -216,7 +232,55 @@ fn chunk_of(stream: &StreamId, row: &PgRow) -> Result<Chunk> {
                 )
             })
             .collect(),
-    ))
+    );
+    Ok((first, events))
+}
+
+/// Puts the chunks of a range read back in version order, whatever order they come in (SQL
+/// does not promise the order of a join's rows; PostgreSQL keeps the series' order, so in
+/// practice each chunk is handed over as it arrives).
+#[derive(Debug)]
+pub(crate) struct InVersionOrder<T> {
+    /// The first version not handed over yet.
+    next: u64,
+    /// The range's last version.
+    to: u64,
+    /// Versions per chunk.
+    size: u64,
+    /// Chunks that came before their turn, by first version.
+    ahead: std::collections::BTreeMap<u64, T>,
+}
+
+impl<T> InVersionOrder<T> {
+    /// For a range `from..=to` in chunks of `size` versions.
+    pub(crate) fn new(from: u64, to: u64, size: u64) -> Self {
+        InVersionOrder {
+            next: from,
+            to,
+            size,
+            ahead: Default::default(),
+        }
+    }
+
+    /// Takes in the chunk that starts at version `first`.
+    pub(crate) fn put(&mut self, first: u64, chunk: T) {
+        self.ahead.insert(first, chunk);
+    }
+
+    /// The chunk that comes next in version order, with its first and last version, if it has
+    /// come.
+    pub(crate) fn take(&mut self) -> Option<(u64, u64, T)> {
+        let first = self.next;
+        let chunk = self.ahead.remove(&first)?;
+        let last = self.to.min(first + self.size - 1);
+        self.next = last + 1;
+        Some((first, last, chunk))
+    }
+
+    /// The versions not handed over yet, if any.
+    pub(crate) fn rest(&self) -> Option<(u64, u64)> {
+        (self.next <= self.to).then_some((self.next, self.to))
+    }
 }
 
 /// Joins the types and the payloads of a chunk.
@@ -301,5 +365,38 @@ impl<'r> Decode<'r, Postgres> for Xid8 {
             PgValueFormat::Text => value.as_str()?.parse()?,
         };
         Ok(Xid8(i64::try_from(id)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::InVersionOrder;
+
+    #[test]
+    fn chunks_are_handed_over_in_version_order_whatever_order_they_come_in() {
+        let mut chunks = InVersionOrder::new(501, 1_700, 500);
+        chunks.put(1_001, "b");
+        assert_eq!(chunks.take(), None, "the first chunk has not come");
+        chunks.put(1_501, "c");
+        chunks.put(501, "a");
+        assert_eq!(chunks.take(), Some((501, 1_000, "a")));
+        assert_eq!(chunks.take(), Some((1_001, 1_500, "b")));
+        assert_eq!(
+            chunks.take(),
+            Some((1_501, 1_700, "c")),
+            "the last one is short"
+        );
+        assert_eq!(chunks.take(), None);
+        assert_eq!(chunks.rest(), None);
+    }
+
+    #[test]
+    fn what_did_not_come_is_the_rest_of_the_range() {
+        let mut chunks = InVersionOrder::new(1, 2_000, 500);
+        chunks.put(1, ());
+        chunks.put(1_001, ());
+        assert_eq!(chunks.take(), Some((1, 500, ())));
+        assert_eq!(chunks.take(), None);
+        assert_eq!(chunks.rest(), Some((501, 2_000)));
     }
 }

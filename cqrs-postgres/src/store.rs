@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cqrs_core::{
-    AppendResult, Cursor, Error, EventStore, ExpectedVersion, LoadedEvent, LoadedRange, NewEvent,
-    RecordedEvent, Result, StreamId, WakeUps,
+    AppendResult, Cursor, Error, EventStore, ExpectedVersion, LoadSink, LoadedEvent, LoadedRange,
+    NewEvent, RecordedEvent, Result, StreamId, WakeUps,
 };
+use futures_util::TryStreamExt;
 use sqlx::postgres::{PgConnectOptions, PgPool};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
@@ -20,7 +21,8 @@ use crate::diagnostics::{PgDiagnostics, diagnose};
 use crate::error::{Duplicate, backend, duplicate};
 use crate::notify::Notifier;
 use crate::rows::{
-    Chunk, EVENT_COLUMNS, EventRow, LOAD_COLUMNS, loaded_chunk, loaded_event, to_i64, to_u64,
+    Chunk, EVENT_COLUMNS, EventRow, InVersionOrder, LOAD_COLUMNS, LoadedChunk, loaded_chunk,
+    loaded_event, to_i64, to_u64,
 };
 use crate::{
     PgCheckpointStore, PgDeadLetterStore, PgLeases, PgProjector, PgSnapshotStore, PgTransactional,
@@ -233,27 +235,47 @@ impl PgEventStore {
         })
     }
 
-    /// A range of at most one chunk, as plain rows: the first row carries the stream's version
-    /// (the plan is simpler than the chunked read's, which a short stream's load notices).
-    async fn read_small_range(&self, stream: &StreamId, from: i64, to: i64) -> Result<LoadedRange> {
-        let rows = sqlx::query(LOAD_SMALL_RANGE)
+    /// A range of at most one chunk, as plain rows (the plan is simpler than the chunked
+    /// read's, which a short stream's load notices). The first row carries the stream's version,
+    /// handed to `sink` at once, so that a load of a long stream can start reading the rest.
+    async fn read_small_range(
+        &self,
+        stream: &StreamId,
+        from: i64,
+        to: i64,
+        sink: &mut LoadSink<'_>,
+    ) -> Result<u64> {
+        let mut rows = sqlx::query(LOAD_SMALL_RANGE)
             .bind(&stream.category)
             .bind(&stream.id)
             .bind(from)
             .bind(to)
-            .fetch_all(&self.inner.pool)
-            .await
-            .map_err(backend)?;
-        let mut head = 0;
-        let mut events = Vec::with_capacity(rows.len());
-        for row in &rows {
+            .fetch(&self.inner.pool);
+        let mut head = None;
+        let mut events = Vec::new();
+        while let Some(row) = rows.try_next().await.map_err(backend)? {
             if row.try_get::<bool, _>(4).map_err(backend)? {
-                head = to_u64(row.try_get::<i64, _>(0).map_err(backend)?);
+                let version = to_u64(row.try_get::<i64, _>(0).map_err(backend)?);
+                head = Some(version);
+                // NOTE: the version comes first unless PostgreSQL reorders the UNION ALL; then
+                // it goes with the events.
+                if events.is_empty() {
+                    sink(LoadedRange::new(Vec::new(), version))?;
+                }
             } else {
-                events.push(loaded_event(stream, row)?);
+                events.push(loaded_event(stream, &row)?);
             }
         }
-        Ok(LoadedRange::new(in_version_order(events), head))
+        drop(rows);
+        let head = head.ok_or_else(|| Error::Corrupt {
+            stream: stream.clone(),
+            version: 0,
+            reason: "the read brought no stream version".into(),
+        })?;
+        if !events.is_empty() {
+            sink(LoadedRange::new(in_version_order(events), head))?;
+        }
+        Ok(head)
     }
 
     /// The events of versions `from..=to` of `stream`, read row by row.
@@ -402,54 +424,79 @@ impl EventStore for PgEventStore {
         from_version: u64,
         to_version: u64,
     ) -> Result<LoadedRange> {
+        let mut events = Vec::new();
+        let head = self
+            .read_stream_range_into(stream, from_version, to_version, &mut |piece| {
+                events.extend(piece.events);
+                Ok(())
+            })
+            .await?;
+        Ok(LoadedRange::new(events, head))
+    }
+
+    async fn read_stream_range_into(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        to_version: u64,
+        sink: &mut LoadSink<'_>,
+    ) -> Result<u64> {
         if to_version < from_version {
-            return Ok(LoadedRange::new(
-                Vec::new(),
-                self.stream_version(stream).await?,
-            ));
+            return self.stream_version(stream).await;
         }
         let (from, to) = (
             to_i64(from_version, "version")?,
             to_i64(to_version, "version")?,
         );
         if to_version - from_version < LOAD_CHUNK as u64 {
-            return self.read_small_range(stream, from, to).await;
+            return self.read_small_range(stream, from, to, sink).await;
         }
-        let chunks = sqlx::query(LOAD_RANGE)
+        let mut rows = sqlx::query(LOAD_RANGE)
             .bind(&stream.category)
             .bind(&stream.id)
             .bind(from)
             .bind(to)
             .bind(LOAD_CHUNK)
-            .map(|row| loaded_chunk(stream, &row))
-            .fetch_all(&self.inner.pool)
-            .await;
-        let chunks = match chunks {
-            Ok(chunks) => chunks.into_iter().collect::<Result<Vec<_>>>()?,
-            // NOTE: a chunk over the server's size limit for one value (events of megabytes
-            // each); the same range row by row.
-            Err(sqlx::Error::Database(e))
-                if matches!(e.code().as_deref(), Some("54000" | "53200")) =>
-            {
-                tracing::debug!(%stream, error = %e, "range too large to read in chunks");
-                let events = self
-                    .read_rows_in_range(stream, from_version, to_version)
-                    .await?;
-                return Ok(LoadedRange::new(events, self.stream_version(stream).await?));
-            }
-            Err(e) => return Err(backend(e)),
-        };
-        let head = chunks.iter().map(|(head, _)| *head).max().unwrap_or(0);
-        let mut events = Vec::with_capacity((to_version - from_version + 1).min(1 << 16) as usize);
-        for (_, chunk) in chunks {
-            match chunk {
-                Chunk::Events(run) => events.extend(run),
-                Chunk::Irregular { first, last } => {
-                    events.extend(self.read_rows_in_range(stream, first, last).await?);
+            .fetch(&self.inner.pool);
+        let mut head = 0;
+        let mut chunks = InVersionOrder::new(from_version, to_version, LOAD_CHUNK as u64);
+        loop {
+            let row = match rows.try_next().await {
+                Ok(Some(row)) => row,
+                Ok(None) => break,
+                // NOTE: a chunk over the server's size limit for one value (events of megabytes
+                // each); the rest of the range row by row.
+                Err(sqlx::Error::Database(e))
+                    if matches!(e.code().as_deref(), Some("54000" | "53200")) =>
+                {
+                    tracing::debug!(%stream, error = %e, "range too large to read in chunks");
+                    break;
                 }
+                Err(e) => return Err(backend(e)),
+            };
+            let LoadedChunk {
+                head: seen,
+                first,
+                chunk,
+            } = loaded_chunk(stream, &row)?;
+            head = head.max(seen);
+            chunks.put(first, chunk);
+            while let Some((first, last, chunk)) = chunks.take() {
+                let events = match chunk {
+                    Chunk::Events(events) => events,
+                    Chunk::Irregular => self.read_rows_in_range(stream, first, last).await?,
+                };
+                sink(LoadedRange::new(events, head))?;
             }
         }
-        Ok(LoadedRange::new(in_version_order(events), head))
+        drop(rows);
+        if let Some((first, last)) = chunks.rest() {
+            // What the chunks did not bring (only after the size limit above).
+            let events = self.read_rows_in_range(stream, first, last).await?;
+            head = head.max(self.stream_version(stream).await?);
+            sink(LoadedRange::new(events, head))?;
+        }
+        Ok(head)
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
@@ -576,9 +623,8 @@ const LOAD_RANGE: &str = concat!(
     " AS head) AS h"
 );
 
-/// `events` sorted by version. Rows and chunks come in the order of their query's `ORDER BY` or
-/// series; SQL does not promise it for a `UNION ALL` or a join, so it is checked and, if need
-/// be, restored.
+/// `events` sorted by version. Rows come in the order of their query's `ORDER BY`; SQL does not
+/// promise it for a `UNION ALL`, so it is checked and, if need be, restored.
 fn in_version_order(mut events: Vec<LoadedEvent>) -> Vec<LoadedEvent> {
     if !events.is_sorted_by_key(|e| e.stream_version) {
         events.sort_by_key(|e| e.stream_version);

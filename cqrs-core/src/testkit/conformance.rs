@@ -218,7 +218,41 @@ pub async fn load_reads(store: &dyn EventStore) {
             LoadedRange::new(want(from, to), 1203),
             "read_stream_range_for_load({from}, {to})"
         );
+        let mut pieces = Vec::new();
+        let head = store
+            .read_stream_range_into(&stream, from, to, &mut |piece| {
+                pieces.push(piece);
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(head, 1203, "read_stream_range_into({from}, {to})");
+        assert!(
+            pieces.iter().all(|p| p.stream_version == 1203),
+            "read_stream_range_into({from}, {to}): every piece tells the stream's version"
+        );
+        assert_eq!(
+            pieces
+                .into_iter()
+                .flat_map(|p| p.events)
+                .collect::<Vec<_>>(),
+            want(from, to),
+            "read_stream_range_into({from}, {to}): the pieces in order"
+        );
     }
+    // An error from the sink ends the read and comes back.
+    let mut calls = 0;
+    let refused = store
+        .read_stream_range_into(&stream, 1, 1203, &mut |_| {
+            calls += 1;
+            Err(Error::Backend("the sink refused".into()))
+        })
+        .await;
+    assert!(
+        matches!(&refused, Err(Error::Backend(e)) if e.to_string() == "the sink refused"),
+        "{refused:?}"
+    );
+    assert_eq!(calls, 1, "no piece after the sink's error");
     let empty = fresh_stream("conformance");
     assert_eq!(
         store
@@ -226,6 +260,20 @@ pub async fn load_reads(store: &dyn EventStore) {
             .await
             .unwrap(),
         LoadedRange::new(Vec::new(), 0)
+    );
+    let mut events = 0;
+    let head = store
+        .read_stream_range_into(&empty, 1, 1000, &mut |piece| {
+            assert_eq!(piece.stream_version, 0);
+            events += piece.events.len();
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (head, events),
+        (0, 0),
+        "read_stream_range_into of no stream"
     );
 }
 
