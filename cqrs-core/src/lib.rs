@@ -139,7 +139,7 @@ pub use replay::{Replay, ReplayProgress, ReplayReport};
 pub use runner::{Runner, RunnerConfig, RunnerHandle, SubscriberStatus};
 pub use store::{
     AppendResult, CheckpointStore, DeadLetter, DeadLetterStatus, DeadLetterStore, EventStore,
-    LoadSink, LoadedEvent, LoadedRange, Snapshot, SnapshotStore, WakeUps,
+    LoadSink, LoadedEvent, LoadedRange, LoadedText, Snapshot, SnapshotStore, WakeUps,
 };
 pub use upcast::{Upcasters, UpcastingStore};
 

@@ -33,28 +33,153 @@ pub struct LoadedEvent {
     /// Version in its stream, from 1.
     pub stream_version: u64,
     /// The event's type name.
-    pub event_type: String,
+    pub event_type: LoadedText,
     /// Schema version of the payload (after any upcasting).
     pub schema_version: u32,
     /// The payload as JSON text, as stored (or upcast): the handler decodes the event straight
     /// from it (see [`DomainEvent::decode_json`](crate::DomainEvent::decode_json)).
-    pub payload: String,
+    pub payload: LoadedText,
 }
 
 impl LoadedEvent {
     /// A loaded event from its parts; `payload` is JSON text.
     pub fn new(
         stream_version: u64,
-        event_type: String,
+        event_type: impl Into<LoadedText>,
         schema_version: u32,
-        payload: String,
+        payload: impl Into<LoadedText>,
     ) -> Self {
         LoadedEvent {
             stream_version,
-            event_type,
+            event_type: event_type.into(),
             schema_version,
-            payload,
+            payload: payload.into(),
         }
+    }
+}
+
+/// A text of a [`LoadedEvent`]: a `String` of its own, or a slice of a larger text that the
+/// events of one read share, so that a store reading many events in one piece need not copy
+/// each event's text out of it. It reads as a `str`.
+///
+/// ```
+/// use std::sync::Arc;
+/// use cqrs_core::LoadedText;
+///
+/// let chunk: Arc<str> = Arc::from(r#"{"amount":1}|{"amount":2}"#);
+/// let second = LoadedText::shared(&chunk, 13..25);
+/// assert_eq!(second, r#"{"amount":2}"#);
+/// assert_eq!(second.len(), 12);
+/// assert_eq!(LoadedText::from("Deposited"), LoadedText::from(String::from("Deposited")));
+/// ```
+#[derive(Clone)]
+pub struct LoadedText(TextRepr);
+
+#[derive(Clone)]
+enum TextRepr {
+    Owned(String),
+    Shared {
+        text: Arc<str>,
+        start: usize,
+        end: usize,
+    },
+}
+
+impl LoadedText {
+    /// The slice `range` of `text`, sharing it. A range that is out of bounds or does not fall
+    /// on character boundaries panics, as slicing a `str` does.
+    pub fn shared(text: &Arc<str>, range: std::ops::Range<usize>) -> Self {
+        assert!(
+            text.get(range.clone()).is_some(),
+            "{range:?} is not a slice of a text of {} bytes",
+            text.len()
+        );
+        LoadedText(TextRepr::Shared {
+            text: text.clone(),
+            start: range.start,
+            end: range.end,
+        })
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            TextRepr::Owned(s) => s,
+            // NOTE: the bounds were checked when the slice was made; the text never changes.
+            TextRepr::Shared { text, start, end } => &text[*start..*end],
+        }
+    }
+}
+
+impl std::ops::Deref for LoadedText {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for LoadedText {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl From<String> for LoadedText {
+    fn from(s: String) -> Self {
+        LoadedText(TextRepr::Owned(s))
+    }
+}
+
+impl From<&str> for LoadedText {
+    fn from(s: &str) -> Self {
+        LoadedText(TextRepr::Owned(s.to_owned()))
+    }
+}
+
+impl From<LoadedText> for String {
+    fn from(t: LoadedText) -> Self {
+        match t.0 {
+            TextRepr::Owned(s) => s,
+            TextRepr::Shared { .. } => t.as_str().to_owned(),
+        }
+    }
+}
+
+impl PartialEq for LoadedText {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for LoadedText {}
+
+impl PartialEq<str> for LoadedText {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for LoadedText {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<String> for LoadedText {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl std::fmt::Debug for LoadedText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for LoadedText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -68,7 +193,7 @@ impl LoadedEvent {
         crate::Error::Decode {
             stream: stream.clone(),
             version: self.stream_version,
-            event_type: self.event_type.clone(),
+            event_type: self.event_type.to_string(),
             schema_version: self.schema_version,
             source: source.into(),
         }

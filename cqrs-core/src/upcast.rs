@@ -128,7 +128,7 @@ impl<S: EventStore> UpcastingStore<S> {
                 })
                 .map_err(|err| e.decode_error(stream, err))?;
             e.schema_version = upcast.0;
-            e.payload = upcast.1.to_string();
+            e.payload = upcast.1.to_string().into();
         }
         Ok(events)
     }

@@ -1,7 +1,11 @@
 //! Stored rows turned into core values, with broken rows named rather than panicking.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
-use cqrs_core::{Cursor, Error, LoadedEvent, Metadata, RecordedEvent, Result, StreamId};
+use cqrs_core::{
+    Cursor, Error, LoadedEvent, LoadedText, Metadata, RecordedEvent, Result, StreamId,
+};
 use serde_json::Value;
 use sqlx::error::BoxDynError;
 use sqlx::postgres::types::Oid;
@@ -213,26 +217,37 @@ fn chunk_of(stream: &StreamId, row: &PgRow) -> Result<(u64, Chunk)> {
     // read again row by row.
     let types: &str = row.try_get(5).map_err(column)?;
     let payloads: &str = row.try_get(6).map_err(column)?;
-    let (types, payloads): (Vec<&str>, Vec<&str>) = (
-        types.split(SEPARATOR).collect(),
-        payloads.split(SEPARATOR).collect(),
+    let (types, payloads) = (Arc::<str>::from(types), Arc::<str>::from(payloads));
+    let (type_ranges, payload_ranges) = (
+        split_ranges(&types, n as usize),
+        split_ranges(&payloads, n as usize),
     );
-    if types.len() != n as usize || payloads.len() != n as usize {
+    let (Some(type_ranges), Some(payload_ranges)) = (type_ranges, payload_ranges) else {
         return Ok((first, Chunk::Irregular));
+    };
+    // NOTE: the events of a chunk share its two texts (one copy each) rather than each owning
+    // two small strings; a chunk's types are mostly one type, which is shared too.
+    let mut events = Vec::with_capacity(n as usize);
+    let mut last_type: Option<(std::ops::Range<usize>, LoadedText)> = None;
+    for ((version, type_range), payload_range) in (first..).zip(type_ranges).zip(payload_ranges) {
+        let event_type = match &last_type {
+            Some((range, text)) if types[range.clone()] == types[type_range.clone()] => {
+                text.clone()
+            }
+            _ => {
+                let text = LoadedText::shared(&types, type_range.clone());
+                last_type = Some((type_range, text.clone()));
+                text
+            }
+        };
+        events.push(LoadedEvent::new(
+            version,
+            event_type,
+            schema_version,
+            LoadedText::shared(&payloads, payload_range),
+        ));
     }
-    let events = Chunk::Events(
-        (first..)
-            .zip(types.into_iter().zip(payloads))
-            .map(|(version, (event_type, payload))| {
-                LoadedEvent::new(
-                    version,
-                    event_type.to_owned(),
-                    schema_version,
-                    payload.to_owned(),
-                )
-            })
-            .collect(),
-    );
+    let events = Chunk::Events(events);
     Ok((first, events))
 }
 
@@ -281,6 +296,21 @@ impl<T> InVersionOrder<T> {
     pub(crate) fn rest(&self) -> Option<(u64, u64)> {
         (self.next <= self.to).then_some((self.next, self.to))
     }
+}
+
+/// The byte ranges of the `n` parts of `text` joined by [`SEPARATOR`], or `None` if it holds
+/// another number of parts.
+fn split_ranges(text: &str, n: usize) -> Option<Vec<std::ops::Range<usize>>> {
+    let mut ranges = Vec::with_capacity(n);
+    let mut start = 0;
+    for part in text.split(SEPARATOR) {
+        if ranges.len() == n {
+            return None;
+        }
+        ranges.push(start..start + part.len());
+        start += part.len() + SEPARATOR.len_utf8();
+    }
+    (ranges.len() == n).then_some(ranges)
 }
 
 /// Joins the types and the payloads of a chunk.
@@ -370,7 +400,19 @@ impl<'r> Decode<'r, Postgres> for Xid8 {
 
 #[cfg(test)]
 mod tests {
-    use super::InVersionOrder;
+    use super::{InVersionOrder, split_ranges};
+
+    #[test]
+    fn a_joined_text_splits_into_the_byte_ranges_of_its_parts() {
+        let text = "{\"a\":\"é\"}\u{1e}{}\u{1e}";
+        let ranges = split_ranges(text, 3).expect("three parts");
+        let parts: Vec<&str> = ranges.into_iter().map(|r| &text[r]).collect();
+        assert_eq!(parts, ["{\"a\":\"é\"}", "{}", ""]);
+        assert_eq!(split_ranges(text, 2), None, "more parts than events");
+        assert_eq!(split_ranges(text, 4), None, "fewer parts than events");
+        let whole = split_ranges("Deposited", 1).expect("one part");
+        assert_eq!((whole.len(), &whole[0]), (1, &(0..9)));
+    }
 
     #[test]
     fn chunks_are_handed_over_in_version_order_whatever_order_they_come_in() {

@@ -118,9 +118,9 @@ fn loaded_from_row(stream: &StreamId, row: &SqliteRow) -> Result<LoadedEvent> {
         .map_err(|_| corrupt(format!("schema version {schema_version} out of range")))?;
     Ok(LoadedEvent::new(
         version,
-        row.try_get(1).map_err(Error::backend)?,
+        row.try_get::<String, _>(1).map_err(Error::backend)?,
         schema_version,
-        row.try_get(3).map_err(Error::backend)?,
+        row.try_get::<String, _>(3).map_err(Error::backend)?,
     ))
 }
 
