@@ -451,10 +451,11 @@ impl EventStore for PgEventStore {
         if to_version - from_version < LOAD_CHUNK as u64 {
             return self.read_small_range(stream, from, to, sink).await;
         }
+        let starts: Vec<i64> = (from..=to).step_by(LOAD_CHUNK as usize).collect();
         let mut rows = sqlx::query(LOAD_RANGE)
             .bind(&stream.category)
             .bind(&stream.id)
-            .bind(from)
+            .bind(starts)
             .bind(to)
             .bind(LOAD_CHUNK)
             .fetch(&self.inner.pool);
@@ -598,9 +599,14 @@ fn const_format_stream() -> &'static str {
 /// array costs a send call per element). Versions are unique, so a chunk with as many events as
 /// versions in its bounds holds each of them once, in order. A chunk with fewer (rows removed by
 /// hand), with differing schema versions (a schema change within the chunk) or with a type that
-/// holds the separator is read again row by row. Each chunk is its own index range scan. Every row also carries the stream's
-/// version in the statement's snapshot, so a load learns where the stream ends from its first
-/// read.
+/// holds the separator is read again row by row. Each chunk is its own index range scan. Every
+/// row also carries the stream's version in the statement's snapshot.
+///
+/// The chunks' first versions come as an array (`unnest`) rather than from `generate_series`:
+/// the planner estimates a parameter array at a few elements and, after its first five custom
+/// plans, keeps a generic plan for the prepared statement; with a series it estimated 1,000
+/// rows and planned every read anew (about 8 % of the server's time for a range read, in a
+/// profile of W2).
 ///
 /// NOTE: the joined texts follow the inner query's `ORDER BY`: a subquery with an `ORDER BY` is
 /// not merged into the outer query, and an aggregate takes its rows in the order its input plan
@@ -608,7 +614,7 @@ fn const_format_stream() -> &'static str {
 /// chunk again (a fifth more server time). The load tests check the order of what comes back.
 const LOAD_RANGE: &str = concat!(
     "\
-    SELECT chunk.*, h.head FROM generate_series($3::int8, $4::int8, $5::int8) AS c(lo) \
+    SELECT chunk.*, h.head FROM unnest($3::int8[]) AS c(lo) \
     CROSS JOIN LATERAL ( \
         SELECT count(*) AS n, c.lo AS first, LEAST(c.lo + $5 - 1, $4) AS last, \
                min(schema_version) AS schema, max(schema_version) AS last_schema, \
