@@ -198,10 +198,12 @@ impl<E: DomainEvent> Prefetch<E> {
         to_version: u64,
     ) -> Self {
         Prefetch(tokio::spawn(async move {
-            let mut decoded = Vec::new();
+            // NOTE: sized for the whole range at once (at most MAX_RANGE events), rather than
+            // grown and copied piece by piece.
+            let expected = to_version.saturating_sub(from_version).saturating_add(1);
+            let mut decoded = Vec::with_capacity(expected.min(MAX_RANGE) as usize);
             store
                 .read_stream_range_into(&stream, from_version, to_version, &mut |piece| {
-                    decoded.reserve(piece.events.len());
                     for e in piece.events {
                         let event = E::decode_json(&e.event_type, &e.payload)
                             .map_err(|err| e.decode_error(&stream, err))?;
