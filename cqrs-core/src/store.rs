@@ -295,11 +295,13 @@ pub trait EventStore: Send + Sync {
     /// [`read_stream_for_load`](Self::read_stream_for_load) cuts them, and the stream's version
     /// as the same read saw it.
     ///
-    /// A handler loads through it: a first range, then, if the stream's version is beyond it,
-    /// the rest in ranges up to that version, several at a time. Stores override it to read a
-    /// range in fewer, larger pieces and the version in the same round trip; the default reads
-    /// `to_version - from_version + 1` events from `from_version`, drops any beyond
-    /// `to_version`, then asks for [`stream_version`](Self::stream_version).
+    /// A handler loads a first range, then, if the stream's version is beyond it, the rest in
+    /// ranges up to that version, several at a time, through
+    /// [`read_stream_range_into`](Self::read_stream_range_into), whose default calls this.
+    /// Stores override it to read a range in fewer, larger pieces and the version in the same
+    /// round trip; the default reads `to_version - from_version + 1` events from
+    /// `from_version`, drops any beyond `to_version`, then asks for
+    /// [`stream_version`](Self::stream_version).
     async fn read_stream_range_for_load(
         &self,
         stream: &StreamId,
