@@ -487,7 +487,10 @@ impl EventStore for PgEventStore {
                     Chunk::Events(events) => events,
                     Chunk::Irregular => self.read_rows_in_range(stream, first, last).await?,
                 };
-                sink(LoadedRange::new(events, head))?;
+                // NOTE: chunks past the stream's end (or emptied by hand) hand nothing over.
+                if !events.is_empty() {
+                    sink(LoadedRange::new(events, head))?;
+                }
             }
         }
         drop(rows);

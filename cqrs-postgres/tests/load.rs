@@ -152,3 +152,64 @@ async fn long_streams_load_as_a_fold_over_the_stream_even_with_rows_missing() {
     let (gappy, version) = folded(store.as_ref(), "gappy").await;
     assert_eq!((gappy.count, version), (4_000 - 41 - 1 - 701, 4_000));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_is_handed_over_chunk_by_chunk_and_a_short_one_tells_the_version_first() {
+    let db = support::TestDb::new().await;
+    let store = db.store("public").await;
+    fill(&store, "pieces", 1_300).await;
+    let stream = StreamId::new(Tally::TYPE, "pieces");
+    for (from, to, want) in [
+        // Plain rows: the stream's version from the first row, then the events.
+        (1, 500, vec![(0, 1_300), (500, 1_300)]),
+        // Chunks of 500 versions, each handed over as it comes.
+        (1, 1_200, vec![(500, 1_300), (500, 1_300), (200, 1_300)]),
+        (801, 5_000, vec![(500, 1_300)]),
+    ] {
+        let mut pieces = Vec::new();
+        let mut next = from;
+        let head = store
+            .read_stream_range_into(&stream, from, to, &mut |piece| {
+                for e in &piece.events {
+                    assert_eq!(e.stream_version, next, "versions in order across pieces");
+                    next += 1;
+                }
+                pieces.push((piece.events.len(), piece.stream_version));
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!((pieces, head), (want, 1_300), "{from}..={to}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loads_cancelled_at_any_point_leave_the_store_and_its_pool_working() {
+    let db = support::TestDb::new().await;
+    let store = Arc::new(db.store("public").await);
+    fill(store.as_ref(), "long", 6_000).await;
+    let want = folded(store.as_ref(), "long").await;
+    let handler = CommandHandler::<Tally>::new(store.clone());
+    let mut finished = 0;
+    for i in 0..60u64 {
+        // Dropped after 0 to 12 ms: before, during and after the first read and the range reads.
+        let limit = std::time::Duration::from_micros(200 * i);
+        if let Ok(loaded) = tokio::time::timeout(limit, handler.load("long")).await {
+            assert_eq!(loaded.unwrap(), want);
+            finished += 1;
+        }
+    }
+    assert!(finished < 60, "some loads were cut short");
+    for _ in 0..5 {
+        assert_eq!(handler.load("long").await.unwrap(), want);
+    }
+    handler.execute("long", &1).await.unwrap();
+    assert_eq!(handler.load("long").await.unwrap().1, 6_001);
+    let pool = store.pool();
+    assert!(pool.size() <= pool.options().get_max_connections());
+    let one: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(one, 1);
+}
