@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::aggregate::Aggregate;
 use crate::error::{Error, Result};
 use crate::event::{DomainEvent, ExpectedVersion, Metadata, NewEvent, StreamId};
-use crate::store::{EventStore, Snapshot, SnapshotStore};
+use crate::store::{EventStore, LoadedEvent, Snapshot, SnapshotStore};
 
 /// How often a command is re-run after a concurrency conflict, and how long to wait between.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,9 +205,7 @@ impl<E: DomainEvent> Prefetch<E> {
             store
                 .read_stream_range_into(&stream, from_version, to_version, &mut |piece| {
                     for e in piece.events {
-                        let event = E::decode_json(&e.event_type, &e.payload)
-                            .map_err(|err| e.decode_error(&stream, err))?;
-                        decoded.push((e.stream_version, event));
+                        decoded.push((e.stream_version, decode_loaded(&stream, &e)?));
                     }
                     Ok(())
                 })
@@ -373,8 +371,7 @@ impl<A: Aggregate> CommandHandler<A> {
             .read_stream_range_into(stream, from, from + FIRST_RANGE - 1, &mut |piece| {
                 rest.begin(store, stream, piece.stream_version);
                 for e in piece.events {
-                    let event = A::Event::decode_json(&e.event_type, &e.payload)
-                        .map_err(|err| e.decode_error(stream, err))?;
+                    let event = decode_loaded::<A::Event>(stream, &e)?;
                     apply_next(stream, state, version, e.stream_version, &event)?;
                 }
                 Ok(())
@@ -546,7 +543,11 @@ impl<A: Aggregate> CommandHandler<A> {
     }
 }
 
-/// Decodes loaded events straight from their JSON text and applies them in order.
+/// Decodes a loaded event of `stream` straight from its JSON text.
+fn decode_loaded<E: DomainEvent>(stream: &StreamId, e: &LoadedEvent) -> Result<E> {
+    E::decode_json(&e.event_type, &e.payload).map_err(|err| e.decode_error(stream, err))
+}
+
 /// Applies the event of version `event_version` to `state` at `version`; an event at or below
 /// the version already applied means the store returned events out of order.
 fn apply_next<A: Aggregate>(

@@ -226,34 +226,24 @@ fn chunk_of(stream: &StreamId, row: &PgRow) -> Result<(u64, Chunk)> {
         return Ok((first, Chunk::Irregular));
     };
     // NOTE: the events of a chunk share its two texts (one copy each) rather than each owning
-    // two small strings; a chunk's types are mostly one type, which is shared too.
-    let mut events = Vec::with_capacity(n as usize);
-    let mut last_type: Option<(std::ops::Range<usize>, LoadedText)> = None;
-    for ((version, type_range), payload_range) in (first..).zip(type_ranges).zip(payload_ranges) {
-        let event_type = match &last_type {
-            Some((range, text)) if types[range.clone()] == types[type_range.clone()] => {
-                text.clone()
-            }
-            _ => {
-                let text = LoadedText::shared(&types, type_range.clone());
-                last_type = Some((type_range, text.clone()));
-                text
-            }
-        };
-        events.push(LoadedEvent::new(
-            version,
-            event_type,
-            schema_version,
-            LoadedText::shared(&payloads, payload_range),
-        ));
-    }
-    let events = Chunk::Events(events);
-    Ok((first, events))
+    // two small strings.
+    let events: Vec<LoadedEvent> = (first..)
+        .zip(type_ranges.into_iter().zip(payload_ranges))
+        .map(|(version, (type_range, payload_range))| {
+            LoadedEvent::new(
+                version,
+                LoadedText::shared(&types, type_range),
+                schema_version,
+                LoadedText::shared(&payloads, payload_range),
+            )
+        })
+        .collect();
+    Ok((first, Chunk::Events(events)))
 }
 
 /// Puts the chunks of a range read back in version order, whatever order they come in (SQL
-/// does not promise the order of a join's rows; PostgreSQL keeps the series' order, so in
-/// practice each chunk is handed over as it arrives).
+/// does not promise the order of a join's rows; PostgreSQL keeps the order of the array of
+/// chunk starts, so in practice each chunk is handed over as it arrives).
 #[derive(Debug)]
 pub(crate) struct InVersionOrder<T> {
     /// The first version not handed over yet.

@@ -495,10 +495,13 @@ impl EventStore for PgEventStore {
         }
         drop(rows);
         if let Some((first, last)) = chunks.rest() {
-            // What the chunks did not bring (only after the size limit above).
+            // What the chunks did not bring: the rest after the size limit above (with every
+            // chunk row there, nothing).
             let events = self.read_rows_in_range(stream, first, last).await?;
             head = head.max(self.stream_version(stream).await?);
-            sink(LoadedRange::new(events, head))?;
+            if !events.is_empty() {
+                sink(LoadedRange::new(events, head))?;
+            }
         }
         Ok(head)
     }
