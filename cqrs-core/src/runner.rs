@@ -134,10 +134,7 @@ impl Processor {
         sub: &dyn Subscriber,
         current: Cursor,
     ) -> Result<()> {
-        for mut letter in self.dead_letters.list(Some(sub.name())).await? {
-            if letter.status != DeadLetterStatus::RetryRequested {
-                continue;
-            }
+        for mut letter in self.dead_letters.retry_requested(sub.name()).await? {
             match sub
                 .process(std::slice::from_ref(&letter.event), current)
                 .await
@@ -524,7 +521,7 @@ impl RunnerHandle {
     /// Position, lag, parked count and activity of every subscriber, by name.
     pub async fn status(&self) -> Result<Vec<SubscriberStatus>> {
         let head = self.store.head_position().await?;
-        let letters = self.dead_letters.list(None).await?;
+        let parked = self.dead_letters.counts().await?;
         let mut out = Vec::new();
         for name in self.names() {
             let s = &self.states[&name];
@@ -533,7 +530,9 @@ impl RunnerHandle {
                 position: cursor.position,
                 cursor,
                 lag: head.saturating_sub(cursor.position),
-                parked: letters.iter().filter(|l| l.subscriber == name).count(),
+                parked: parked
+                    .get(&name)
+                    .map_or(0, |n| usize::try_from(*n).unwrap_or(usize::MAX)),
                 active: s.active.load(Ordering::Acquire),
                 handled: s.handled.load(Ordering::Relaxed),
                 last_error: s.last_error.lock().expect("status lock").clone(),

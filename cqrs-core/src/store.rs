@@ -464,6 +464,23 @@ pub trait DeadLetterStore: Send + Sync {
     async fn set_status(&self, id: Uuid, status: DeadLetterStatus) -> Result<()>;
     /// Removes a dead letter (handled at last, or skipped); [`Error::NotFound`](crate::Error::NotFound) if there is none.
     async fn remove(&self, id: Uuid) -> Result<()>;
+    /// How many dead letters each subscriber has (subscribers with none are left out). Stores
+    /// override it to count without reading the letters; the default lists them all.
+    async fn counts(&self) -> Result<std::collections::BTreeMap<String, u64>> {
+        let mut counts = std::collections::BTreeMap::new();
+        for letter in self.list(None).await? {
+            *counts.entry(letter.subscriber).or_insert(0) += 1;
+        }
+        Ok(counts)
+    }
+    /// The dead letters of `subscriber` an operator asked to retry, oldest first. Stores
+    /// override it to read only those; the default lists the subscriber's letters and keeps
+    /// them.
+    async fn retry_requested(&self, subscriber: &str) -> Result<Vec<DeadLetter>> {
+        let mut letters = self.list(Some(subscriber)).await?;
+        letters.retain(|l| l.status == DeadLetterStatus::RetryRequested);
+        Ok(letters)
+    }
 }
 
 macro_rules! forward {
@@ -541,6 +558,12 @@ macro_rules! forward {
             }
             async fn remove(&self, id: Uuid) -> Result<()> {
                 (**self).remove(id).await
+            }
+            async fn counts(&self) -> Result<std::collections::BTreeMap<String, u64>> {
+                (**self).counts().await
+            }
+            async fn retry_requested(&self, subscriber: &str) -> Result<Vec<DeadLetter>> {
+                (**self).retry_requested(subscriber).await
             }
         }
     )*};

@@ -124,4 +124,29 @@ impl DeadLetterStore for PgDeadLetterStore {
         }
         Ok(())
     }
+
+    async fn counts(&self) -> Result<std::collections::BTreeMap<String, u64>> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT subscriber, count(*) FROM dead_letters GROUP BY subscriber")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(backend)?;
+        Ok(rows
+            .into_iter()
+            .map(|(subscriber, n)| (subscriber, u64::try_from(n).unwrap_or(0)))
+            .collect())
+    }
+
+    async fn retry_requested(&self, subscriber: &str) -> Result<Vec<DeadLetter>> {
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT id, subscriber, event, error, attempts, parked_at, status FROM dead_letters \
+             WHERE subscriber = $1 AND status = $2 ORDER BY seq",
+        )
+        .bind(subscriber)
+        .bind(status_name(DeadLetterStatus::RetryRequested))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.into_iter().map(letter).collect()
+    }
 }

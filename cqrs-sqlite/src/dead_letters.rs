@@ -126,4 +126,34 @@ impl DeadLetterStore for SqliteDeadLetterStore {
         }
         Ok(())
     }
+
+    async fn counts(&self) -> Result<std::collections::BTreeMap<String, u64>> {
+        let reader = &self.db.inner.reader;
+        let rows: Vec<(String, i64)> = retry_busy!(&self.db.inner.config, async {
+            Ok(
+                sqlx::query_as("SELECT subscriber, count(*) FROM dead_letters GROUP BY subscriber")
+                    .fetch_all(reader)
+                    .await?,
+            )
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|(subscriber, n)| (subscriber, u64::try_from(n).unwrap_or(0)))
+            .collect())
+    }
+
+    async fn retry_requested(&self, subscriber: &str) -> Result<Vec<DeadLetter>> {
+        let reader = &self.db.inner.reader;
+        let rows = retry_busy!(&self.db.inner.config, async {
+            Ok(sqlx::query(
+                "SELECT id, subscriber, event, error, attempts, parked_at, status FROM dead_letters \
+                 WHERE subscriber = ?1 AND status = ?2 ORDER BY seq",
+            )
+            .bind(subscriber)
+            .bind(status_text(DeadLetterStatus::RetryRequested))
+            .fetch_all(reader)
+            .await?)
+        })?;
+        rows.iter().map(letter_from_row).collect()
+    }
 }

@@ -700,7 +700,8 @@ fn letter(subscriber: &str, n: u64) -> DeadLetter {
     }
 }
 
-/// Dead letters: parked, listed oldest first per subscriber, status set, removed.
+/// Dead letters: parked, listed oldest first per subscriber, counted, those asked to retry
+/// listed, status set, removed.
 pub async fn dead_letter_store(store: &dyn DeadLetterStore) {
     let (a, b) = (
         format!("dl-{}", Uuid::new_v4()),
@@ -733,6 +734,20 @@ pub async fn dead_letter_store(store: &dyn DeadLetterStore) {
         store.list(Some(&a)).await.unwrap()[0].status,
         DeadLetterStatus::RetryRequested
     );
+    let counts = store.counts().await.unwrap();
+    assert_eq!(
+        (counts.get(&a), counts.get(&b)),
+        (Some(&2), Some(&1)),
+        "counts"
+    );
+    let retry = store.retry_requested(&a).await.unwrap();
+    assert_eq!(
+        retry.iter().map(|l| (l.id, l.status)).collect::<Vec<_>>(),
+        vec![(a1.id, DeadLetterStatus::RetryRequested)],
+        "only the letters asked to retry"
+    );
+    assert_eq!(retry[0].event, a1.event, "kept whole");
+    assert!(store.retry_requested(&b).await.unwrap().is_empty());
     let mut again = a1.clone();
     again.attempts = 6;
     again.error = "still failing".into();
@@ -743,8 +758,13 @@ pub async fn dead_letter_store(store: &dyn DeadLetterStore) {
         (listed[0].id, listed[0].attempts, listed[0].status),
         (a1.id, 6, DeadLetterStatus::Parked)
     );
+    assert!(
+        store.retry_requested(&a).await.unwrap().is_empty(),
+        "parked again: no longer asked to retry"
+    );
     store.remove(a1.id).await.unwrap();
     assert_eq!(store.list(Some(&a)).await.unwrap().len(), 1);
+    assert_eq!(store.counts().await.unwrap().get(&a), Some(&1));
     assert!(
         matches!(store.remove(a1.id).await, Err(Error::NotFound(_))),
         "removing twice is NotFound"
