@@ -24,6 +24,25 @@ impl PgDeadLetterStore {
     pub fn new(pool: PgPool) -> Self {
         PgDeadLetterStore { pool }
     }
+
+    /// Dead letters, of one subscriber or of all, with one status or any, oldest first.
+    async fn select(
+        &self,
+        subscriber: Option<&str>,
+        status: Option<DeadLetterStatus>,
+    ) -> Result<Vec<DeadLetter>> {
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT id, subscriber, event, error, attempts, parked_at, status FROM dead_letters \
+             WHERE ($1::text IS NULL OR subscriber = $1) AND ($2::text IS NULL OR status = $2) \
+             ORDER BY seq",
+        )
+        .bind(subscriber)
+        .bind(status.map(status_name))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.into_iter().map(letter).collect()
+    }
 }
 
 fn status_name(status: DeadLetterStatus) -> &'static str {
@@ -89,15 +108,7 @@ impl DeadLetterStore for PgDeadLetterStore {
     }
 
     async fn list(&self, subscriber: Option<&str>) -> Result<Vec<DeadLetter>> {
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT id, subscriber, event, error, attempts, parked_at, status FROM dead_letters \
-             WHERE $1::text IS NULL OR subscriber = $1 ORDER BY seq",
-        )
-        .bind(subscriber)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend)?;
-        rows.into_iter().map(letter).collect()
+        self.select(subscriber, None).await
     }
 
     async fn set_status(&self, id: Uuid, status: DeadLetterStatus) -> Result<()> {
@@ -138,15 +149,7 @@ impl DeadLetterStore for PgDeadLetterStore {
     }
 
     async fn retry_requested(&self, subscriber: &str) -> Result<Vec<DeadLetter>> {
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT id, subscriber, event, error, attempts, parked_at, status FROM dead_letters \
-             WHERE subscriber = $1 AND status = $2 ORDER BY seq",
-        )
-        .bind(subscriber)
-        .bind(status_name(DeadLetterStatus::RetryRequested))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend)?;
-        rows.into_iter().map(letter).collect()
+        self.select(Some(subscriber), Some(DeadLetterStatus::RetryRequested))
+            .await
     }
 }

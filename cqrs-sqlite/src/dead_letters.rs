@@ -19,6 +19,30 @@ pub struct SqliteDeadLetterStore {
     pub(crate) db: SqliteDatabase,
 }
 
+impl SqliteDeadLetterStore {
+    /// Dead letters, of one subscriber or of all, with one status or any, oldest first.
+    async fn select(
+        &self,
+        subscriber: Option<&str>,
+        status: Option<DeadLetterStatus>,
+    ) -> Result<Vec<DeadLetter>> {
+        let reader = &self.db.inner.reader;
+        let status = status.map(status_text);
+        let rows = retry_busy!(&self.db.inner.config, async {
+            Ok(sqlx::query(
+                "SELECT id, subscriber, event, error, attempts, parked_at, status FROM dead_letters \
+                 WHERE (?1 IS NULL OR subscriber = ?1) AND (?2 IS NULL OR status = ?2) \
+                 ORDER BY seq",
+            )
+            .bind(subscriber)
+            .bind(status)
+            .fetch_all(reader)
+            .await?)
+        })?;
+        rows.iter().map(letter_from_row).collect()
+    }
+}
+
 fn status_text(status: DeadLetterStatus) -> &'static str {
     match status {
         DeadLetterStatus::RetryRequested => "retry_requested",
@@ -81,17 +105,7 @@ impl DeadLetterStore for SqliteDeadLetterStore {
     }
 
     async fn list(&self, subscriber: Option<&str>) -> Result<Vec<DeadLetter>> {
-        let reader = &self.db.inner.reader;
-        let rows = retry_busy!(&self.db.inner.config, async {
-            Ok(sqlx::query(
-                "SELECT id, subscriber, event, error, attempts, parked_at, status FROM dead_letters \
-                 WHERE ?1 IS NULL OR subscriber = ?1 ORDER BY seq",
-            )
-            .bind(subscriber)
-            .fetch_all(reader)
-            .await?)
-        })?;
-        rows.iter().map(letter_from_row).collect()
+        self.select(subscriber, None).await
     }
 
     async fn set_status(&self, id: Uuid, status: DeadLetterStatus) -> Result<()> {
@@ -143,17 +157,7 @@ impl DeadLetterStore for SqliteDeadLetterStore {
     }
 
     async fn retry_requested(&self, subscriber: &str) -> Result<Vec<DeadLetter>> {
-        let reader = &self.db.inner.reader;
-        let rows = retry_busy!(&self.db.inner.config, async {
-            Ok(sqlx::query(
-                "SELECT id, subscriber, event, error, attempts, parked_at, status FROM dead_letters \
-                 WHERE subscriber = ?1 AND status = ?2 ORDER BY seq",
-            )
-            .bind(subscriber)
-            .bind(status_text(DeadLetterStatus::RetryRequested))
-            .fetch_all(reader)
-            .await?)
-        })?;
-        rows.iter().map(letter_from_row).collect()
+        self.select(Some(subscriber), Some(DeadLetterStatus::RetryRequested))
+            .await
     }
 }
