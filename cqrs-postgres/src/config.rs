@@ -27,6 +27,14 @@ pub struct PgConfig {
     /// Whether [`PgEventStore::connect`](crate::PgEventStore::connect) creates the schema and
     /// runs [`MIGRATOR`] (true by default).
     pub migrate: bool,
+    /// Whether loads keep the complete blocks of 500 events of a long stream they read also
+    /// packed, one row per block in `event_blocks`, so that later loads read a block as one row
+    /// (true by default; see [`PgEventStore::read_stream_range_into`]). Off, nothing is packed
+    /// (blocks already packed are still read); the price of on is a second copy of a long
+    /// stream's types and payloads.
+    ///
+    /// [`PgEventStore::read_stream_range_into`]: crate::PgEventStore#method.read_stream_range_into
+    pub pack_blocks: bool,
 }
 
 impl Default for PgConfig {
@@ -35,6 +43,7 @@ impl Default for PgConfig {
             schema: "public".into(),
             max_connections: 10,
             migrate: true,
+            pack_blocks: true,
         }
     }
 }
@@ -57,6 +66,13 @@ impl PgConfig {
     /// Sets whether connecting migrates the schema.
     pub fn migrate(mut self, migrate: bool) -> Self {
         self.migrate = migrate;
+        self
+    }
+
+    /// Sets whether loads pack the complete blocks of long streams they read (see
+    /// [`pack_blocks`](Self::pack_blocks)).
+    pub fn pack_blocks(mut self, pack: bool) -> Self {
+        self.pack_blocks = pack;
         self
     }
 }

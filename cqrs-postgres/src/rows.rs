@@ -162,16 +162,19 @@ pub(crate) enum Chunk {
     Irregular,
 }
 
-/// A row of the chunked range read: the stream's version, then the chunk: the count, its bounds,
-/// the least and greatest schema version, the types and payloads.
+/// A row of the chunked range read: the chunk (the count, its bounds, the least and greatest
+/// schema version, the types and payloads), the stream's version, and whether the chunk came
+/// from a packed block.
 pub(crate) fn loaded_chunk(stream: &StreamId, row: &PgRow) -> Result<LoadedChunk> {
     let column = |e: sqlx::Error| load_corrupt(stream, 0, e);
     let head: i64 = row.try_get(7).map_err(column)?;
+    let packed: bool = row.try_get(8).map_err(column)?;
     let (first, chunk) = chunk_of(stream, row)?;
     Ok(LoadedChunk {
         head: to_u64(head),
         first,
         chunk,
+        packed,
     })
 }
 
@@ -183,6 +186,8 @@ pub(crate) struct LoadedChunk {
     /// The first version the chunk covers.
     pub(crate) first: u64,
     pub(crate) chunk: Chunk,
+    /// Whether it was read from `event_blocks` rather than from the rows of `events`.
+    pub(crate) packed: bool,
 }
 
 fn chunk_of(stream: &StreamId, row: &PgRow) -> Result<(u64, Chunk)> {
@@ -241,6 +246,25 @@ fn chunk_of(stream: &StreamId, row: &PgRow) -> Result<(u64, Chunk)> {
     Ok((first, Chunk::Events(events)))
 }
 
+/// The bounds of the chunks of a range read of versions `from..=to`: chunks end where blocks of
+/// `size` versions end (at multiples of `size`), so that every chunk but the first and the last
+/// is a whole block.
+pub(crate) fn chunk_bounds(from: u64, to: u64, size: u64) -> Vec<(u64, u64)> {
+    let mut bounds = Vec::new();
+    let mut first = from;
+    while first <= to {
+        let last = to.min(block_end(first, size));
+        bounds.push((first, last));
+        first = last + 1;
+    }
+    bounds
+}
+
+/// The last version of the block of `size` versions that holds `version` (versions start at 1).
+pub(crate) fn block_end(version: u64, size: u64) -> u64 {
+    (version.max(1) - 1) / size * size + size
+}
+
 /// Puts the chunks of a range read back in version order, whatever order they come in (SQL
 /// does not promise the order of a join's rows; PostgreSQL keeps the order of the array of
 /// chunk starts, so in practice each chunk is handed over as it arrives).
@@ -250,14 +274,14 @@ pub(crate) struct InVersionOrder<T> {
     next: u64,
     /// The range's last version.
     to: u64,
-    /// Versions per chunk.
+    /// Versions per block (see [`chunk_bounds`]).
     size: u64,
     /// Chunks that came before their turn, by first version.
     ahead: std::collections::BTreeMap<u64, T>,
 }
 
 impl<T> InVersionOrder<T> {
-    /// For a range `from..=to` in chunks of `size` versions.
+    /// For a range `from..=to` in the chunks of [`chunk_bounds`].
     pub(crate) fn new(from: u64, to: u64, size: u64) -> Self {
         InVersionOrder {
             next: from,
@@ -277,7 +301,7 @@ impl<T> InVersionOrder<T> {
     pub(crate) fn take(&mut self) -> Option<(u64, u64, T)> {
         let first = self.next;
         let chunk = self.ahead.remove(&first)?;
-        let last = self.to.min(first + self.size - 1);
+        let last = self.to.min(block_end(first, self.size));
         self.next = last + 1;
         Some((first, last, chunk))
     }
@@ -390,7 +414,7 @@ impl<'r> Decode<'r, Postgres> for Xid8 {
 
 #[cfg(test)]
 mod tests {
-    use super::{InVersionOrder, split_ranges};
+    use super::{InVersionOrder, chunk_bounds, split_ranges};
 
     #[test]
     fn a_joined_text_splits_into_the_byte_ranges_of_its_parts() {
@@ -419,6 +443,25 @@ mod tests {
             "the last one is short"
         );
         assert_eq!(chunks.take(), None);
+        assert_eq!(chunks.rest(), None);
+    }
+
+    #[test]
+    fn chunks_end_where_blocks_end() {
+        assert_eq!(
+            chunk_bounds(251, 1_700, 500),
+            [(251, 500), (501, 1_000), (1_001, 1_500), (1_501, 1_700)]
+        );
+        assert_eq!(chunk_bounds(1, 500, 500), [(1, 500)]);
+        assert_eq!(chunk_bounds(500, 501, 500), [(500, 500), (501, 501)]);
+        assert_eq!(chunk_bounds(7, 6, 500), []);
+        let mut chunks = InVersionOrder::new(251, 1_200, 500);
+        for (first, _) in chunk_bounds(251, 1_200, 500) {
+            chunks.put(first, ());
+        }
+        assert_eq!(chunks.take(), Some((251, 500, ())));
+        assert_eq!(chunks.take(), Some((501, 1_000, ())));
+        assert_eq!(chunks.take(), Some((1_001, 1_200, ())));
         assert_eq!(chunks.rest(), None);
     }
 

@@ -162,9 +162,9 @@ async fn a_range_is_handed_over_chunk_by_chunk_and_a_short_one_tells_the_version
     for (from, to, want) in [
         // Plain rows: the stream's version from the first row, then the events.
         (1, 500, vec![(0, 1_300), (500, 1_300)]),
-        // Chunks of 500 versions, each handed over as it comes.
+        // Chunks that end where blocks of 500 versions end, each handed over as it comes.
         (1, 1_200, vec![(500, 1_300), (500, 1_300), (200, 1_300)]),
-        (801, 5_000, vec![(500, 1_300)]),
+        (801, 5_000, vec![(200, 1_300), (300, 1_300)]),
     ] {
         let mut pieces = Vec::new();
         let mut next = from;
