@@ -197,13 +197,12 @@ fn chunk_of(stream: &StreamId, row: &PgRow) -> Result<(u64, Chunk)> {
         row.try_get(1).map_err(column)?,
         row.try_get(2).map_err(column)?,
     );
-    let corrupt = |version: i64, reason: String| Error::Corrupt {
-        stream: stream.clone(),
-        version: version.max(0) as u64,
-        reason,
-    };
     let (Ok(first), Ok(last)) = (u64::try_from(first), u64::try_from(last)) else {
-        return Err(corrupt(first, "negative stream version".into()));
+        return Err(load_corrupt_reason(
+            stream,
+            first,
+            "negative stream version",
+        ));
     };
     if n == 0 {
         return Ok((first, Chunk::Events(Vec::new())));
@@ -215,20 +214,35 @@ fn chunk_of(stream: &StreamId, row: &PgRow) -> Result<(u64, Chunk)> {
     if last - first + 1 != n as u64 || schema != last_schema {
         return Ok((first, Chunk::Irregular));
     }
+    let types: &str = row.try_get(5).map_err(column)?;
+    let payloads: &str = row.try_get(6).map_err(column)?;
+    Ok((
+        first,
+        joined_events(stream, first, last, schema, types, payloads)?,
+    ))
+}
+
+/// The events of versions `first..=last`, all of schema version `schema`, from their types and
+/// payloads each joined by [`SEPARATOR`]: [`Chunk::Irregular`] if either text holds another
+/// number of parts.
+pub(crate) fn joined_events(
+    stream: &StreamId,
+    first: u64,
+    last: u64,
+    schema: i32,
+    types: &str,
+    payloads: &str,
+) -> Result<Chunk> {
     let schema_version = u32::try_from(schema)
-        .map_err(|_| corrupt(first as i64, "negative schema version".into()))?;
+        .map_err(|_| load_corrupt_reason(stream, first as i64, "negative schema version"))?;
+    let n = usize::try_from(last.saturating_sub(first) + 1).unwrap_or(usize::MAX);
     // NOTE: types and payloads come joined by the record separator (0x1E), which valid JSON
     // never holds unescaped; a type holding one splits into too many parts, and the chunk is
     // read again row by row.
-    let types: &str = row.try_get(5).map_err(column)?;
-    let payloads: &str = row.try_get(6).map_err(column)?;
     let (types, payloads) = (Arc::<str>::from(types), Arc::<str>::from(payloads));
-    let (type_ranges, payload_ranges) = (
-        split_ranges(&types, n as usize),
-        split_ranges(&payloads, n as usize),
-    );
+    let (type_ranges, payload_ranges) = (split_ranges(&types, n), split_ranges(&payloads, n));
     let (Some(type_ranges), Some(payload_ranges)) = (type_ranges, payload_ranges) else {
-        return Ok((first, Chunk::Irregular));
+        return Ok(Chunk::Irregular);
     };
     // NOTE: the events of a chunk share its two texts (one copy each) rather than each owning
     // two small strings.
@@ -243,7 +257,28 @@ fn chunk_of(stream: &StreamId, row: &PgRow) -> Result<(u64, Chunk)> {
             )
         })
         .collect();
-    Ok((first, Chunk::Events(events)))
+    Ok(Chunk::Events(events))
+}
+
+/// Whether `events` (read as rows) can be packed as one block: consecutive versions, one
+/// schema version, no type holding [`SEPARATOR`] (what `PACK_BLOCKS` checks again).
+pub(crate) fn packable(events: &[LoadedEvent]) -> bool {
+    let Some(head) = events.first() else {
+        return false;
+    };
+    (head.stream_version..).zip(events).all(|(version, e)| {
+        e.stream_version == version
+            && e.schema_version == head.schema_version
+            && !e.event_type.contains(SEPARATOR)
+    })
+}
+
+fn load_corrupt_reason(stream: &StreamId, version: i64, reason: &str) -> Error {
+    Error::Corrupt {
+        stream: stream.clone(),
+        version: version.max(0) as u64,
+        reason: reason.into(),
+    }
 }
 
 /// The bounds of the chunks of a range read of versions `from..=to`: chunks end where blocks of

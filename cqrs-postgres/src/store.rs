@@ -23,7 +23,7 @@ use crate::error::{Duplicate, backend, duplicate};
 use crate::notify::Notifier;
 use crate::rows::{
     Chunk, EVENT_COLUMNS, EventRow, InVersionOrder, LOAD_COLUMNS, LoadedChunk, block_end,
-    chunk_bounds, loaded_chunk, loaded_event, to_i64, to_u64,
+    chunk_bounds, joined_events, loaded_chunk, loaded_event, packable, to_i64, to_u64,
 };
 use crate::{
     PgCheckpointStore, PgDeadLetterStore, PgLeases, PgProjector, PgSnapshotStore, PgTransactional,
@@ -248,8 +248,9 @@ impl PgEventStore {
     }
 
     /// A range of at most one chunk, as plain rows (the plan is simpler than the chunked
-    /// read's, which a short stream's load notices). The first row carries the stream's version,
-    /// handed to `sink` at once, so that a load of a long stream can start reading the rest.
+    /// read's, which a short stream's load notices), or as its packed block if it is one. The
+    /// first row carries the stream's version, handed to `sink` at once, so that a load of a long
+    /// stream can start reading the rest. A whole block read as rows is packed.
     async fn read_small_range(
         &self,
         stream: &StreamId,
@@ -263,8 +264,10 @@ impl PgEventStore {
             .bind(from)
             .bind(to)
             .fetch(&self.inner.pool);
+        let (first, last) = (to_u64(from), to_u64(to));
         let mut head = None;
         let mut events = Vec::new();
+        let mut packed = None;
         while let Some(row) = rows.try_next().await.map_err(backend)? {
             if row.try_get::<bool, _>(4).map_err(backend)? {
                 let version = to_u64(row.try_get::<i64, _>(0).map_err(backend)?);
@@ -274,6 +277,10 @@ impl PgEventStore {
                 if events.is_empty() {
                     sink(LoadedRange::new(Vec::new(), version))?;
                 }
+            } else if let Some(types) = row.try_get::<Option<&str>, _>(5).map_err(backend)? {
+                let schema: i32 = row.try_get(2).map_err(backend)?;
+                let payloads: &str = row.try_get(6).map_err(backend)?;
+                packed = Some(joined_events(stream, first, last, schema, types, payloads)?);
             } else {
                 events.push(loaded_event(stream, &row)?);
             }
@@ -284,8 +291,28 @@ impl PgEventStore {
             version: 0,
             reason: "the read brought no stream version".into(),
         })?;
+        let whole_block =
+            last - first + 1 == LOAD_CHUNK as u64 && block_end(first, LOAD_CHUNK as u64) == last;
+        let events = match packed {
+            Some(Chunk::Events(events)) => events,
+            Some(Chunk::Irregular) => self.read_rows_in_range(stream, first, last).await?,
+            None => {
+                let events = in_version_order(events);
+                if whole_block
+                    && events.len() == LOAD_CHUNK as usize
+                    && packable(&events)
+                    && self.inner.pack_blocks.load(Ordering::Relaxed)
+                {
+                    // NOTE: after the events are handed over, so that the load goes on meanwhile.
+                    sink(LoadedRange::new(events, head))?;
+                    self.pack(stream, vec![from]).await;
+                    return Ok(head);
+                }
+                events
+            }
+        };
         if !events.is_empty() {
-            sink(LoadedRange::new(in_version_order(events), head))?;
+            sink(LoadedRange::new(events, head))?;
         }
         Ok(head)
     }
@@ -731,14 +758,21 @@ fn in_version_order(mut events: Vec<LoadedEvent>) -> Vec<LoadedEvent> {
 }
 
 /// A range of at most [`LOAD_CHUNK`] versions: a first row with the stream's version (in the
-/// statement's snapshot) in the version column and `head` set, then the events.
+/// statement's snapshot) in the version column and `head` set, then the events: the packed
+/// block of exactly these versions as one row (the schema version, and the types and payloads
+/// joined as in [`LOAD_RANGE`], in the last two columns), or else the rows.
 const LOAD_SMALL_RANGE: &str = concat!(
     "SELECT ",
     stream_version_sql!(),
-    ", NULL::text, NULL::int4, NULL::json, true AS head \
+    ", NULL::text, NULL::int4, NULL::json, true AS head, NULL::text, NULL::text \
     UNION ALL \
-    (SELECT stream_version, event_type, schema_version, payload, false FROM events \
+    (SELECT first_version, NULL, schema_version, NULL, false, types, payloads FROM event_blocks \
+     WHERE stream_category = $1 AND stream_id = $2 AND first_version = $3 AND last_version = $4) \
+    UNION ALL \
+    (SELECT stream_version, event_type, schema_version, payload, false, NULL, NULL FROM events \
      WHERE stream_category = $1 AND stream_id = $2 AND stream_version >= $3 AND stream_version <= $4 \
+       AND NOT EXISTS (SELECT FROM event_blocks WHERE stream_category = $1 AND stream_id = $2 \
+                       AND first_version = $3 AND last_version = $4) \
      ORDER BY stream_version)"
 );
 

@@ -79,10 +79,15 @@ async fn loads_pack_whole_blocks_and_later_loads_read_them() {
         [1, 501, 1_001, 1_501],
         "the whole blocks the load read; 2,001..2,300 is not whole yet"
     );
-    // A range that only partly covers blocks packs none of them.
+    // A range that only partly covers blocks packs none of them; a short read (the first read
+    // of a load) of a whole block packs it.
     fill(&store, "u", 1_200).await;
     assert_eq!(load(&store, "u", 250, 1_100).await.len(), 851);
     assert_eq!(blocks(&store, "u").await, [501]);
+    assert_eq!(load(&store, "u", 1, 499).await.len(), 499);
+    assert_eq!(blocks(&store, "u").await, [501]);
+    assert!(load(&store, "u", 1, 500).await == rows(&store, "u", 1, 500).await);
+    assert_eq!(blocks(&store, "u").await, [1, 501]);
 
     // A block changed behind the store's back (a test only: the triggers forget blocks whose
     // rows change) shows that loads now read the packed rows, and only for whole blocks.
@@ -105,14 +110,26 @@ async fn loads_pack_whole_blocks_and_later_loads_read_them() {
         packed(&load(&store, "t", 400, 1_200).await),
         (501..=1_000).collect::<Vec<_>>()
     );
+    assert_eq!(
+        packed(&load(&store, "t", 501, 1_000).await),
+        (501..=1_000).collect::<Vec<_>>(),
+        "a short read of a whole block reads it packed"
+    );
     assert!(
-        packed(&load(&store, "t", 1, 500).await).is_empty(),
-        "a short read reads rows"
+        packed(&load(&store, "t", 502, 1_001).await).is_empty(),
+        "any other short read reads rows"
     );
     sqlx::query("UPDATE event_blocks SET types = replace(types, 'Packed', 'Added')")
         .execute(store.pool())
         .await
         .unwrap();
+    // A block that does not split into its versions is read as rows.
+    sqlx::query("UPDATE event_blocks SET types = types || E'\\x1e' WHERE first_version = 501")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    assert!(load(&store, "t", 501, 1_000).await == rows(&store, "t", 501, 1_000).await);
+    assert!(load(&store, "t", 1, 2_300).await == want);
 
     // The stream grows; the next load packs the block it completes and reads the rest.
     fill(&store, "t", 300).await;
