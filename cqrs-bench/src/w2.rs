@@ -22,6 +22,10 @@ const SNAPSHOT_SCHEMA: u32 = 1;
 #[derive(Debug)]
 pub(crate) struct W2Run {
     pub(crate) no_snapshot_ms: f64,
+    /// The first command after the stream was written: it reads the rows and packs the blocks.
+    pub(crate) first_ms: f64,
+    /// Commands with packing off and no packed blocks: every range read from the rows.
+    pub(crate) unpacked_ms: f64,
     pub(crate) snapshot_ms: f64,
     pub(crate) new_stream_ms: f64,
     /// L2: the stream's rows read with one plain query, the store's columns decoded.
@@ -66,6 +70,21 @@ pub(crate) async fn run(db: &Db, run: usize) -> Result<W2Run, BenchError> {
         let id = format!("new-{i}");
         fresh.push(timed(handler.execute(&id, &AccountCommand::Open(i + 1))).await?);
     }
+
+    let first_ms = plain[0].as_secs_f64() * 1000.0;
+    // The same without packed blocks (PgConfig::pack_blocks off): what the rows alone give.
+    store.set_pack_blocks(false);
+    sqlx::query("DELETE FROM event_blocks")
+        .execute(store.pool())
+        .await?;
+    let mut unpacked = Vec::with_capacity(SAMPLES);
+    for i in 0..SAMPLES {
+        let handler = CommandHandler::<Account>::new(shared.clone());
+        unpacked.push(
+            timed(handler.execute(long, &AccountCommand::Deposit(0, LONG + SAMPLES + i))).await?,
+        );
+    }
+    store.set_pack_blocks(true);
 
     let pool = db.plain_pool(store.schema(), 1).await?;
     let mut raw = Vec::with_capacity(SAMPLES);
@@ -118,12 +137,15 @@ pub(crate) async fn run(db: &Db, run: usize) -> Result<W2Run, BenchError> {
     for i in 0..SAMPLES {
         let handler = with_snapshots();
         snap.push(
-            timed(handler.execute(long, &AccountCommand::Deposit(0, LONG + SAMPLES + i))).await?,
+            timed(handler.execute(long, &AccountCommand::Deposit(0, LONG + 2 * SAMPLES + i)))
+                .await?,
         );
     }
     db.finish(store).await?;
     Ok(W2Run {
         no_snapshot_ms: median_ms(&mut plain),
+        first_ms,
+        unpacked_ms: median_ms(&mut unpacked),
         snapshot_ms: median_ms(&mut snap),
         new_stream_ms: median_ms(&mut fresh),
         raw_read_ms: median_ms(&mut raw),
