@@ -184,7 +184,7 @@ impl fmt::Display for Report {
         )?;
         row(
             f,
-            "W2 the first command (reads rows, packs blocks): ms",
+            "W2 the first command (reads rows; packing starts): ms",
             &w2.first,
             "",
         )?;

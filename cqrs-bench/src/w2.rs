@@ -22,7 +22,8 @@ const SNAPSHOT_SCHEMA: u32 = 1;
 #[derive(Debug)]
 pub(crate) struct W2Run {
     pub(crate) no_snapshot_ms: f64,
-    /// The first command after the stream was written: it reads the rows and packs the blocks.
+    /// The first command after the stream was written: it reads the rows, and its load starts
+    /// packing blocks (which later commands find packed).
     pub(crate) first_ms: f64,
     /// Commands with packing off and no packed blocks: every range read from the rows.
     pub(crate) unpacked_ms: f64,

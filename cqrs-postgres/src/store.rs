@@ -57,6 +57,8 @@ struct Inner {
     notifier: Notifier,
     appends: AppendConns,
     pack_blocks: AtomicBool,
+    /// Held by the packing in flight (see `start_packing`).
+    packing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for PgEventStore {
@@ -107,6 +109,7 @@ impl PgEventStore {
                 schema,
                 notifier,
                 pack_blocks: AtomicBool::new(true),
+                packing: Default::default(),
             }),
         })
     }
@@ -298,15 +301,8 @@ impl PgEventStore {
             Some(Chunk::Irregular) => self.read_rows_in_range(stream, first, last).await?,
             None => {
                 let events = in_version_order(events);
-                if whole_block
-                    && events.len() == LOAD_CHUNK as usize
-                    && packable(&events)
-                    && self.inner.pack_blocks.load(Ordering::Relaxed)
-                {
-                    // NOTE: after the events are handed over, so that the load goes on meanwhile.
-                    sink(LoadedRange::new(events, head))?;
-                    self.pack(stream, vec![from]).await;
-                    return Ok(head);
+                if whole_block && events.len() == LOAD_CHUNK as usize && packable(&events) {
+                    self.start_packing(stream, vec![from]);
                 }
                 events
             }
@@ -317,21 +313,54 @@ impl PgEventStore {
         Ok(head)
     }
 
-    /// Packs the blocks of `stream` that start at `firsts` into `event_blocks` (see
-    /// [`PACK_BLOCKS`]). Packing only spares later loads work, so a failure (a role without the
-    /// right to lock rows of `events`, say) is logged and the load goes on.
-    async fn pack(&self, stream: &StreamId, firsts: Vec<i64>) {
-        let packed = sqlx::query(PACK_BLOCKS)
-            .bind(&stream.category)
-            .bind(&stream.id)
-            .bind(firsts)
-            .bind(LOAD_CHUNK)
-            .execute(&self.inner.pool)
-            .await;
-        match packed {
-            Ok(done) => tracing::debug!(%stream, blocks = done.rows_affected(), "packed blocks"),
-            Err(e) => tracing::debug!(%stream, error = %e, "blocks not packed"),
+    /// Packs the blocks of `stream` that start at `firsts` (at most [`PACK_AT_ONCE`] of them)
+    /// into `event_blocks` (see [`PACK_BLOCKS`]), on a task of its own, so that the load that
+    /// found them does not wait. One packing runs at a time per store; while it runs, loads leave
+    /// their blocks to later loads. Packing only spares later loads work, so a failure (a role
+    /// without the right to lock rows of `events`, say) is logged and forgotten.
+    fn start_packing(&self, stream: &StreamId, mut firsts: Vec<i64>) {
+        if firsts.is_empty() || !self.inner.pack_blocks.load(Ordering::Relaxed) {
+            return;
         }
+        let Ok(running) = self.inner.packing.clone().try_lock_owned() else {
+            return;
+        };
+        firsts.truncate(PACK_AT_ONCE);
+        let (pool, stream) = (self.inner.pool.clone(), stream.clone());
+        tokio::spawn(async move {
+            let packed = sqlx::query(PACK_BLOCKS)
+                .bind(&stream.category)
+                .bind(&stream.id)
+                .bind(firsts)
+                .bind(LOAD_CHUNK)
+                .execute(&pool)
+                .await;
+            match packed {
+                Ok(done) => {
+                    tracing::debug!(%stream, blocks = done.rows_affected(), "packed blocks")
+                }
+                Err(e) => tracing::debug!(%stream, error = %e, "blocks not packed"),
+            }
+            drop(running);
+        });
+    }
+
+    /// Waits until the packing of blocks in flight, if any, has ended: after it, the blocks the
+    /// loads so far have packed are in `event_blocks`. Loads never wait for packing; this is
+    /// for tests, and for a shutdown that wants the work done before it closes the pool.
+    ///
+    /// ```no_run
+    /// # use cqrs_core::{EventStore, StreamId};
+    /// # async fn f(store: cqrs_postgres::PgEventStore) -> cqrs_core::Result<()> {
+    /// let stream = StreamId::new("account", "a1");
+    /// // A load of a long stream: its whole blocks of 500 events get packed meanwhile.
+    /// store.read_stream_range_for_load(&stream, 1, 10_000).await?;
+    /// store.wait_for_packing().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn wait_for_packing(&self) {
+        drop(self.inner.packing.lock().await);
     }
 
     /// The events of versions `from..=to` of `stream`, read row by row.
@@ -571,9 +600,7 @@ impl EventStore for PgEventStore {
                 sink(LoadedRange::new(events, head))?;
             }
         }
-        if !to_pack.is_empty() && self.inner.pack_blocks.load(Ordering::Relaxed) {
-            self.pack(stream, to_pack).await;
-        }
+        self.start_packing(stream, to_pack);
         Ok(head)
     }
 
@@ -775,6 +802,10 @@ const LOAD_SMALL_RANGE: &str = concat!(
                        AND first_version = $3 AND last_version = $4) \
      ORDER BY stream_version)"
 );
+
+/// The most blocks one packing packs (5,000 events): the first load of a very long stream
+/// leaves the rest to later loads rather than lock and copy all of it at once.
+const PACK_AT_ONCE: usize = 10;
 
 /// Events per row of [`LOAD_RANGE`]. The server caps one value at 1 GB: a chunk of events of
 /// 2 MB each on average would pass it, and is then read row by row.

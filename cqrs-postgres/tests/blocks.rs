@@ -29,16 +29,19 @@ async fn fill(store: &PgEventStore, id: &str, events: u64) {
     }
 }
 
-/// What a load reads of versions `from..=to`, through the chunked range read.
+/// What a load reads of versions `from..=to`, once what it packs is packed.
 async fn load(store: &PgEventStore, id: &str, from: u64, to: u64) -> Vec<LoadedEvent> {
-    tokio::time::timeout(
+    let read = tokio::time::timeout(
         Duration::from_secs(10),
         store.read_stream_range_for_load(&stream(id), from, to),
     )
     .await
     .expect("a load never waits for a lock")
-    .unwrap()
-    .events
+    .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), store.wait_for_packing())
+        .await
+        .expect("packing never waits for a lock");
+    read.events
 }
 
 /// What the rows of `events` hold for versions `from..=to`.
@@ -130,6 +133,14 @@ async fn loads_pack_whole_blocks_and_later_loads_read_them() {
         .unwrap();
     assert!(load(&store, "t", 501, 1_000).await == rows(&store, "t", 501, 1_000).await);
     assert!(load(&store, "t", 1, 2_300).await == want);
+
+    // A load packs at most ten blocks; the next one packs more.
+    fill(&store, "w", 6_000).await;
+    let want_w = rows(&store, "w", 1, 6_000).await;
+    assert!(load(&store, "w", 1, 6_000).await == want_w);
+    assert_eq!(blocks(&store, "w").await.len(), 10);
+    assert!(load(&store, "w", 1, 6_000).await == want_w);
+    assert_eq!(blocks(&store, "w").await.len(), 12);
 
     // The stream grows; the next load packs the block it completes and reads the rest.
     fill(&store, "t", 300).await;
@@ -291,4 +302,38 @@ async fn a_packing_and_a_hand_edit_in_flight_never_miss_each_other() {
     let after = rows(&store, "t", 1, 1_500).await;
     assert_eq!(&*after[900].payload, "{\"n\":-2}");
     assert!(load(&store, "t", 1, 1_500).await == after);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loads_never_wait_for_packing() {
+    let db = support::TestDb::new().await;
+    let store = db.store("public").await;
+    fill(&store, "t", 1_000).await;
+    // Another session packing the first block, not committed yet: a packing of the same block
+    // waits for it to end (the key is taken or not).
+    let mut other = db.connect().await;
+    sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+    sqlx::query(
+        "INSERT INTO event_blocks (stream_category, stream_id, first_version, last_version, schema_version, types, payloads) \
+         VALUES ('tally', 't', 1, 500, 1, '', '')",
+    )
+    .execute(&mut other)
+    .await
+    .unwrap();
+    let want = rows(&store, "t", 1, 1_000).await;
+    for _ in 0..3 {
+        let read = tokio::time::timeout(
+            Duration::from_secs(5),
+            store.read_stream_range_for_load(&stream("t"), 1, 1_000),
+        )
+        .await
+        .expect("the load does not wait for the packing it started");
+        assert!(read.unwrap().events == want);
+    }
+    let waiting = tokio::time::timeout(Duration::from_millis(300), store.wait_for_packing()).await;
+    assert!(waiting.is_err(), "the packing waits for the other session");
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    store.wait_for_packing().await;
+    assert_eq!(blocks(&store, "t").await, [1, 501]);
+    assert!(load(&store, "t", 1, 1_000).await == want);
 }
