@@ -6,7 +6,8 @@ use cqrs_core::{Error, Result};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
-/// The migrations of the event store, checkpoint, snapshot, dead-letter and lease tables.
+/// The migrations of the event store, packed-block, checkpoint, snapshot, dead-letter, lease
+/// and inbox tables.
 ///
 /// Every name in them is unqualified, so they create the tables in the schema the
 /// connection's `search_path` selects; [`migrate`] runs them in a chosen schema.

@@ -74,6 +74,17 @@
 //!   sent as rows of up to 500 events each (a couple of dozen rows instead of thousands) and
 //!   handed over row by row as they arrive; a load's first read hands over the stream's version
 //!   before its events, so the rest of a long stream is asked for at once.
+//! - Packed blocks: the whole blocks of 500 events (versions 1–500, 501–1,000, ...) that a load
+//!   reads are also kept packed, one row per block in `event_blocks` (types and payloads each
+//!   joined into one text), and later loads read a block as that one row: about a third of the
+//!   server's work for a long stream. The packing runs on a task of its own after the load
+//!   (one at a time per store, ten blocks at most; [`PgEventStore::wait_for_packing`]), under
+//!   share locks on the rows it packs. `events` stays the record: triggers forget every block
+//!   whose rows are updated, deleted or truncated (the store never does; hand edits may), and a
+//!   block that does not split into its versions is read as rows. The price is a second copy of
+//!   a long stream's types and payloads (compressed); [`PgConfig::pack_blocks`] turns packing
+//!   off. Packing needs the `UPDATE` privilege on `events` (for the row locks); without it, loads
+//!   read rows as before.
 //! - Wake-ups: appends signal local subscribers at once and other processes by
 //!   `LISTEN`/`NOTIFY` (sent after commit, at most one per 3 ms); the listener reconnects by itself and
 //!   wakes everyone after a reconnection. Runners still poll as a fallback.
