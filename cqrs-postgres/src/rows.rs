@@ -261,16 +261,20 @@ pub(crate) fn joined_events(
 }
 
 /// Whether `events` (read as rows) can be packed as one block: consecutive versions, one
-/// schema version, no type holding [`SEPARATOR`] (what `PACK_BLOCKS` checks again).
+/// schema version, no type holding [`SEPARATOR`] (what `PACK_BLOCKS` checks again), and well
+/// below the server's limit of 1 GB for one value (else every load would try and fail again).
 pub(crate) fn packable(events: &[LoadedEvent]) -> bool {
+    const MAX_BYTES: usize = 256 << 20;
     let Some(head) = events.first() else {
         return false;
     };
-    (head.stream_version..).zip(events).all(|(version, e)| {
-        e.stream_version == version
-            && e.schema_version == head.schema_version
-            && !e.event_type.contains(SEPARATOR)
-    })
+    let bytes: usize = events.iter().map(|e| e.payload.len() + 1).sum();
+    bytes < MAX_BYTES
+        && (head.stream_version..).zip(events).all(|(version, e)| {
+            e.stream_version == version
+                && e.schema_version == head.schema_version
+                && !e.event_type.contains(SEPARATOR)
+        })
 }
 
 fn load_corrupt_reason(stream: &StreamId, version: i64, reason: &str) -> Error {
@@ -449,7 +453,8 @@ impl<'r> Decode<'r, Postgres> for Xid8 {
 
 #[cfg(test)]
 mod tests {
-    use super::{InVersionOrder, chunk_bounds, split_ranges};
+    use super::{InVersionOrder, chunk_bounds, packable, split_ranges};
+    use cqrs_core::LoadedEvent;
 
     #[test]
     fn a_joined_text_splits_into_the_byte_ranges_of_its_parts() {
@@ -479,6 +484,35 @@ mod tests {
         );
         assert_eq!(chunks.take(), None);
         assert_eq!(chunks.rest(), None);
+    }
+
+    #[test]
+    fn only_consecutive_versions_of_one_schema_and_plain_types_are_packable() {
+        let events = |f: &dyn Fn(u64) -> (u64, &'static str, u32)| -> Vec<LoadedEvent> {
+            (1..=5)
+                .map(|i| {
+                    let (version, ty, schema) = f(i);
+                    LoadedEvent::new(version, ty, schema, "{}")
+                })
+                .collect()
+        };
+        assert!(packable(&events(&|i| (i, "Added", 1))));
+        assert!(!packable(&events(&|i| (
+            if i == 5 { 6 } else { i },
+            "Added",
+            1
+        ))));
+        assert!(!packable(&events(&|i| (
+            i,
+            "Added",
+            if i == 3 { 2 } else { 1 }
+        ))));
+        assert!(!packable(&events(&|i| (
+            i,
+            if i == 2 { "A\u{1e}B" } else { "Added" },
+            1
+        ))));
+        assert!(!packable(&[]));
     }
 
     #[test]
