@@ -27,8 +27,8 @@ pub const CORRUPT_METADATA_KEY: &str = "cqrs_corrupt_metadata";
 /// payload is `null` then, so that decoding it fails and the subscriber parks the event.
 pub const CORRUPT_PAYLOAD_KEY: &str = "cqrs_corrupt_payload";
 
-/// One row of the events table.
-#[derive(Debug, sqlx::FromRow)]
+/// One row of the events table, as [`EVENT_COLUMNS`] selects it.
+#[derive(Debug)]
 pub(crate) struct EventRow {
     position: i64,
     tx: Xid8,
@@ -43,6 +43,26 @@ pub(crate) struct EventRow {
     payload: JsonText,
     metadata: JsonText,
     recorded_at: DateTime<Utc>,
+}
+
+impl<'r> sqlx::FromRow<'r, PgRow> for EventRow {
+    // NOTE: by index, in EVENT_COLUMNS order: looking each column up by name cost a replay
+    // about a twentieth of its client time.
+    fn from_row(row: &'r PgRow) -> sqlx::Result<Self> {
+        Ok(EventRow {
+            position: row.try_get(0)?,
+            tx: row.try_get(1)?,
+            stream_category: row.try_get(2)?,
+            stream_id: row.try_get(3)?,
+            stream_version: row.try_get(4)?,
+            event_id: row.try_get(5)?,
+            event_type: row.try_get(6)?,
+            schema_version: row.try_get(7)?,
+            payload: row.try_get(8)?,
+            metadata: row.try_get(9)?,
+            recorded_at: row.try_get(10)?,
+        })
+    }
 }
 
 impl EventRow {
