@@ -319,6 +319,11 @@ pub(crate) fn chunk_bounds(from: u64, to: u64, size: u64) -> Vec<(u64, u64)> {
     bounds
 }
 
+/// Whether versions `first..=last` are exactly one block of `size` versions.
+pub(crate) fn whole_block(first: u64, last: u64, size: u64) -> bool {
+    last.checked_sub(first) == Some(size - 1) && block_end(first, size) == last
+}
+
 /// The last version of the block of `size` versions that holds `version` (versions start at 1).
 pub(crate) fn block_end(version: u64, size: u64) -> u64 {
     (version.max(1) - 1) / size * size + size
@@ -473,7 +478,7 @@ impl<'r> Decode<'r, Postgres> for Xid8 {
 
 #[cfg(test)]
 mod tests {
-    use super::{InVersionOrder, chunk_bounds, packable, split_ranges};
+    use super::{InVersionOrder, chunk_bounds, packable, split_ranges, whole_block};
     use cqrs_core::LoadedEvent;
 
     #[test]
@@ -544,6 +549,9 @@ mod tests {
         assert_eq!(chunk_bounds(1, 500, 500), [(1, 500)]);
         assert_eq!(chunk_bounds(500, 501, 500), [(500, 500), (501, 501)]);
         assert_eq!(chunk_bounds(7, 6, 500), []);
+        assert!(whole_block(501, 1_000, 500));
+        assert!(!whole_block(500, 999, 500) && !whole_block(501, 999, 500));
+        assert!(!whole_block(501, 400, 500));
         let mut chunks = InVersionOrder::new(251, 1_200, 500);
         for (first, _) in chunk_bounds(251, 1_200, 500) {
             chunks.put(first, ());

@@ -22,8 +22,8 @@ use crate::diagnostics::{PgDiagnostics, diagnose};
 use crate::error::{Duplicate, backend, duplicate};
 use crate::notify::Notifier;
 use crate::rows::{
-    Chunk, EVENT_COLUMNS, EventRow, InVersionOrder, LOAD_COLUMNS, LoadedChunk, block_end,
-    chunk_bounds, joined_events, loaded_chunk, loaded_event, packable, to_i64, to_u64,
+    Chunk, EVENT_COLUMNS, EventRow, InVersionOrder, LOAD_COLUMNS, LoadedChunk, chunk_bounds,
+    joined_events, loaded_chunk, loaded_event, packable, to_i64, to_u64, whole_block,
 };
 use crate::{
     PgCheckpointStore, PgDeadLetterStore, PgLeases, PgProjector, PgSnapshotStore, PgTransactional,
@@ -294,14 +294,15 @@ impl PgEventStore {
             version: 0,
             reason: "the read brought no stream version".into(),
         })?;
-        let whole_block =
-            last - first + 1 == LOAD_CHUNK as u64 && block_end(first, LOAD_CHUNK as u64) == last;
         let events = match packed {
             Some(Chunk::Events(events)) => events,
             Some(Chunk::Irregular) => self.read_rows_in_range(stream, first, last).await?,
             None => {
                 let events = in_version_order(events);
-                if whole_block && events.len() == LOAD_CHUNK as usize && packable(&events) {
+                if whole_block(first, last, LOAD_CHUNK as u64)
+                    && events.len() == LOAD_CHUNK as usize
+                    && packable(&events)
+                {
                     self.start_packing(stream, vec![from]);
                 }
                 events
@@ -573,8 +574,8 @@ impl EventStore for PgEventStore {
             head = head.max(seen);
             if !packed
                 && let Chunk::Events(events) = &chunk
-                && events.len() == LOAD_CHUNK as usize
-                && block_end(first, LOAD_CHUNK as u64) == first + LOAD_CHUNK as u64 - 1
+                && let Some(last) = (first + events.len() as u64).checked_sub(1)
+                && whole_block(first, last, LOAD_CHUNK as u64)
             {
                 to_pack.push(first as i64);
             }
