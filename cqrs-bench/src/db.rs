@@ -63,6 +63,11 @@ impl Db {
         Ok(PgConnection::connect(&self.url).await?)
     }
 
+    /// The prefix of this process's schemas.
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// Drops `schema` and everything in it, if it exists.
     pub(crate) async fn drop_schema(&self, schema: &str) -> Result<(), BenchError> {
         let mut conn = self.admin().await?;

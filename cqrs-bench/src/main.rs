@@ -73,6 +73,10 @@ struct Args {
     /// Skip the million-event replay.
     #[arg(long)]
     quick: bool,
+    /// Keep the schemas at the end (to inspect them, or to profile a replay with
+    /// `--replay-child SCHEMA`); drop them by hand with `DROP SCHEMA ... CASCADE`.
+    #[arg(long)]
+    keep: bool,
     /// Internal: rebuild the read model of this schema and print the result (W3's child).
     #[arg(long, hide = true)]
     replay_child: Option<String>,
@@ -94,7 +98,11 @@ async fn main() -> Result<(), BenchError> {
         return w3::replay_child(&db, schema).await;
     }
     let result = run_all(&db, &args).await;
-    db.drop_all().await?;
+    if args.keep {
+        eprintln!("schemas kept: {}_*", db.prefix());
+    } else {
+        db.drop_all().await?;
+    }
     let report = result?;
     println!("{report}");
     Ok(())
@@ -172,7 +180,9 @@ async fn run_all(db: &Db, args: &Args) -> Result<Report, BenchError> {
                     r.w3(rep);
                 }
             }
-            db.drop_schema(&schema).await?;
+            if !args.keep {
+                db.drop_schema(&schema).await?;
+            }
         }
     }
     Ok(r)

@@ -65,6 +65,15 @@ impl<'r> sqlx::FromRow<'r, PgRow> for EventRow {
     }
 }
 
+/// Metadata from its stored text; the empty object, what most events carry, without the parser.
+fn parse_metadata(text: &str) -> serde_json::Result<Metadata> {
+    if text == "{}" {
+        Ok(Metadata::default())
+    } else {
+        serde_json::from_str(text)
+    }
+}
+
 impl EventRow {
     fn stream(&self) -> StreamId {
         StreamId::new(self.stream_category.clone(), self.stream_id.clone())
@@ -82,7 +91,7 @@ impl EventRow {
     pub(crate) fn into_recorded(self) -> Result<RecordedEvent> {
         let payload = serde_json::from_str::<Value>(&self.payload.0)
             .map_err(|e| self.corrupt(format!("payload does not parse: {e}")))?;
-        let metadata = serde_json::from_str::<Metadata>(&self.metadata.0)
+        let metadata = parse_metadata(&self.metadata.0)
             .map_err(|e| self.corrupt(format!("metadata does not parse: {e}")))?;
         self.into_recorded_with(payload, metadata)
     }
@@ -93,7 +102,7 @@ impl EventRow {
     /// The all-stream reads this way: an error there would stop every subscriber at the row
     /// for good, while an event handed on can be handled or parked by each subscriber.
     pub(crate) fn into_recorded_lenient(self) -> Result<RecordedEvent> {
-        let mut metadata = match serde_json::from_str::<Metadata>(&self.metadata.0) {
+        let mut metadata = match parse_metadata(&self.metadata.0) {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(stream = %self.stream(), version = self.stream_version, error = %e,

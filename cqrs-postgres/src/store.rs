@@ -622,28 +622,30 @@ impl EventStore for PgEventStore {
         );
         let mut waits = HOLD_BACK_WAITS.iter();
         loop {
-            let rows: Vec<EventRow> = sqlx::query_as(const_format_all())
+            // NOTE: each row becomes its event as it arrives, into a vector sized once: a
+            // batch is neither held twice nor grown by copying.
+            let mut rows = sqlx::query_as::<_, EventRow>(const_format_all())
                 .bind(tx)
                 .bind(position)
                 .bind(limit_of(limit))
-                .fetch_all(&self.inner.pool)
-                .await
-                .map_err(backend)?;
+                .fetch(&self.inner.pool);
+            let mut events = Vec::with_capacity(limit.min(READ_ALL_PRESIZE));
+            while let Some(row) = rows.try_next().await.map_err(backend)? {
+                events.push(row.into_recorded_lenient()?);
+            }
+            drop(rows);
             // NOTE: at the tail, committed events may be held back by a transaction that began
             // before them and ends in a moment (any writer of the database): rather than leave
             // them to the next wake-up or poll, wait a little for it. Only an empty read waits,
             // so a subscriber that has events to handle is never slowed down.
-            if rows.is_empty()
+            if events.is_empty()
                 && let Some(wait) = waits.next()
                 && self.held_back(tx, position).await?
             {
                 tokio::time::sleep(*wait).await;
                 continue;
             }
-            return rows
-                .into_iter()
-                .map(EventRow::into_recorded_lenient)
-                .collect();
+            return Ok(events);
         }
     }
 
@@ -680,6 +682,9 @@ impl EventStore for PgEventStore {
         self.inner.notifier.subscribe()
     }
 }
+
+/// The most events `read_all` makes room for before its rows arrive (a larger batch grows).
+const READ_ALL_PRESIZE: usize = 10_000;
 
 fn limit_of(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
