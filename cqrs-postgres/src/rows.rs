@@ -192,13 +192,21 @@ pub(crate) enum Chunk {
 }
 
 /// A row of the chunked range read: the chunk (the count, its bounds, the least and greatest
-/// schema version, the types and payloads), the stream's version, and whether the chunk came
-/// from a packed block.
+/// schema version, the types and payloads), the stream's version, whether the chunk came from a
+/// packed block, and (aggregated from rows) the versions in the order the texts were joined.
+/// An aggregated chunk whose versions are not its bounds' versions in order is
+/// [`Chunk::Irregular`].
 pub(crate) fn loaded_chunk(stream: &StreamId, row: &PgRow) -> Result<LoadedChunk> {
     let column = |e: sqlx::Error| load_corrupt(stream, 0, e);
     let head: i64 = row.try_get(7).map_err(column)?;
     let packed: bool = row.try_get(8).map_err(column)?;
-    let (first, chunk) = chunk_of(stream, row)?;
+    let (first, mut chunk) = chunk_of(stream, row)?;
+    if !packed && let Chunk::Events(events) = &chunk {
+        let versions: Option<Vec<i64>> = row.try_get(9).map_err(column)?;
+        if !consecutive_from(first, events.len(), versions.as_deref().unwrap_or_default()) {
+            chunk = Chunk::Irregular;
+        }
+    }
     Ok(LoadedChunk {
         head: to_u64(head),
         first,
@@ -249,6 +257,15 @@ fn chunk_of(stream: &StreamId, row: &PgRow) -> Result<(u64, Chunk)> {
         first,
         joined_events(stream, first, last, schema, types, payloads)?,
     ))
+}
+
+/// Whether `versions` are `n` versions from `first` on, in order: the order in which a chunk's
+/// texts were joined, checked before its parts are given these versions.
+pub(crate) fn consecutive_from(first: u64, n: usize, versions: &[i64]) -> bool {
+    versions.len() == n
+        && (first..)
+            .zip(versions)
+            .all(|(want, &got)| u64::try_from(got) == Ok(want))
 }
 
 /// The events of versions `first..=last`, all of schema version `schema`, from their types and
@@ -487,8 +504,27 @@ impl<'r> Decode<'r, Postgres> for Xid8 {
 
 #[cfg(test)]
 mod tests {
-    use super::{InVersionOrder, chunk_bounds, packable, split_ranges, whole_block};
+    use super::{
+        InVersionOrder, chunk_bounds, consecutive_from, packable, split_ranges, whole_block,
+    };
     use cqrs_core::LoadedEvent;
+
+    #[test]
+    fn a_chunk_is_taken_only_with_its_versions_in_order() {
+        assert!(consecutive_from(501, 3, &[501, 502, 503]));
+        assert!(consecutive_from(7, 0, &[]));
+        assert!(
+            !consecutive_from(501, 3, &[501, 503, 502]),
+            "joined out of order"
+        );
+        assert!(!consecutive_from(501, 3, &[502, 503, 504]), "shifted");
+        assert!(
+            !consecutive_from(501, 3, &[501, 502]),
+            "fewer versions than parts"
+        );
+        assert!(!consecutive_from(501, 3, &[]), "no versions");
+        assert!(!consecutive_from(1, 2, &[1, -2]), "negative");
+    }
 
     #[test]
     fn a_joined_text_splits_into_the_byte_ranges_of_its_parts() {
