@@ -12,7 +12,7 @@ use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::Mutex;
 
 use crate::codec::encode;
-use crate::topology::{DEFAULT_EXCHANGE_PREFIX, declare_exchange, exchange_for};
+use crate::topology::{DEFAULT_EXCHANGE_PREFIX, RabbitQueue, declare_exchange, exchange_for};
 
 /// A [`Subscriber`] that publishes every event to the topic exchange of its aggregate type
 /// (routing key = event type, message id = event id, the envelope in headers) and saves the
@@ -26,13 +26,15 @@ use crate::topology::{DEFAULT_EXCHANGE_PREFIX, declare_exchange, exchange_for};
 /// [`retry_for`](RabbitRelay::retry_for) before the batch fails to the runner (which retries
 /// and, once its attempts are spent, parks the event; give the runner generous
 /// `max_attempts` for a relay). A message routed to no queue is dropped by the broker, as in
-/// any publish/subscribe: declare the consumers' queues before relaying.
+/// any publish/subscribe: declare the consumers' queues before relaying, for instance by
+/// handing them to the relay with [`declaring`](RabbitRelay::declaring).
 pub struct RabbitRelay<C> {
     name: String,
     url: String,
     prefix: String,
     checkpoints: C,
     retry_for: Duration,
+    queues: Vec<RabbitQueue>,
     link: Mutex<Option<Link>>,
 }
 
@@ -62,6 +64,7 @@ impl<C: CheckpointStore> RabbitRelay<C> {
             prefix: DEFAULT_EXCHANGE_PREFIX.to_owned(),
             checkpoints,
             retry_for: Duration::from_secs(30),
+            queues: Vec::new(),
             link: Mutex::new(None),
         }
     }
@@ -69,6 +72,26 @@ impl<C: CheckpointStore> RabbitRelay<C> {
     /// Publishes to exchanges named `prefix` + aggregate type instead of `events.` + type.
     pub fn with_exchange_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
+        self
+    }
+
+    /// Declares `queue` (with its companions, exchanges and bindings, as
+    /// [`RabbitQueue::declare`] does) each time the relay connects, before it publishes: the
+    /// events relayed before that queue's consumer first starts wait in it instead of being
+    /// dropped as routed nowhere. Call it once per queue; the consumer declares the same queue
+    /// with the same settings, which the broker accepts.
+    ///
+    /// ```no_run
+    /// # use cqrs_core::InMemoryCheckpointStore;
+    /// use cqrs_rabbitmq::{RabbitQueue, RabbitRelay};
+    ///
+    /// let url = "amqp://guest:guest@127.0.0.1:5672/%2f";
+    /// let notifier = RabbitQueue::new("notifier").subscribe("account");
+    /// let relay = RabbitRelay::new("broker_relay", url, InMemoryCheckpointStore::new())
+    ///     .declaring(notifier);
+    /// ```
+    pub fn declaring(mut self, queue: RabbitQueue) -> Self {
+        self.queues.push(queue);
         self
     }
 
@@ -89,6 +112,9 @@ impl<C: CheckpointStore> RabbitRelay<C> {
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(Error::backend)?;
+        for queue in &self.queues {
+            queue.declare(&channel).await.map_err(Error::backend)?;
+        }
         Ok(Link {
             _conn: conn,
             channel,

@@ -282,3 +282,39 @@ async fn connections_closed_by_the_broker_mid_stream_lose_nothing() {
     runner.shutdown().await;
     cleanup(&url, &queue, &[exchange]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_declares_the_queue_keeps_what_it_publishes_before_any_consumer() {
+    let Some(url) = broker().await else { return };
+    let tag = unique("declaring");
+    let prefix = format!("{tag}.");
+    let exchange = exchange_for(&prefix, CATEGORY);
+    // NOTE: no one declares this queue but the relay: without `declaring`, the broker would
+    // drop every message as routed nowhere, and the count below would find no queue.
+    let queue = RabbitQueue::new(&tag).bind(&exchange, "#");
+
+    let store = Arc::new(InMemoryEventStore::new());
+    seed(&store, CATEGORY, 5, 40).await;
+    let checkpoints = Arc::new(InMemoryCheckpointStore::new());
+    let relay = RabbitRelay::new(&tag, &url, checkpoints.clone())
+        .with_exchange_prefix(&prefix)
+        .declaring(queue.clone());
+    let runner = relay_runner(store.clone(), relay);
+    runner
+        .wait_for(&tag, 200, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(
+        queue_counts(&url, queue.name()).await,
+        (200, 0),
+        "every event waits in the queue the relay declared"
+    );
+
+    let inbox = Arc::new(InMemoryInbox::new(Recorder::default()));
+    let consumer = RabbitConsumer::new(&url, queue.clone(), inbox.clone()).start();
+    eventually(20, "200 handled", || consumer.stats().handled >= 200).await;
+    assert_in_order_once(&inbox.projector().seen.lock().unwrap(), 5, 40);
+    consumer.shutdown().await;
+    runner.shutdown().await;
+    cleanup(&url, &queue, &[exchange]).await;
+}

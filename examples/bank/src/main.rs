@@ -63,14 +63,19 @@ enum Command {
         #[command(flatten)]
         db: Database,
         /// Also relay every event to this broker: `amqp://...` (RabbitMQ) or `nats://...`
-        /// (NATS JetStream). On RabbitMQ, start `bank notifier` once first: events published
-        /// before its queue exists are dropped.
+        /// (NATS JetStream). On RabbitMQ, start `bank notifier` once first (events published
+        /// before its queue exists are dropped), or pass `--declare-queue`.
         #[arg(long)]
         broker: Option<bank::Broker>,
         /// The exchanges `<PREFIX>.<aggregate type>` (RabbitMQ) or the stream `<PREFIX>`
         /// (JetStream, subjects `<prefix>.>`) the events are published to.
         #[arg(long, default_value = "bank")]
         broker_prefix: String,
+        /// RabbitMQ: the relay declares the notifier's queue of this name (as `bank notifier
+        /// --queue` does) before it publishes, so that events wait for a notifier not started
+        /// yet.
+        #[arg(long, value_name = "QUEUE", requires = "broker")]
+        declare_queue: Option<String>,
     },
     /// A second service: consumes the bank's account events from a broker into its own read
     /// model (balances and the notices sent to customers), logging each notice.
@@ -138,6 +143,7 @@ fn channels(prefix: String, queue: Option<String>) -> bank::Channels {
     bank::Channels {
         prefix,
         queue: queue.unwrap_or(default.queue),
+        ..default
     }
 }
 
@@ -167,8 +173,16 @@ async fn main() -> ExitCode {
             db,
             broker,
             broker_prefix,
+            declare_queue,
         } => {
-            let relay = broker.map(|b| (b, channels(broker_prefix, None)));
+            let relay = broker.map(|b| {
+                let declare = declare_queue.is_some();
+                let channels = bank::Channels {
+                    declare_queue: declare,
+                    ..channels(broker_prefix, declare_queue)
+                };
+                (b, channels)
+            });
             cli::serve(
                 &listen,
                 db.url(),

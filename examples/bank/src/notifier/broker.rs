@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use cqrs_core::{BoxError, Runner, RunnerConfig, RunnerHandle, Subscriber};
 use cqrs_nats::{JetStreamEvents, JetStreamRelay};
-use cqrs_rabbitmq::RabbitRelay;
+use cqrs_rabbitmq::{RabbitQueue, RabbitRelay};
 
 use crate::backend::Backend;
 
@@ -20,6 +20,11 @@ pub struct Channels {
     pub prefix: String,
     /// The notifier's queue (RabbitMQ) or durable consumer (JetStream).
     pub queue: String,
+    /// RabbitMQ: the relay also declares the notifier's queue (bound to every account event, as
+    /// the notifier declares it) before it publishes, so that the events relayed before the
+    /// notifier first starts wait for it. Off by default: a queue no one consumes grows without
+    /// end. (JetStream keeps the events in the bank's stream either way.)
+    pub declare_queue: bool,
 }
 
 impl Default for Channels {
@@ -27,11 +32,18 @@ impl Default for Channels {
         Channels {
             prefix: "bank".to_owned(),
             queue: "bank-notifier".to_owned(),
+            declare_queue: false,
         }
     }
 }
 
 impl Channels {
+    /// The notifier's RabbitMQ queue: bound to every event of the bank's accounts.
+    pub(crate) fn rabbit_queue(&self) -> RabbitQueue {
+        let exchange = cqrs_rabbitmq::exchange_for(&self.exchange_prefix(), "account");
+        RabbitQueue::new(&self.queue).bind(exchange, "#")
+    }
+
     pub(crate) fn exchange_prefix(&self) -> String {
         format!("{}.", self.prefix)
     }
@@ -80,17 +92,21 @@ impl std::str::FromStr for Broker {
 /// The bank's outbox relay to `broker`, checkpointed in the backend's store.
 ///
 /// RabbitMQ drops what no queue is bound to: start the notifier once before the relay, so that
-/// its durable queue exists.
+/// its durable queue exists, or have the relay declare it ([`Channels::declare_queue`]).
 pub async fn broker_relay(
     backend: &Backend,
     broker: &Broker,
     channels: &Channels,
 ) -> Result<Arc<dyn Subscriber>, BoxError> {
     Ok(match broker {
-        Broker::Amqp(url) => Arc::new(
-            RabbitRelay::new(BROKER_RELAY, url, backend.checkpoints())
-                .with_exchange_prefix(channels.exchange_prefix()),
-        ),
+        Broker::Amqp(url) => {
+            let mut relay = RabbitRelay::new(BROKER_RELAY, url, backend.checkpoints())
+                .with_exchange_prefix(channels.exchange_prefix());
+            if channels.declare_queue {
+                relay = relay.declaring(channels.rabbit_queue());
+            }
+            Arc::new(relay)
+        }
         Broker::Nats(url) => {
             let client = cqrs_nats::async_nats::connect(url).await?;
             Arc::new(JetStreamRelay::new(

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use cqrs_core::BoxError;
 use cqrs_nats::{JetStreamConsumer, JetStreamQueue};
-use cqrs_rabbitmq::{RabbitConsumer, RabbitQueue};
+use cqrs_rabbitmq::RabbitConsumer;
 
 use super::broker::{Broker, Channels};
 use super::model::Notifier;
@@ -59,8 +59,7 @@ pub async fn start_notifier(
     let inbox = notifier.inbox();
     let consumer = match broker {
         Broker::Amqp(url) => {
-            let exchange = cqrs_rabbitmq::exchange_for(&channels.exchange_prefix(), "account");
-            let queue = RabbitQueue::new(&channels.queue).bind(exchange, "#");
+            let queue = channels.rabbit_queue();
             let conn = cqrs_rabbitmq::lapin::Connection::connect(url, Default::default()).await?;
             let channel = conn.create_channel().await?;
             queue.declare(&channel).await?;

@@ -124,6 +124,75 @@ async fn notifier_on_postgres_over_rabbitmq_survives_sigkill_and_a_relay_replay(
     db.drop_db().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_declare_queue_keeps_the_events_relayed_before_the_notifier_starts() {
+    let Some(broker) = broker("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f").await else {
+        return;
+    };
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let channels = Channels {
+        prefix: format!("banke2e{}", &tag[..10]),
+        queue: format!("banke2e-early-{}", &tag[..10]),
+        ..Channels::default()
+    };
+    let _cleanup = Cleanup(broker.clone(), channels.clone());
+    let (_bank_dir, bank_db) = sqlite_db();
+    let (_dir, notifier_db) = notifier_sqlite();
+
+    // The bank first, and its first account relayed before any notifier ran: without
+    // `--declare-queue` RabbitMQ would drop that event (no queue is bound yet).
+    let server = Server::start_with(
+        &bank_db,
+        &[
+            "--broker",
+            url(&broker),
+            "--broker-prefix",
+            &channels.prefix,
+            "--declare-queue",
+            &channels.queue,
+        ],
+    );
+    let early = server.client().open("early").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ready_messages(url(&broker), &channels.queue).await < Some(1) {
+        assert!(
+            Instant::now() < deadline,
+            "the relay did not declare the queue and publish"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+
+    let notifier = NotifierProcess::start(url(&broker), &channels, &notifier_db);
+    let read = Notifier::open(&notifier_db).await.unwrap();
+    wait_for(&read, 1, "the early account's notice").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let want = BTreeMap::from([((early, "welcome, early".to_owned()), 1)]);
+    assert_eq!(sent(&read).await, want);
+    drop(notifier);
+    drop(server);
+    read.close().await;
+}
+
+/// Messages ready in a RabbitMQ queue, `None` while it does not exist.
+async fn ready_messages(url: &str, queue: &str) -> Option<u32> {
+    use cqrs_rabbitmq::lapin::options::QueueDeclareOptions;
+    let conn = cqrs_rabbitmq::lapin::Connection::connect(url, Default::default())
+        .await
+        .unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let count = channel
+        .queue_declare(queue.into(), passive, Default::default())
+        .await
+        .ok()
+        .map(|q| q.message_count());
+    let _ = conn.close(200, "counted".into()).await;
+    count
+}
+
 /// A SQLite file for the notifier in a temporary directory.
 fn notifier_sqlite() -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -140,6 +209,7 @@ async fn notifier_round_trip(broker: Broker, notifier_db: &str) {
     let channels = Channels {
         prefix: format!("banke2e{}", &tag[..10]),
         queue: format!("banke2e-notifier-{}", &tag[..10]),
+        ..Channels::default()
     };
     let _cleanup = Cleanup(broker.clone(), channels.clone());
     let (_bank_dir, bank_db) = sqlite_db();
