@@ -101,6 +101,7 @@ impl Replay {
             processor: Processor {
                 dead_letters,
                 config,
+                status: None,
             },
         }
     }

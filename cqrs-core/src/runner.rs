@@ -56,6 +56,8 @@ impl Default for RunnerConfig {
 pub(crate) struct Processor {
     pub(crate) dead_letters: Arc<dyn DeadLetterStore>,
     pub(crate) config: RunnerConfig,
+    /// Where a live runner shows the last failure of its subscriber (none in a replay).
+    pub(crate) status: Option<Arc<SubState>>,
 }
 
 impl Processor {
@@ -72,9 +74,11 @@ impl Processor {
             Ok(()) => return Ok((last, 0)),
             Err(e) if batch.len() == 1 => {
                 tracing::debug!(subscriber = sub.name(), error = %e, "event failed");
+                self.failed(&*e);
             }
             Err(e) => {
-                tracing::debug!(subscriber = sub.name(), error = %e, "batch failed, going one by one")
+                tracing::debug!(subscriber = sub.name(), error = %e, "batch failed, going one by one");
+                self.failed(&*e);
             }
         }
         let mut parked = 0;
@@ -106,7 +110,8 @@ impl Processor {
                         parked += 1;
                         break;
                     }
-                    Err(_) => {
+                    Err(err) => {
+                        self.failed(&*err);
                         let wait = self
                             .config
                             .backoff
@@ -126,6 +131,14 @@ impl Processor {
             cursor = event.cursor;
         }
         Ok((cursor, parked))
+    }
+
+    /// Shows `err` as the subscriber's last error while its event is being tried again: a
+    /// subscriber stuck on an event (a broker down, a database gone) says why, not only lags.
+    fn failed(&self, err: &(dyn std::error::Error + 'static)) {
+        if let Some(status) = &self.status {
+            status.error(Some(error_chain(err)));
+        }
     }
 
     /// Tries again the dead letters of `sub` an operator asked to retry.
@@ -233,6 +246,7 @@ impl Runner {
             processor: Processor {
                 dead_letters,
                 config: RunnerConfig::default(),
+                status: None,
             },
             leases: None,
             subscribers: Vec::new(),
@@ -273,7 +287,10 @@ impl Runner {
             states.insert(sub.name().to_owned(), state.clone());
             let task = SubTask {
                 store: self.store.clone(),
-                processor: self.processor.clone(),
+                processor: Processor {
+                    status: Some(state.clone()),
+                    ..self.processor.clone()
+                },
                 leases: self.leases.clone(),
                 sub,
                 state,
@@ -291,7 +308,7 @@ impl Runner {
     }
 }
 
-struct SubState {
+pub(crate) struct SubState {
     cursor: watch::Sender<Cursor>,
     handled: AtomicU64,
     parked: AtomicU64,
@@ -403,8 +420,10 @@ impl SubTask {
             cursor = to;
             self.state.handled.fetch_add(handled, Ordering::Relaxed);
             self.state.parked.fetch_add(parked, Ordering::Relaxed);
-            self.state.cursor.send_replace(cursor);
+            // NOTE: the error is cleared before the cursor moves, so that whoever `wait_for`
+            // wakes sees the status of the batch that moved it.
             self.state.error(None);
+            self.state.cursor.send_replace(cursor);
         }
     }
 }

@@ -544,3 +544,85 @@ async fn graceful_shutdown_finishes_the_batch_in_flight() {
     );
     assert_eq!(saved % 20, 0, "stopped on a batch boundary");
 }
+
+/// Fails every event while `down` is set, as a projector whose database is gone.
+#[derive(Debug, Default)]
+struct Outage {
+    down: AtomicBool,
+    handled: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Projector for Outage {
+    fn name(&self) -> &str {
+        "outage"
+    }
+    async fn handle(&self, _: &RecordedEvent) -> Result<(), BoxError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err("read-model database unreachable".into());
+        }
+        self.handled.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_shows_why_a_subscriber_is_stuck_while_it_retries_and_clears_after() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let outage = Arc::new(Outage::default());
+    outage.down.store(true, Ordering::SeqCst);
+    let config = RunnerConfig {
+        max_attempts: 1_000,
+        backoff: Duration::from_millis(5),
+        max_backoff: Duration::from_millis(20),
+        ..RunnerConfig::default()
+    };
+    let runner = Runner::new(store.clone(), Arc::new(InMemoryDeadLetterStore::new()))
+        .with_config(config)
+        .with(Checkpointed::new(
+            outage.clone(),
+            InMemoryCheckpointStore::new(),
+        ))
+        .start();
+    let stream = StreamId::new("demo", "1");
+    let e = NewEvent::new("Noted", serde_json::json!({}));
+    let out = store
+        .append(&stream, ExpectedVersion::Any, vec![e], None)
+        .await
+        .unwrap();
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let status = runner.status().await.unwrap().remove(0);
+        if status.last_error.is_some() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no error shown: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(
+        status
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("read-model database unreachable"),
+        "{status:?}"
+    );
+    assert_eq!((status.position, status.parked), (0, 0), "{status:?}");
+
+    outage.down.store(false, Ordering::SeqCst);
+    runner
+        .wait_for("outage", out.position, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let status = runner.status().await.unwrap().remove(0);
+    assert_eq!(
+        status.last_error, None,
+        "cleared once the event went through"
+    );
+    assert_eq!(outage.handled.load(Ordering::SeqCst), 1);
+    runner.shutdown().await;
+}

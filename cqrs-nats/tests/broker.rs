@@ -337,3 +337,75 @@ async fn connections_cut_mid_stream_lose_nothing() {
     runner.shutdown().await;
     cleanup(&admin, &names(&events, &queue)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_outage_longer_than_the_relay_retries_loses_nothing_and_parks_nothing() {
+    let Some(admin) = broker().await else { return };
+    let tag = unique("outage");
+    let events = JetStreamEvents::new(&tag, &tag);
+    let queue = JetStreamQueue::new(&events, "svc").ack_wait(Duration::from_secs(2));
+
+    // The relay reaches the server through a proxy the test takes down; the consumer directly.
+    let proxy = Proxy::start().await;
+    let relay_client = async_nats::connect(&proxy.url).await.unwrap();
+    let store = Arc::new(InMemoryEventStore::new());
+    let inbox = Arc::new(InMemoryInbox::new(Recorder::default()));
+    let consumer = JetStreamConsumer::new(admin.clone(), queue.clone(), inbox.clone()).start();
+    let relay = JetStreamRelay::new(
+        &tag,
+        relay_client.clone(),
+        events.clone(),
+        InMemoryCheckpointStore::new(),
+    )
+    .retry_for(Duration::from_millis(300));
+    let runner = relay_runner(store.clone(), relay);
+
+    seed(&store, CATEGORY, 10, 50).await;
+    eventually(30, "the first 500 events", || {
+        inbox.projector().len() >= 500
+    })
+    .await;
+
+    // Down for longer than the relay's retry window: its batches fail to the runner, which
+    // must keep them (retry, not park) while appends go on.
+    proxy.set_down(true);
+    seed_from(&store, 50, 10, 50).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = runner.status().await.unwrap();
+        if status[0].last_error.is_some() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the relay never gave a batch up to the runner: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        inbox.projector().len(),
+        500,
+        "nothing passes while the server is down"
+    );
+    proxy.set_down(false);
+
+    eventually(60, "all 1,000 events", || inbox.projector().len() >= 1000).await;
+    runner
+        .wait_for(&tag, 1000, Duration::from_secs(30))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_once(&inbox.projector().seen.lock().unwrap(), 10, 100, false);
+    assert_eq!(
+        stream_messages(&admin, &tag).await,
+        1000,
+        "nothing stored twice"
+    );
+    let status = runner.status().await.unwrap();
+    assert_eq!(status[0].parked, 0, "nothing parked: {status:?}");
+    assert_eq!(status[0].last_error, None, "recovered: {status:?}");
+
+    consumer.shutdown().await;
+    runner.shutdown().await;
+    cleanup(&admin, &names(&events, &queue)).await;
+}

@@ -318,3 +318,77 @@ async fn a_relay_that_declares_the_queue_keeps_what_it_publishes_before_any_cons
     runner.shutdown().await;
     cleanup(&url, &queue, &[exchange]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_longer_than_the_relay_retries_loses_nothing_and_parks_nothing() {
+    let Some(url) = broker().await else { return };
+    let tag = unique("outage");
+    let prefix = format!("{tag}.");
+    let exchange = exchange_for(&prefix, CATEGORY);
+    let queue = RabbitQueue::new(&tag).bind(&exchange, "#");
+    declare(&url, &queue).await;
+
+    // The relay reaches the broker through a link the test cuts; the consumer directly.
+    let outage = Outage::before(&url).await;
+    let store = Arc::new(InMemoryEventStore::new());
+    let inbox = Arc::new(InMemoryInbox::new(Recorder::default()));
+    let consumer = RabbitConsumer::new(&url, queue.clone(), inbox.clone()).start();
+    let relay = RabbitRelay::new(&tag, outage.url(&url), InMemoryCheckpointStore::new())
+        .with_exchange_prefix(&prefix)
+        .retry_for(Duration::from_millis(300));
+    let runner = relay_runner(store.clone(), relay);
+
+    seed(&store, CATEGORY, 10, 50).await;
+    eventually(30, "the first 500 events", || {
+        inbox.projector().len() >= 500
+    })
+    .await;
+
+    // Down for longer than the relay's retry window: its batches fail to the runner, which
+    // must keep them (retry, not park) while appends go on.
+    outage.cut();
+    for round in 50..100u64 {
+        for s in 0..10 {
+            let stream = StreamId::new(CATEGORY, format!("s{s}"));
+            let e = NewEvent::new("Noted", serde_json::json!({ "stream": s, "n": round }));
+            store
+                .append(&stream, ExpectedVersion::Exact(round), vec![e], None)
+                .await
+                .unwrap();
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = runner.status().await.unwrap();
+        if status[0].last_error.is_some() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the relay never gave a batch up to the runner: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        inbox.projector().len(),
+        500,
+        "nothing passes while the broker is down"
+    );
+    outage.heal();
+
+    eventually(60, "all 1,000 events", || inbox.projector().len() >= 1000).await;
+    runner
+        .wait_for(&tag, 1000, Duration::from_secs(10))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_in_order_once(&inbox.projector().seen.lock().unwrap(), 10, 100);
+    let status = runner.status().await.unwrap();
+    assert_eq!(status[0].parked, 0, "nothing parked: {status:?}");
+    assert_eq!(status[0].last_error, None, "recovered: {status:?}");
+
+    consumer.shutdown().await;
+    runner.shutdown().await;
+    cleanup(&url, &queue, &[exchange]).await;
+}

@@ -285,6 +285,7 @@ pub async fn stream_events(client: &async_nats::Client, name: &str) -> Vec<Recor
 pub struct Proxy {
     pub url: String,
     conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    down: Arc<std::sync::atomic::AtomicBool>,
     accept: JoinHandle<()>,
 }
 
@@ -294,10 +295,14 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("nats://{}", listener.local_addr().unwrap());
         let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let accept = tokio::spawn({
-            let conns = conns.clone();
+            let (conns, down) = (conns.clone(), down.clone());
             async move {
                 while let Ok((mut inbound, _)) = listener.accept().await {
+                    if down.load(std::sync::atomic::Ordering::SeqCst) {
+                        continue; // dropped: closed at once
+                    }
                     let target = target.clone();
                     let task = tokio::spawn(async move {
                         if let Ok(mut outbound) = TcpStream::connect(&target).await {
@@ -309,7 +314,20 @@ impl Proxy {
                 }
             }
         });
-        Proxy { url, conns, accept }
+        Proxy {
+            url,
+            conns,
+            down,
+            accept,
+        }
+    }
+
+    /// The server "goes down" (every connection cut, new ones closed at once) or comes back.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+        if down {
+            self.cut_all();
+        }
     }
 
     /// Cuts every open connection; returns how many were open.

@@ -279,3 +279,82 @@ pub fn close_connections(needle: &str) -> usize {
     }
     closed
 }
+
+/// A TCP relay on loopback in front of the broker, which a test can cut: while cut, every
+/// connection through it is closed and new ones are closed as soon as they are accepted, as
+/// when the broker is down; healed, it forwards again.
+pub struct Outage {
+    addr: std::net::SocketAddr,
+    down: Arc<std::sync::atomic::AtomicBool>,
+    pipes: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Outage {
+    /// Starts forwarding to the host and port of the AMQP `url`.
+    pub async fn before(url: &str) -> Self {
+        let target = host_port(url).to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let pipes = Arc::new(Mutex::new(Vec::new()));
+        let accept = tokio::spawn({
+            let (down, pipes) = (down.clone(), pipes.clone());
+            async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if down.load(Ordering::SeqCst) {
+                        continue; // dropped: closed at once
+                    }
+                    let target = target.clone();
+                    let pipe = tokio::spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    pipes.lock().unwrap().push(pipe);
+                }
+            }
+        });
+        Outage {
+            addr,
+            down,
+            pipes,
+            accept,
+        }
+    }
+
+    /// `url` with its host and port replaced by this relay's.
+    pub fn url(&self, url: &str) -> String {
+        url.replacen(host_port(url), &self.addr.to_string(), 1)
+    }
+
+    /// The broker "goes down": open connections are closed, new ones refused.
+    pub fn cut(&self) {
+        self.down.store(true, Ordering::SeqCst);
+        for pipe in self.pipes.lock().unwrap().drain(..) {
+            pipe.abort();
+        }
+    }
+
+    /// The broker is back.
+    pub fn heal(&self) {
+        self.down.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Outage {
+    fn drop(&mut self) {
+        self.accept.abort();
+        for pipe in self.pipes.lock().unwrap().drain(..) {
+            pipe.abort();
+        }
+    }
+}
+
+/// The `host:port` of an AMQP URL.
+fn host_port(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    rest.split('/').next().unwrap_or(rest)
+}
