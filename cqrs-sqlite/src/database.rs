@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 use crate::error::{Failure, is_busy, retry_busy};
+use crate::lease::SqliteLeases;
 use crate::watcher;
 use crate::{
     SqliteCheckpointStore, SqliteDeadLetterStore, SqliteEventStore, SqliteProjector,
@@ -98,6 +99,8 @@ pub(crate) struct Inner {
     keeper: Mutex<Option<SqliteConnection>>,
     watcher: Mutex<Option<AbortHandle>>,
     memory: bool,
+    /// The database file (`None` in memory).
+    path: Option<std::path::PathBuf>,
 }
 
 impl Drop for Inner {
@@ -184,6 +187,7 @@ impl SqliteDatabase {
                 .connect_lazy_with(options);
             (reader, writer, None)
         };
+        let path = (!memory).then(|| options.get_filename().to_path_buf());
         let watcher_conn = match (memory, config.watch_interval) {
             (false, Some(_)) => Some(options.connect().await.map_err(Error::backend)?),
             _ => None,
@@ -197,6 +201,7 @@ impl SqliteDatabase {
                 keeper: Mutex::new(keeper),
                 watcher: Mutex::new(None),
                 memory,
+                path,
             }),
         };
         retry_busy!(&db.inner.config, migrate(&db.inner.writer))?;
@@ -205,6 +210,13 @@ impl SqliteDatabase {
             *db.inner.watcher.lock().expect("watcher lock") = Some(handle);
         }
         Ok(db)
+    }
+
+    /// Leases between the processes that open this database file, so that each subscriber
+    /// runs in one of them at a time (see [`SqliteLeases`]); `None` for an in-memory database,
+    /// which one process alone can open.
+    pub fn leases(&self) -> Option<SqliteLeases> {
+        self.inner.path.as_ref().map(SqliteLeases::beside)
     }
 
     /// The event store.

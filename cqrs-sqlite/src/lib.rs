@@ -76,8 +76,10 @@
 //!   times that do not parse make reads fail with [`Error::Corrupt`](cqrs_core::Error::Corrupt)
 //!   naming the stream and version: a row the store wrote itself is broken, and no subscriber
 //!   skips it silently (a batch of the all-stream ends just before such a row).
-//! - One process: run each subscriber in one runner at a time (there are no SQLite leases).
-//!   Other processes may append to the same file; their writes queue on SQLite's lock.
+//! - Several processes may append to the same file; their writes queue on SQLite's lock. Run
+//!   each subscriber in one runner at a time: give the runners of every process
+//!   [`SqliteDatabase::leases`] ([`SqliteLeases`]: a lock file per subscriber beside the
+//!   database), and each subscriber runs in one process, taken over when it stops.
 //! - `sqlite::memory:` is one connection shared by reads and writes (an in-memory database
 //!   cannot be in WAL mode, and shared-cache connections fail instead of waiting): do not
 //!   query through [`SqliteDatabase::pool`] while holding [`SqliteDatabase::begin_write`]'s
@@ -88,6 +90,7 @@ mod dead_letters;
 mod error;
 mod events;
 mod inbox;
+mod lease;
 mod projector;
 mod stores;
 mod watcher;
@@ -95,5 +98,6 @@ mod watcher;
 pub use database::{MIGRATOR, SqliteConfig, SqliteDatabase};
 pub use dead_letters::SqliteDeadLetterStore;
 pub use events::SqliteEventStore;
+pub use lease::SqliteLeases;
 pub use projector::{SqliteProjector, SqliteTransactional};
 pub use stores::{SqliteCheckpointStore, SqliteSnapshotStore};

@@ -135,6 +135,7 @@ impl<P: SqliteProjector + ?Sized> SqliteProjector for std::sync::Arc<P> {
 ///
 /// Run each subscriber in one runner at a time: a second runner of the same subscriber (in
 /// another process on the same file) could apply a batch the first one has just committed.
+/// Runners given [`SqliteDatabase::leases`] take turns instead.
 #[derive(Debug)]
 pub struct SqliteTransactional<P> {
     db: SqliteDatabase,

@@ -138,12 +138,13 @@ impl Backend {
         }
     }
 
-    /// Leases so that several processes on one PostgreSQL database run each subscriber once;
-    /// `None` for the embedded store (one process).
+    /// Leases so that several processes on one database run each subscriber once: advisory
+    /// locks on PostgreSQL, lock files beside a SQLite file; `None` for an in-memory store (one
+    /// process).
     pub fn leases(&self) -> Option<LeaseSet> {
         match &self.kind {
-            Kind::Sqlite(_) => None,
-            Kind::Postgres(pg) => Some(LeaseSet(pg.leases())),
+            Kind::Sqlite(db) => db.leases().map(LeaseSet::Sqlite),
+            Kind::Postgres(pg) => Some(LeaseSet::Postgres(pg.leases())),
         }
     }
 
@@ -152,11 +153,10 @@ impl Backend {
         match &self.kind {
             Kind::Sqlite(db) => Arc::new(db.transactional(SqlProjection(model))),
             Kind::Postgres(pg) => match leases {
-                Some(l) => Arc::new(
-                    pg.transactional(SqlProjection(model))
-                        .fenced_by(l.0.clone()),
-                ),
-                None => Arc::new(pg.transactional(SqlProjection(model))),
+                Some(LeaseSet::Postgres(l)) => {
+                    Arc::new(pg.transactional(SqlProjection(model)).fenced_by(l.clone()))
+                }
+                _ => Arc::new(pg.transactional(SqlProjection(model))),
             },
         }
     }
@@ -261,13 +261,21 @@ impl Backend {
     }
 }
 
-/// The leases of a PostgreSQL back-end, shared by the runner and the fenced projectors.
+/// The leases of a back-end, shared by the runner and (on PostgreSQL) the fenced projectors.
 #[derive(Debug, Clone)]
-pub struct LeaseSet(cqrs_postgres::PgLeases);
+pub enum LeaseSet {
+    /// Advisory locks, with epochs that fence out a holder that lost its lock.
+    Postgres(cqrs_postgres::PgLeases),
+    /// Lock files beside the database file (a lock is not lost while its process lives).
+    Sqlite(cqrs_sqlite::SqliteLeases),
+}
 
 impl LeaseSet {
     /// The leases as the runner takes them.
     pub fn as_leases(&self) -> Arc<dyn Leases> {
-        Arc::new(self.0.clone())
+        match self {
+            LeaseSet::Postgres(l) => Arc::new(l.clone()),
+            LeaseSet::Sqlite(l) => Arc::new(l.clone()),
+        }
     }
 }

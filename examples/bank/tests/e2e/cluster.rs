@@ -1,12 +1,13 @@
-//! Two `bank serve` processes on one PostgreSQL database: one runs the projectors (leases),
-//! both serve reads of their own writes, and the survivor takes over when the other dies.
+//! Two `bank serve` processes on one database (PostgreSQL, or one SQLite file): one runs the
+//! projectors (leases), both serve reads of their own writes, and the survivor takes over when
+//! the other dies.
 
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::support::{Client, Server, pg_db};
+use crate::support::{Client, Server, pg_db, sqlite_db};
 
 async fn wait_active(c: &Client, active: bool) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -26,10 +27,21 @@ async fn wait_active(c: &Client, active: bool) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_share_one_database_and_fail_over() {
     let Some(db) = pg_db().await else { return };
+    share_and_fail_over(&db.url).await;
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_share_one_sqlite_file_and_fail_over() {
+    let (_dir, db) = sqlite_db();
+    share_and_fail_over(&db).await;
+}
+
+async fn share_and_fail_over(url: &str) {
     {
-        let a = Server::start(&db.url);
+        let a = Server::start(url);
         wait_active(&a.client(), true).await;
-        let b = Server::start(&db.url);
+        let b = Server::start(url);
         let cb = b.client();
 
         // B reads its own writes, though A runs every projector.
@@ -74,5 +86,4 @@ async fn two_servers_share_one_database_and_fail_over() {
         let (_, acc) = cb.get(&format!("/accounts/{y}")).await;
         assert_eq!(acc["balance"], 75);
     }
-    db.drop_db().await;
 }
