@@ -14,6 +14,10 @@ use tokio::sync::Mutex;
 use crate::codec::encode;
 use crate::topology::{DEFAULT_EXCHANGE_PREFIX, RabbitQueue, declare_exchange, exchange_for};
 
+/// The least time one publishing attempt is given before it is abandoned (and the connection
+/// with it).
+const ATTEMPT_AT_LEAST: Duration = Duration::from_secs(2);
+
 /// A [`Subscriber`] that publishes every event to the topic exchange of its aggregate type
 /// (routing key = event type, message id = event id, the envelope in headers) and saves the
 /// checkpoint after the broker confirmed the whole batch.
@@ -22,8 +26,9 @@ use crate::topology::{DEFAULT_EXCHANGE_PREFIX, RabbitQueue, declare_exchange, ex
 /// kept on the wire. A crash between the confirms and the checkpoint publishes the batch again
 /// on restart (at-least-once); consumers deduplicate by message id in their inbox.
 ///
-/// A lost connection is reopened and the batch published again for up to
-/// [`retry_for`](RabbitRelay::retry_for) before the batch fails to the runner (which retries
+/// A lost connection, or a broker that stops answering, is given up and reopened, and the
+/// batch published again, for up to [`retry_for`](RabbitRelay::retry_for) before the batch
+/// fails to the runner (which retries
 /// and, once its attempts are spent, parks the event; give the runner generous
 /// `max_attempts` for a relay). A message routed to no queue is dropped by the broker, as in
 /// any publish/subscribe: declare the consumers' queues before relaying, for instance by
@@ -171,6 +176,13 @@ impl<C: CheckpointStore> RabbitRelay<C> {
         let mut backoff = Duration::from_millis(50);
         let mut guard = self.link.lock().await;
         loop {
+            // NOTE: a broker that accepts connections but does not answer (stuck, or blocking
+            // publishers under a resource alarm) would hold an attempt until the heartbeat gives
+            // up, minutes later: an attempt gets the rest of the window, and at least
+            // ATTEMPT_AT_LEAST so that a healthy but slow batch can finish.
+            let limit = deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+                .max(ATTEMPT_AT_LEAST);
             let attempt = async {
                 if guard
                     .as_ref()
@@ -180,6 +192,15 @@ impl<C: CheckpointStore> RabbitRelay<C> {
                 }
                 self.publish_once(guard.as_mut().expect("connected above"), events)
                     .await
+            };
+            let attempt = async {
+                tokio::time::timeout(limit, attempt)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(Error::Timeout(format!(
+                            "the broker did not connect or confirm within {limit:?}"
+                        )))
+                    })
             };
             match attempt.await {
                 Ok(()) => return Ok(()),

@@ -321,8 +321,19 @@ async fn a_relay_that_declares_the_queue_keeps_what_it_publishes_before_any_cons
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_outage_longer_than_the_relay_retries_loses_nothing_and_parks_nothing() {
+    outage(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_stops_answering_is_given_up_and_loses_nothing() {
+    outage(true).await;
+}
+
+/// The relay's broker goes down (or, with `stalled`, stops answering) for longer than the
+/// relay's retry window, while appends go on; then it comes back.
+async fn outage(stalled: bool) {
     let Some(url) = broker().await else { return };
-    let tag = unique("outage");
+    let tag = unique(if stalled { "stall" } else { "outage" });
     let prefix = format!("{tag}.");
     let exchange = exchange_for(&prefix, CATEGORY);
     let queue = RabbitQueue::new(&tag).bind(&exchange, "#");
@@ -346,7 +357,11 @@ async fn a_broker_outage_longer_than_the_relay_retries_loses_nothing_and_parks_n
 
     // Down for longer than the relay's retry window: its batches fail to the runner, which
     // must keep them (retry, not park) while appends go on.
-    outage.cut();
+    if stalled {
+        outage.stall();
+    } else {
+        outage.cut();
+    }
     for round in 50..100u64 {
         for s in 0..10 {
             let stream = StreamId::new(CATEGORY, format!("s{s}"));

@@ -286,6 +286,9 @@ pub fn close_connections(needle: &str) -> usize {
 pub struct Outage {
     addr: std::net::SocketAddr,
     down: Arc<std::sync::atomic::AtomicBool>,
+    /// While set, new connections are accepted and held open without a byte forwarded.
+    stalled: Arc<std::sync::atomic::AtomicBool>,
+    held: Arc<Mutex<Vec<tokio::net::TcpStream>>>,
     pipes: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     accept: tokio::task::JoinHandle<()>,
 }
@@ -297,13 +300,20 @@ impl Outage {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let held = Arc::new(Mutex::new(Vec::new()));
         let pipes = Arc::new(Mutex::new(Vec::new()));
         let accept = tokio::spawn({
-            let (down, pipes) = (down.clone(), pipes.clone());
+            let (down, stalled, held, pipes) =
+                (down.clone(), stalled.clone(), held.clone(), pipes.clone());
             async move {
                 while let Ok((mut inbound, _)) = listener.accept().await {
                     if down.load(Ordering::SeqCst) {
                         continue; // dropped: closed at once
+                    }
+                    if stalled.load(Ordering::SeqCst) {
+                        held.lock().unwrap().push(inbound);
+                        continue;
                     }
                     let target = target.clone();
                     let pipe = tokio::spawn(async move {
@@ -319,6 +329,8 @@ impl Outage {
         Outage {
             addr,
             down,
+            stalled,
+            held,
             pipes,
             accept,
         }
@@ -337,9 +349,20 @@ impl Outage {
         }
     }
 
+    /// The broker stops answering: open connections are closed, new ones accepted and then
+    /// left without an answer.
+    pub fn stall(&self) {
+        self.stalled.store(true, Ordering::SeqCst);
+        for pipe in self.pipes.lock().unwrap().drain(..) {
+            pipe.abort();
+        }
+    }
+
     /// The broker is back.
     pub fn heal(&self) {
         self.down.store(false, Ordering::SeqCst);
+        self.stalled.store(false, Ordering::SeqCst);
+        self.held.lock().unwrap().clear();
     }
 }
 
