@@ -340,8 +340,19 @@ async fn connections_cut_mid_stream_lose_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_outage_longer_than_the_relay_retries_loses_nothing_and_parks_nothing() {
+    outage(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_stops_answering_is_given_up_and_loses_nothing() {
+    outage(true).await;
+}
+
+/// The relay's server goes down (or, with `stalled`, stops answering) for longer than the
+/// relay's retry window, while appends go on; then it comes back.
+async fn outage(stalled: bool) {
     let Some(admin) = broker().await else { return };
-    let tag = unique("outage");
+    let tag = unique(if stalled { "stall" } else { "outage" });
     let events = JetStreamEvents::new(&tag, &tag);
     let queue = JetStreamQueue::new(&events, "svc").ack_wait(Duration::from_secs(2));
 
@@ -368,7 +379,11 @@ async fn a_server_outage_longer_than_the_relay_retries_loses_nothing_and_parks_n
 
     // Down for longer than the relay's retry window: its batches fail to the runner, which
     // must keep them (retry, not park) while appends go on.
-    proxy.set_down(true);
+    if stalled {
+        proxy.set_stalled(true);
+    } else {
+        proxy.set_down(true);
+    }
     seed_from(&store, 50, 10, 50).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -388,6 +403,7 @@ async fn a_server_outage_longer_than_the_relay_retries_loses_nothing_and_parks_n
         "nothing passes while the server is down"
     );
     proxy.set_down(false);
+    proxy.set_stalled(false);
 
     eventually(60, "all 1,000 events", || inbox.projector().len() >= 1000).await;
     runner

@@ -286,6 +286,9 @@ pub struct Proxy {
     pub url: String,
     conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
     down: Arc<std::sync::atomic::AtomicBool>,
+    /// While set, new connections are accepted and held open without a byte forwarded.
+    stalled: Arc<std::sync::atomic::AtomicBool>,
+    held: Arc<Mutex<Vec<TcpStream>>>,
     accept: JoinHandle<()>,
 }
 
@@ -296,12 +299,19 @@ impl Proxy {
         let url = format!("nats://{}", listener.local_addr().unwrap());
         let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let held: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
         let accept = tokio::spawn({
-            let (conns, down) = (conns.clone(), down.clone());
+            let (conns, down, stalled, held) =
+                (conns.clone(), down.clone(), stalled.clone(), held.clone());
             async move {
                 while let Ok((mut inbound, _)) = listener.accept().await {
                     if down.load(std::sync::atomic::Ordering::SeqCst) {
                         continue; // dropped: closed at once
+                    }
+                    if stalled.load(std::sync::atomic::Ordering::SeqCst) {
+                        held.lock().unwrap().push(inbound);
+                        continue;
                     }
                     let target = target.clone();
                     let task = tokio::spawn(async move {
@@ -318,6 +328,8 @@ impl Proxy {
             url,
             conns,
             down,
+            stalled,
+            held,
             accept,
         }
     }
@@ -327,6 +339,18 @@ impl Proxy {
         self.down.store(down, std::sync::atomic::Ordering::SeqCst);
         if down {
             self.cut_all();
+        }
+    }
+
+    /// The server stops answering (every connection cut, new ones accepted and left without an
+    /// answer) or comes back.
+    pub fn set_stalled(&self, stalled: bool) {
+        self.stalled
+            .store(stalled, std::sync::atomic::Ordering::SeqCst);
+        if stalled {
+            self.cut_all();
+        } else {
+            self.held.lock().unwrap().clear();
         }
     }
 
