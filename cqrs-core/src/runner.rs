@@ -454,7 +454,8 @@ pub struct SubscriberStatus {
     pub active: bool,
     /// Events handled by this process since start.
     pub handled: u64,
-    /// The last error, until the next batch succeeds.
+    /// The last error, until the next batch succeeds: also while an event is being tried
+    /// again (a subscriber stuck behind an unreachable database or broker says why).
     pub last_error: Option<String>,
 }
 
