@@ -28,9 +28,8 @@ const ATTEMPT_AT_LEAST: Duration = Duration::from_secs(2);
 ///
 /// A lost connection, or a broker that stops answering, is given up and reopened, and the
 /// batch published again, for up to [`retry_for`](RabbitRelay::retry_for) before the batch
-/// fails to the runner (which retries
-/// and, once its attempts are spent, parks the event; give the runner generous
-/// `max_attempts` for a relay). A message routed to no queue is dropped by the broker, as in
+/// fails to the runner (which retries and, once its attempts are spent, parks the event; give
+/// the runner generous `max_attempts` for a relay). A message routed to no queue is dropped by the broker, as in
 /// any publish/subscribe: declare the consumers' queues before relaying, for instance by
 /// handing them to the relay with [`declaring`](RabbitRelay::declaring).
 pub struct RabbitRelay<C> {
