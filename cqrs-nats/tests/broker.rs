@@ -278,10 +278,10 @@ async fn connections_cut_mid_stream_lose_nothing() {
     let events = JetStreamEvents::new(&tag, &tag);
     let queue = JetStreamQueue::new(&events, "svc").ack_wait(Duration::from_secs(2));
 
-    // Relay and consumer reach the server through a proxy whose connections the test cuts.
-    let proxy = Proxy::start().await;
-    let relay_client = async_nats::connect(&proxy.url).await.unwrap();
-    let consumer_client = async_nats::connect(&proxy.url).await.unwrap();
+    // Relay and consumer reach the server through a link whose connections the test cuts.
+    let (link, url) = faulty_link().await;
+    let relay_client = async_nats::connect(&url).await.unwrap();
+    let consumer_client = async_nats::connect(&url).await.unwrap();
 
     let store = Arc::new(InMemoryEventStore::new());
     let inbox = Arc::new(InMemoryInbox::new(Recorder::default()));
@@ -302,14 +302,10 @@ async fn connections_cut_mid_stream_lose_nothing() {
     let dropped = Arc::new(tokio::sync::Notify::new());
     let writer = spawn_writer(store.clone(), CATEGORY, 10, 0..200, 100, dropped.clone());
     eventually(30, "some events through", || inbox.projector().len() >= 300).await;
-    assert_eq!(
-        proxy.cut_all(),
-        2,
-        "the relay's and the consumer's connections"
-    );
+    assert_eq!(link.cut(), 2, "the relay's and the consumer's connections");
     dropped.notify_one();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let cut_again = proxy.cut_all();
+    let cut_again = link.cut();
     writer.await.unwrap();
 
     eventually(60, "all 2,000 events", || inbox.projector().len() >= 2000).await;
@@ -356,9 +352,9 @@ async fn outage(stalled: bool) {
     let events = JetStreamEvents::new(&tag, &tag);
     let queue = JetStreamQueue::new(&events, "svc").ack_wait(Duration::from_secs(2));
 
-    // The relay reaches the server through a proxy the test takes down; the consumer directly.
-    let proxy = Proxy::start().await;
-    let relay_client = async_nats::connect(&proxy.url).await.unwrap();
+    // The relay reaches the server through a link the test takes down; the consumer directly.
+    let (link, url) = faulty_link().await;
+    let relay_client = async_nats::connect(&url).await.unwrap();
     let store = Arc::new(InMemoryEventStore::new());
     let inbox = Arc::new(InMemoryInbox::new(Recorder::default()));
     let consumer = JetStreamConsumer::new(admin.clone(), queue.clone(), inbox.clone()).start();
@@ -380,9 +376,9 @@ async fn outage(stalled: bool) {
     // Down for longer than the relay's retry window: its batches fail to the runner, which
     // must keep them (retry, not park) while appends go on.
     if stalled {
-        proxy.set_stalled(true);
+        link.stall();
     } else {
-        proxy.set_down(true);
+        link.down();
     }
     seed_from(&store, 50, 10, 50).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -402,8 +398,7 @@ async fn outage(stalled: bool) {
         500,
         "nothing passes while the server is down"
     );
-    proxy.set_down(false);
-    proxy.set_stalled(false);
+    link.heal();
 
     eventually(60, "all 1,000 events", || inbox.projector().len() >= 1000).await;
     runner

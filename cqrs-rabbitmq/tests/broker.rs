@@ -340,11 +340,11 @@ async fn outage(stalled: bool) {
     declare(&url, &queue).await;
 
     // The relay reaches the broker through a link the test cuts; the consumer directly.
-    let outage = Outage::before(&url).await;
+    let (link, through) = faulty_link(&url).await;
     let store = Arc::new(InMemoryEventStore::new());
     let inbox = Arc::new(InMemoryInbox::new(Recorder::default()));
     let consumer = RabbitConsumer::new(&url, queue.clone(), inbox.clone()).start();
-    let relay = RabbitRelay::new(&tag, outage.url(&url), InMemoryCheckpointStore::new())
+    let relay = RabbitRelay::new(&tag, through, InMemoryCheckpointStore::new())
         .with_exchange_prefix(&prefix)
         .retry_for(Duration::from_millis(300));
     let runner = relay_runner(store.clone(), relay);
@@ -358,9 +358,9 @@ async fn outage(stalled: bool) {
     // Down for longer than the relay's retry window: its batches fail to the runner, which
     // must keep them (retry, not park) while appends go on.
     if stalled {
-        outage.stall();
+        link.stall();
     } else {
-        outage.cut();
+        link.down();
     }
     for round in 50..100u64 {
         for s in 0..10 {
@@ -390,7 +390,7 @@ async fn outage(stalled: bool) {
         500,
         "nothing passes while the broker is down"
     );
-    outage.heal();
+    link.heal();
 
     eventually(60, "all 1,000 events", || inbox.projector().len() >= 1000).await;
     runner

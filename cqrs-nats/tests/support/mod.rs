@@ -1,6 +1,6 @@
 //! Helpers shared by the JetStream tests: the server's address, unique names, a seeded store, a
-//! recording projector, a checkpoint store that "crashes", a TCP proxy whose connections can be
-//! cut, and a server of the test's own that can be killed and started again.
+//! recording projector, a checkpoint store that "crashes", a link to the server whose failures
+//! the test decides, and a server of the test's own that can be killed and started again.
 
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use cqrs_core::testkit::FaultyLink;
 use cqrs_core::*;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -280,94 +280,12 @@ pub async fn stream_events(client: &async_nats::Client, name: &str) -> Vec<Recor
     events
 }
 
-/// A TCP proxy in front of the NATS server whose connections can all be cut at once, as a
-/// server or network failure would, without touching the server others use.
-pub struct Proxy {
-    pub url: String,
-    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
-    down: Arc<std::sync::atomic::AtomicBool>,
-    /// While set, new connections are accepted and held open without a byte forwarded.
-    stalled: Arc<std::sync::atomic::AtomicBool>,
-    held: Arc<Mutex<Vec<TcpStream>>>,
-    accept: JoinHandle<()>,
-}
-
-impl Proxy {
-    pub async fn start() -> Proxy {
-        let target = nats_url().trim_start_matches("nats://").to_owned();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("nats://{}", listener.local_addr().unwrap());
-        let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let held: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let accept = tokio::spawn({
-            let (conns, down, stalled, held) =
-                (conns.clone(), down.clone(), stalled.clone(), held.clone());
-            async move {
-                while let Ok((mut inbound, _)) = listener.accept().await {
-                    if down.load(std::sync::atomic::Ordering::SeqCst) {
-                        continue; // dropped: closed at once
-                    }
-                    if stalled.load(std::sync::atomic::Ordering::SeqCst) {
-                        held.lock().unwrap().push(inbound);
-                        continue;
-                    }
-                    let target = target.clone();
-                    let task = tokio::spawn(async move {
-                        if let Ok(mut outbound) = TcpStream::connect(&target).await {
-                            let _ =
-                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                        }
-                    });
-                    conns.lock().unwrap().push(task);
-                }
-            }
-        });
-        Proxy {
-            url,
-            conns,
-            down,
-            stalled,
-            held,
-            accept,
-        }
-    }
-
-    /// The server "goes down" (every connection cut, new ones closed at once) or comes back.
-    pub fn set_down(&self, down: bool) {
-        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
-        if down {
-            self.cut_all();
-        }
-    }
-
-    /// The server stops answering (every connection cut, new ones accepted and left without an
-    /// answer) or comes back.
-    pub fn set_stalled(&self, stalled: bool) {
-        self.stalled
-            .store(stalled, std::sync::atomic::Ordering::SeqCst);
-        if stalled {
-            self.cut_all();
-        } else {
-            self.held.lock().unwrap().clear();
-        }
-    }
-
-    /// Cuts every open connection; returns how many were open.
-    pub fn cut_all(&self) -> usize {
-        let conns = std::mem::take(&mut *self.conns.lock().unwrap());
-        let open = conns.iter().filter(|t| !t.is_finished()).count();
-        for t in conns {
-            t.abort();
-        }
-        open
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.accept.abort();
-        self.cut_all();
-    }
+/// A [`FaultyLink`] to the NATS server, and the URL that goes through it: the failures a test
+/// decides touch no other client of the server.
+pub async fn faulty_link() -> (FaultyLink, String) {
+    let link = FaultyLink::to(nats_url().trim_start_matches("nats://"))
+        .await
+        .unwrap();
+    let url = format!("nats://{}", link.addr());
+    (link, url)
 }

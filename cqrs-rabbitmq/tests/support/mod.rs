@@ -1,5 +1,6 @@
 //! Helpers shared by the broker tests: the broker's address, unique names, a seeded store, a
-//! recording projector, a checkpoint store that "crashes", and connection killing.
+//! recording projector, a checkpoint store that "crashes", connection killing, and a link to the
+//! broker whose failures the test decides.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -8,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use cqrs_core::testkit::FaultyLink;
 use cqrs_core::*;
 use cqrs_rabbitmq::RabbitQueue;
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
@@ -280,99 +282,11 @@ pub fn close_connections(needle: &str) -> usize {
     closed
 }
 
-/// A TCP relay on loopback in front of the broker, which a test can cut: while cut, every
-/// connection through it is closed and new ones are closed as soon as they are accepted, as
-/// when the broker is down; healed, it forwards again.
-pub struct Outage {
-    addr: std::net::SocketAddr,
-    down: Arc<std::sync::atomic::AtomicBool>,
-    /// While set, new connections are accepted and held open without a byte forwarded.
-    stalled: Arc<std::sync::atomic::AtomicBool>,
-    held: Arc<Mutex<Vec<tokio::net::TcpStream>>>,
-    pipes: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-    accept: tokio::task::JoinHandle<()>,
-}
-
-impl Outage {
-    /// Starts forwarding to the host and port of the AMQP `url`.
-    pub async fn before(url: &str) -> Self {
-        let target = host_port(url).to_owned();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let held = Arc::new(Mutex::new(Vec::new()));
-        let pipes = Arc::new(Mutex::new(Vec::new()));
-        let accept = tokio::spawn({
-            let (down, stalled, held, pipes) =
-                (down.clone(), stalled.clone(), held.clone(), pipes.clone());
-            async move {
-                while let Ok((mut inbound, _)) = listener.accept().await {
-                    if down.load(Ordering::SeqCst) {
-                        continue; // dropped: closed at once
-                    }
-                    if stalled.load(Ordering::SeqCst) {
-                        held.lock().unwrap().push(inbound);
-                        continue;
-                    }
-                    let target = target.clone();
-                    let pipe = tokio::spawn(async move {
-                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
-                            let _ =
-                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                        }
-                    });
-                    pipes.lock().unwrap().push(pipe);
-                }
-            }
-        });
-        Outage {
-            addr,
-            down,
-            stalled,
-            held,
-            pipes,
-            accept,
-        }
-    }
-
-    /// `url` with its host and port replaced by this relay's.
-    pub fn url(&self, url: &str) -> String {
-        url.replacen(host_port(url), &self.addr.to_string(), 1)
-    }
-
-    /// The broker "goes down": open connections are closed, new ones refused.
-    pub fn cut(&self) {
-        self.down.store(true, Ordering::SeqCst);
-        for pipe in self.pipes.lock().unwrap().drain(..) {
-            pipe.abort();
-        }
-    }
-
-    /// The broker stops answering: open connections are closed, new ones accepted and then
-    /// left without an answer.
-    pub fn stall(&self) {
-        self.stalled.store(true, Ordering::SeqCst);
-        for pipe in self.pipes.lock().unwrap().drain(..) {
-            pipe.abort();
-        }
-    }
-
-    /// The broker is back.
-    pub fn heal(&self) {
-        self.down.store(false, Ordering::SeqCst);
-        self.stalled.store(false, Ordering::SeqCst);
-        self.held.lock().unwrap().clear();
-    }
-}
-
-impl Drop for Outage {
-    fn drop(&mut self) {
-        self.accept.abort();
-        for pipe in self.pipes.lock().unwrap().drain(..) {
-            pipe.abort();
-        }
-    }
+/// A [`FaultyLink`] to the broker of the AMQP `url`, and the URL that goes through it.
+pub async fn faulty_link(url: &str) -> (FaultyLink, String) {
+    let link = FaultyLink::to(host_port(url)).await.unwrap();
+    let through = url.replacen(host_port(url), &link.addr().to_string(), 1);
+    (link, through)
 }
 
 /// The `host:port` of an AMQP URL.
