@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cqrs_core::{
-    AppendResult, CommandHandler, CommandOptions, Metadata, Runner, RunnerHandle, StreamId,
-    Subscriber,
+    AppendResult, CommandHandler, CommandOptions, CommandOutcome, Metadata, Runner, RunnerHandle,
+    StreamId, Subscriber,
 };
 use uuid::Uuid;
 
@@ -80,29 +80,38 @@ impl Bank {
     }
 
     /// Opens an account for `owner`. With an idempotency key, the account id derives from it
-    /// and a repeat returns the first answer.
+    /// and a repeat returns the first answer (the key sent with another owner: 422
+    /// `idempotency_key_reused`).
     pub async fn open_account(&self, owner: &str, key: Option<&str>) -> Result<Opened, BankError> {
         let id = key.map_or_else(Uuid::new_v4, |k| key_id("account", k));
         let cid = key.map(|k| key_id("open", k));
+        let request = format!("open {owner:?}");
         let stream = CommandHandler::<Account>::stream(&id.to_string());
         let done = |version, position| Opened {
             id,
             version,
             position,
         };
-        self.once(&stream, cid, |r| done(r.version, r.position), async {
-            let mut opts = options(cid);
-            opts.metadata.correlation_id = Some(id);
-            let cmd = AccountCommand::Open {
-                owner: owner.into(),
-            };
-            let out = self
-                .handlers
-                .accounts
-                .execute_with(&id.to_string(), &cmd, opts)
-                .await?;
-            Ok(done(out.version, out.position))
-        })
+        self.once(
+            &stream,
+            cid,
+            &request,
+            |r| done(r.version, r.position),
+            async {
+                let mut opts = options(cid, &request);
+                opts.metadata.correlation_id = Some(id);
+                let cmd = AccountCommand::Open {
+                    owner: owner.into(),
+                };
+                let out = self
+                    .handlers
+                    .accounts
+                    .execute_with(&id.to_string(), &cmd, opts)
+                    .await?;
+                self.same_request(&stream, &out, &request).await?;
+                Ok(done(out.version, out.position))
+            },
+        )
         .await
     }
 
@@ -113,7 +122,8 @@ impl Bank {
         amount: Amount,
         key: Option<&str>,
     ) -> Result<Written, BankError> {
-        self.account_command(id, "deposit", AccountCommand::Deposit { amount }, key)
+        let request = format!("deposit {}", amount.get());
+        self.account_command(id, &request, AccountCommand::Deposit { amount }, key)
             .await
     }
 
@@ -124,7 +134,8 @@ impl Bank {
         amount: Amount,
         key: Option<&str>,
     ) -> Result<Written, BankError> {
-        self.account_command(id, "withdraw", AccountCommand::Withdraw { amount }, key)
+        let request = format!("withdraw {}", amount.get());
+        self.account_command(id, &request, AccountCommand::Withdraw { amount }, key)
             .await
     }
 
@@ -134,24 +145,34 @@ impl Bank {
             .await
     }
 
+    /// `request` is the operation and its arguments (`deposit 100`); its first word names the
+    /// operation in the command id.
     async fn account_command(
         &self,
         id: Uuid,
-        op: &str,
+        request: &str,
         cmd: AccountCommand,
         key: Option<&str>,
     ) -> Result<Written, BankError> {
+        let op = request.split(' ').next().unwrap_or(request);
         let cid = key.map(|k| key_id(&format!("{op} {id}"), k));
         let stream = CommandHandler::<Account>::stream(&id.to_string());
         let done = |version, position| Written { version, position };
-        self.once(&stream, cid, |r| done(r.version, r.position), async {
-            let out = self
-                .handlers
-                .accounts
-                .execute_with(&id.to_string(), &cmd, options(cid))
-                .await?;
-            Ok(done(out.version, out.position))
-        })
+        self.once(
+            &stream,
+            cid,
+            request,
+            |r| done(r.version, r.position),
+            async {
+                let out = self
+                    .handlers
+                    .accounts
+                    .execute_with(&id.to_string(), &cmd, options(cid, request))
+                    .await?;
+                self.same_request(&stream, &out, request).await?;
+                Ok(done(out.version, out.position))
+            },
+        )
         .await
     }
 
@@ -165,10 +186,12 @@ impl Bank {
     ) -> Result<Accepted, BankError> {
         let id = key.map_or_else(Uuid::new_v4, |k| key_id("transfer", k));
         let cid = key.map(|k| key_id("transfer start", k));
+        let request = format!("transfer {from} {to} {}", amount.get());
         let stream = CommandHandler::<Transfer>::stream(&id.to_string());
         self.once(
             &stream,
             cid,
+            &request,
             |r| Accepted {
                 id,
                 position: r.position,
@@ -190,7 +213,7 @@ impl Bank {
                         return Err(BankError::NotFound("account"));
                     }
                 }
-                let mut opts = options(cid);
+                let mut opts = options(cid, &request);
                 opts.metadata.correlation_id = Some(id);
                 let cmd = TransferCommand::Start { from, to, amount };
                 let out = self
@@ -198,6 +221,7 @@ impl Bank {
                     .transfers
                     .execute_with(&id.to_string(), &cmd, opts)
                     .await?;
+                self.same_request(&stream, &out, &request).await?;
                 Ok(Accepted {
                     id,
                     position: out.position,
@@ -211,15 +235,21 @@ impl Bank {
     /// `cid` on `stream`. A key seen before gets its first answer again, success or refusal,
     /// and nothing runs: a success is found by its command id in the event store; a refusal
     /// (404, 409 or 422) is remembered in a table of its own, since it wrote no events.
+    ///
+    /// `request` names the request and its arguments; the events of a keyed command carry it
+    /// in their metadata, and a key used again for another request is refused (422
+    /// `idempotency_key_reused`) rather than answered with the first request's result.
     async fn once<T>(
         &self,
         stream: &StreamId,
         cid: Option<Uuid>,
+        request: &str,
         done: impl FnOnce(AppendResult) -> T,
         run: impl Future<Output = Result<T, BankError>>,
     ) -> Result<T, BankError> {
         let Some(cid) = cid else { return run.await };
         if let Some(prev) = self.backend.events().command_result(stream, cid).await? {
+            self.check_request(stream, prev.version, request).await?;
             return Ok(done(prev));
         }
         if let Some((status, code, message)) = self.backend.refusal(cid).await? {
@@ -237,6 +267,47 @@ impl Bank {
                 Err(e)
             }
             other => other,
+        }
+    }
+
+    /// After a command that turned out to repeat an earlier one (same command id, found by the
+    /// append itself when two requests raced), checks that it is the same request.
+    async fn same_request(
+        &self,
+        stream: &StreamId,
+        out: &CommandOutcome,
+        request: &str,
+    ) -> Result<(), BankError> {
+        if out.duplicate {
+            self.check_request(stream, out.version, request).await?;
+        }
+        Ok(())
+    }
+
+    /// Refuses `request` if the event at `version` of `stream` (the last of the command that
+    /// first used the key) was written for another request. Events written before requests
+    /// were recorded pass.
+    async fn check_request(
+        &self,
+        stream: &StreamId,
+        version: u64,
+        request: &str,
+    ) -> Result<(), BankError> {
+        let first = self
+            .backend
+            .events()
+            .read_stream(stream, version, 1)
+            .await?;
+        let recorded = first
+            .first()
+            .and_then(|e| e.metadata.extra.get(REQUEST_METADATA))
+            .and_then(|r| r.as_str());
+        match recorded {
+            Some(r) if r != request => Err(BankError::Rule {
+                code: "idempotency_key_reused",
+                message: "this Idempotency-Key was first used for another request".into(),
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -354,9 +425,19 @@ impl Bank {
     }
 }
 
-fn options(command_id: Option<Uuid>) -> CommandOptions {
+/// The metadata entry, on the events of a command sent with an idempotency key, naming the
+/// request the key was first used for.
+pub(crate) const REQUEST_METADATA: &str = "request";
+
+fn options(command_id: Option<Uuid>, request: &str) -> CommandOptions {
+    let mut metadata = Metadata::default();
+    if command_id.is_some() {
+        metadata
+            .extra
+            .insert(REQUEST_METADATA.into(), request.to_owned().into());
+    }
     CommandOptions {
         command_id,
-        metadata: Metadata::default(),
+        metadata,
     }
 }

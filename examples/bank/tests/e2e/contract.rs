@@ -470,4 +470,62 @@ async fn idempotency(c: &Client) {
     assert_eq!(st["lines"].as_array().unwrap().len(), 3, "{st}");
     let (_, b) = c.get(&format!("/accounts/{other}")).await;
     assert_eq!(b["balance"], 20);
+
+    // A key used again for another request is refused, not answered with the first result,
+    // and appends nothing.
+    let reused =
+        |r: &(StatusCode, serde_json::Value)| (r.0, r.1["code"].as_str().map(str::to_owned));
+    let want = (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Some("idempotency_key_reused".to_owned()),
+    );
+    let d3 = c
+        .post_key(
+            &format!("/accounts/{id}/deposit"),
+            json!({"amount": 999}),
+            &dkey,
+        )
+        .await;
+    assert_eq!(reused(&d3), want, "{:?}", d3.1);
+    let o2 = c.post_key("/accounts", json!({"owner": "ada"}), &key).await;
+    assert_eq!(reused(&o2), want, "{:?}", o2.1);
+    let t3 = c
+        .post_key(
+            "/transfers",
+            json!({"from": id, "to": other, "amount": 21}),
+            &tkey,
+        )
+        .await;
+    assert_eq!(reused(&t3), want, "{:?}", t3.1);
+    c.settle().await;
+    let (_, a) = c.get(&format!("/accounts/{id}")).await;
+    assert_eq!((&a["owner"], &a["balance"]), (&json!("ida"), &json!(50)));
+    // The same request with the same key still gets its first answer.
+    let d4 = c
+        .post_key(
+            &format!("/accounts/{id}/deposit"),
+            json!({"amount": 100}),
+            &dkey,
+        )
+        .await;
+    assert_eq!((d4.0, &d4.1), (StatusCode::OK, &d1.1));
+
+    // Two requests racing with one key: one is carried out, the other refused.
+    let racer = c.open("rae").await;
+    let path = format!("/accounts/{racer}/deposit");
+    let mut total = 0;
+    for _ in 0..5 {
+        let key = Uuid::new_v4().to_string();
+        let (a, b) = tokio::join!(
+            c.post_key(&path, json!({"amount": 1}), &key),
+            c.post_key(&path, json!({"amount": 2}), &key),
+        );
+        let mut codes = [reused(&a), reused(&b)];
+        codes.sort();
+        assert_eq!(codes, [(StatusCode::OK, None), want.clone()], "{a:?} {b:?}");
+        total += if a.0 == StatusCode::OK { 1 } else { 2 };
+    }
+    c.settle().await;
+    let (_, r) = c.get(&format!("/accounts/{racer}")).await;
+    assert_eq!(r["balance"], total, "one deposit per key");
 }
