@@ -210,45 +210,56 @@ impl Backend {
         .collect())
     }
 
-    /// The refusal recorded for command id `id`: status, code and message.
-    pub async fn refusal(&self, id: Uuid) -> Result<Option<(i64, String, String)>> {
+    /// The refusal recorded for command id `id`: status, code, message, and the request it
+    /// answered (`None` for refusals recorded before requests were).
+    pub async fn refusal(&self, id: Uuid) -> Result<Option<Refusal>> {
         fetch!(
             self,
-            (i64, String, String),
+            Refusal,
             sql::SELECT_REFUSAL,
             fetch_optional,
             id.to_string()
         )
     }
 
-    /// Records the refusal of command id `id` (the first one recorded stays).
+    /// Records the refusal of command id `id`, sent for `request` (the first one recorded
+    /// stays).
     pub async fn record_refusal(
         &self,
         id: Uuid,
         status: u16,
         code: &str,
         message: &str,
+        request: &str,
     ) -> Result<()> {
-        macro_rules! q {
-            () => {
+        macro_rules! record {
+            ($tx:expr) => {{
                 sqlx::query(sql::RECORD_REFUSAL)
                     .bind(id.to_string())
                     .bind(i64::from(status))
                     .bind(code)
                     .bind(message)
-            };
+                    .execute(&mut *$tx)
+                    .await
+                    .map_err(Error::backend)?;
+                sqlx::query(sql::RECORD_REFUSAL_REQUEST)
+                    .bind(id.to_string())
+                    .bind(request)
+                    .execute(&mut *$tx)
+                    .await
+                    .map_err(Error::backend)?;
+                $tx.commit().await.map_err(Error::backend)
+            }};
         }
         match &self.kind {
             Kind::Sqlite(db) => {
                 let mut tx = db.begin_write().await?;
-                q!().execute(&mut *tx).await.map_err(Error::backend)?;
-                tx.commit().await.map_err(Error::backend)
+                record!(tx)
             }
-            Kind::Postgres(pg) => q!()
-                .execute(pg.pool())
-                .await
-                .map(drop)
-                .map_err(Error::backend),
+            Kind::Postgres(pg) => {
+                let mut tx = pg.pool().begin().await.map_err(Error::backend)?;
+                record!(tx)
+            }
         }
     }
 
@@ -260,6 +271,10 @@ impl Backend {
         }
     }
 }
+
+/// A refusal recorded for an idempotency key: status, code, message, and the request it
+/// answered (`None` for refusals recorded before requests were).
+pub type Refusal = (i64, String, String, Option<String>);
 
 /// The leases of a back-end, shared by the runner and (on PostgreSQL) the fenced projectors.
 #[derive(Debug, Clone)]

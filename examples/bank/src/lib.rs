@@ -41,7 +41,7 @@ mod service;
 mod wiring;
 
 pub use answers::{Accepted, Opened, ProjectionStatus, Written};
-pub use backend::{Backend, DEFAULT_DATABASE, LeaseSet};
+pub use backend::{Backend, DEFAULT_DATABASE, LeaseSet, Refusal};
 pub use domain::account::{
     Account, AccountCommand, AccountError, AccountEvent, AccountStatus, MAX_OWNER_LEN, valid_owner,
 };

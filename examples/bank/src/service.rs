@@ -252,7 +252,10 @@ impl Bank {
             self.check_request(stream, prev.version, request).await?;
             return Ok(done(prev));
         }
-        if let Some((status, code, message)) = self.backend.refusal(cid).await? {
+        if let Some((status, code, message, first)) = self.backend.refusal(cid).await? {
+            if first.is_some_and(|first| first != request) {
+                return Err(key_reused());
+            }
             return Err(BankError::repeated(
                 u16::try_from(status).unwrap_or(422),
                 &code,
@@ -262,7 +265,7 @@ impl Bank {
         match run.await {
             Err(e) if e.is_final() => {
                 self.backend
-                    .record_refusal(cid, e.status(), e.code(), &e.to_string())
+                    .record_refusal(cid, e.status(), e.code(), &e.to_string(), request)
                     .await?;
                 Err(e)
             }
@@ -303,10 +306,7 @@ impl Bank {
             .and_then(|e| e.metadata.extra.get(REQUEST_METADATA))
             .and_then(|r| r.as_str());
         match recorded {
-            Some(r) if r != request => Err(BankError::Rule {
-                code: "idempotency_key_reused",
-                message: "this Idempotency-Key was first used for another request".into(),
-            }),
+            Some(r) if r != request => Err(key_reused()),
             _ => Ok(()),
         }
     }
@@ -422,6 +422,14 @@ impl Bank {
     /// Stops the runner after its current batches.
     pub async fn shutdown(self) {
         self.runner.shutdown().await;
+    }
+}
+
+/// The answer to an idempotency key sent again with another request.
+fn key_reused() -> BankError {
+    BankError::Rule {
+        code: "idempotency_key_reused",
+        message: "this Idempotency-Key was first used for another request".into(),
     }
 }
 

@@ -15,13 +15,18 @@ pub(crate) const SCHEMA: &[&str] = &[
      amount BIGINT NOT NULL, position BIGINT NOT NULL, recorded_at TEXT NOT NULL, PRIMARY KEY (account_id, version))",
     "CREATE TABLE IF NOT EXISTS idempotent_refusals (id TEXT PRIMARY KEY, status BIGINT NOT NULL, \
      code TEXT NOT NULL, message TEXT NOT NULL)",
+    // NOTE: a table beside `idempotent_refusals` rather than a column of it, so that databases
+    // made before it need no migration (their refusals have no request, and are answered by key).
+    "CREATE TABLE IF NOT EXISTS idempotent_refusal_requests (id TEXT PRIMARY KEY, request TEXT NOT NULL)",
 ];
 
 /// Remembers the refusal of a request sent with an idempotency key (by its derived command id).
 pub(crate) const RECORD_REFUSAL: &str = "INSERT INTO idempotent_refusals (id, status, code, message) \
      VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING";
-pub(crate) const SELECT_REFUSAL: &str =
-    "SELECT status, code, message FROM idempotent_refusals WHERE id = $1";
+/// The request a refusal answered.
+pub(crate) const RECORD_REFUSAL_REQUEST: &str = "INSERT INTO idempotent_refusal_requests (id, request) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING";
+pub(crate) const SELECT_REFUSAL: &str = "SELECT r.status, r.code, r.message, q.request \
+     FROM idempotent_refusals r LEFT JOIN idempotent_refusal_requests q ON q.id = r.id WHERE r.id = $1";
 
 pub(crate) const ACCOUNT_OPENED: &str = "INSERT INTO accounts (id, owner, balance, status, version) \
      VALUES ($1, $2, 0, 'open', $3) ON CONFLICT (id) DO NOTHING";

@@ -435,6 +435,15 @@ async fn idempotency(c: &Client) {
     let pos = c.deposit(&rich, 5_000).await;
     let r2 = c.post_key(&path, json!({"amount": 1_000}), &rkey).await;
     assert_eq!(r1, r2);
+    // The key of a refused request, sent again with another request, is refused as reused.
+    let r3 = c.post_key(&path, json!({"amount": 999}), &rkey).await;
+    assert_eq!(
+        (r3.0, r3.1["code"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("idempotency_key_reused")
+        )
+    );
     let (_, b) = c.get(&format!("/accounts/{rich}?after={pos}")).await;
     assert_eq!(
         (b["balance"].as_i64(), b["version"].as_i64()),
