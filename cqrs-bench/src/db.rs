@@ -63,6 +63,41 @@ impl Db {
         Ok(PgConnection::connect(&self.url).await?)
     }
 
+    /// Creates the database `name` (dropping one left by an earlier run).
+    pub(crate) async fn create_database(&self, name: &str) -> Result<(), BenchError> {
+        self.drop_database(name).await?;
+        let mut conn = self.admin().await?;
+        // NOTE: database names are built here from a pid and fixed tags, so splicing is safe.
+        sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Drops the database `name`, closing the sessions still on it.
+    pub(crate) async fn drop_database(&self, name: &str) -> Result<(), BenchError> {
+        let mut conn = self.admin().await?;
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&mut conn)
+        .await?;
+        Ok(())
+    }
+
+    /// The harness's URL with the database `name` instead of its own.
+    pub(crate) fn url_of(&self, name: &str) -> String {
+        let (base, query) = self.url.split_once('?').unwrap_or((&self.url, ""));
+        let rest = base.split_once("://").map_or(base, |(_, r)| r);
+        let host_end = base.len() - rest.len() + rest.find('/').unwrap_or(rest.len());
+        let query = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{query}")
+        };
+        format!("{}/{name}{query}", &base[..host_end])
+    }
+
     /// The prefix of this process's schemas.
     pub(crate) fn prefix(&self) -> &str {
         &self.prefix

@@ -2,7 +2,7 @@
 //! raw PostgreSQL limit it is compared with, measured in the same run.
 //!
 //! ```text
-//! cargo run --release -p cqrs-bench -- [--database URL] [--runs N] [--only w1,w2,w3,w4,l1,l3] [--quick]
+//! cargo run --release -p cqrs-bench -- [--database URL] [--runs N] [--only w1,w2,w3,w4,l1,l3,e1] [--quick]
 //! ```
 //!
 //! Every workload works in a schema of its own (`bench_<pid>_...`), created fresh and dropped
@@ -10,6 +10,7 @@
 
 mod db;
 mod domain;
+mod e1;
 mod report;
 mod stats;
 mod w1;
@@ -42,6 +43,9 @@ pub(crate) enum BenchError {
     /// A task panicked.
     #[error(transparent)]
     Join(#[from] tokio::task::JoinError),
+    /// An HTTP request to the bank failed.
+    #[error(transparent)]
+    Http(#[from] reqwest::Error),
     /// A result was wrong.
     #[error("check failed: {0}")]
     Check(String),
@@ -67,7 +71,7 @@ struct Args {
     /// Runs of each workload.
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// Only these workloads (w1, w2, w3, w4, l1, l3), comma-separated.
+    /// Only these workloads (w1, w2, w3, w4, l1, l3, e1), comma-separated.
     #[arg(long, value_delimiter = ',')]
     only: Option<Vec<String>>,
     /// Skip the million-event replay.
@@ -143,6 +147,13 @@ async fn run_all(db: &Db, args: &Args) -> Result<Report, BenchError> {
                 r.w1(tasks, true, w, (last + after.per_sec) / 2.0);
                 r.l1(tasks, after);
             }
+        }
+    }
+    if args.wants("e1") {
+        for run in 0..runs {
+            let e = e1::run(db, run).await?;
+            eprintln!("run {run} E1: {e:?}");
+            r.e1(e);
         }
     }
     if args.wants("w2") {

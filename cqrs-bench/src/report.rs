@@ -5,6 +5,7 @@ use std::fmt;
 
 use crate::BenchError;
 use crate::db::Db;
+use crate::e1::{CLIENTS, E1Run};
 use crate::stats::{Runs, num};
 use crate::w1::{L1Run, W1Run};
 use crate::w2::W2Run;
@@ -45,6 +46,8 @@ pub(crate) struct Report {
     l3: Runs,
     last_l3: Option<f64>,
     w3: BTreeMap<u64, (Runs, Runs, Runs, Runs)>,
+    /// E1: requests/s, p50, p99, read-your-write p50, p99.
+    e1: [Runs; 5],
 }
 
 impl Report {
@@ -86,6 +89,15 @@ impl Report {
             self.w4.0.push(p50);
             self.w4.1.push(p99);
         }
+    }
+
+    pub(crate) fn e1(&mut self, e: E1Run) {
+        let [rate, p50, p99, r50, r99] = &mut self.e1;
+        rate.push(e.per_sec);
+        p50.push(e.p50_ms);
+        p99.push(e.p99_ms);
+        r50.push(e.read_p50_ms);
+        r99.push(e.read_p99_ms);
     }
 
     pub(crate) fn w2(&mut self, w: W2Run) {
@@ -174,6 +186,15 @@ impl fmt::Display for Report {
         let w4_bar = format!("p99 < 50 ms: {}", ok(self.w4.1.median() < 50.0));
         row(f, "W4 C=8 commit to visible: p50 ms", &self.w4.0, "")?;
         row(f, "W4 C=8 commit to visible: p99 ms", &self.w4.1, &w4_bar)?;
+        let [rate, p50, p99, r50, r99] = &self.e1;
+        let e1 = format!("E1 bank over HTTP, {CLIENTS} clients");
+        row(f, &format!("{e1}: requests/s"), rate, "(no bar)")?;
+        text_row(f, &format!("{e1}: p50 / p99 ms"), pair(p50, p99))?;
+        text_row(
+            f,
+            &format!("{e1}: read own write, p50 / p99 ms"),
+            pair(r50, r99),
+        )?;
         let w2 = &self.w2;
         let no_snap = format!("<= 10 ms: {}", ok(w2.no_snapshot.median() <= 10.0));
         row(
