@@ -63,26 +63,26 @@ impl Db {
         Ok(PgConnection::connect(&self.url).await?)
     }
 
+    /// Runs one DDL statement on an admin connection.
+    ///
+    /// NOTE: the names spliced into these statements are built here from a pid and fixed
+    /// tags, so splicing is safe.
+    async fn ddl(&self, sql: String) -> Result<(), BenchError> {
+        let mut conn = self.admin().await?;
+        sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut conn).await?;
+        Ok(())
+    }
+
     /// Creates the database `name` (dropping one left by an earlier run).
     pub(crate) async fn create_database(&self, name: &str) -> Result<(), BenchError> {
         self.drop_database(name).await?;
-        let mut conn = self.admin().await?;
-        // NOTE: database names are built here from a pid and fixed tags, so splicing is safe.
-        sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut conn)
-            .await?;
-        Ok(())
+        self.ddl(format!("CREATE DATABASE {name}")).await
     }
 
     /// Drops the database `name`, closing the sessions still on it.
     pub(crate) async fn drop_database(&self, name: &str) -> Result<(), BenchError> {
-        let mut conn = self.admin().await?;
-        sqlx::raw_sql(AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .execute(&mut conn)
-        .await?;
-        Ok(())
+        self.ddl(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await
     }
 
     /// The harness's URL with the database `name` instead of its own.
@@ -105,14 +105,8 @@ impl Db {
 
     /// Drops `schema` and everything in it, if it exists.
     pub(crate) async fn drop_schema(&self, schema: &str) -> Result<(), BenchError> {
-        let mut conn = self.admin().await?;
-        // NOTE: schema names are built here from a pid and fixed tags, so splicing is safe.
-        sqlx::raw_sql(AssertSqlSafe(format!(
-            "DROP SCHEMA IF EXISTS {schema} CASCADE"
-        )))
-        .execute(&mut conn)
-        .await?;
-        Ok(())
+        self.ddl(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .await
     }
 
     /// Closes the store's pool and drops its schema.

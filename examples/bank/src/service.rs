@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cqrs_core::{
-    AppendResult, CommandHandler, CommandOptions, CommandOutcome, Metadata, Runner, RunnerHandle,
-    StreamId, Subscriber,
+    CommandHandler, CommandOptions, CommandOutcome, Metadata, Runner, RunnerHandle, StreamId,
+    Subscriber,
 };
 use uuid::Uuid;
 
@@ -92,26 +92,18 @@ impl Bank {
             version,
             position,
         };
-        self.once(
-            &stream,
-            cid,
-            &request,
-            |r| done(r.version, r.position),
-            async {
-                let mut opts = options(cid, &request);
-                opts.metadata.correlation_id = Some(id);
-                let cmd = AccountCommand::Open {
-                    owner: owner.into(),
-                };
-                let out = self
-                    .handlers
-                    .accounts
-                    .execute_with(&id.to_string(), &cmd, opts)
-                    .await?;
-                self.same_request(&stream, &out, &request).await?;
-                Ok(done(out.version, out.position))
-            },
-        )
+        self.once(&stream, cid, &request, done, async {
+            let mut opts = options(cid, &request);
+            opts.metadata.correlation_id = Some(id);
+            let cmd = AccountCommand::Open {
+                owner: owner.into(),
+            };
+            Ok(self
+                .handlers
+                .accounts
+                .execute_with(&id.to_string(), &cmd, opts)
+                .await?)
+        })
         .await
     }
 
@@ -122,8 +114,8 @@ impl Bank {
         amount: Amount,
         key: Option<&str>,
     ) -> Result<Written, BankError> {
-        let request = format!("deposit {}", amount.get());
-        self.account_command(id, &request, AccountCommand::Deposit { amount }, key)
+        let cmd = AccountCommand::Deposit { amount };
+        self.account_command(id, "deposit", Some(amount), cmd, key)
             .await
     }
 
@@ -134,45 +126,40 @@ impl Bank {
         amount: Amount,
         key: Option<&str>,
     ) -> Result<Written, BankError> {
-        let request = format!("withdraw {}", amount.get());
-        self.account_command(id, &request, AccountCommand::Withdraw { amount }, key)
+        let cmd = AccountCommand::Withdraw { amount };
+        self.account_command(id, "withdraw", Some(amount), cmd, key)
             .await
     }
 
     /// Closes account `id` (422 `balance_not_zero` unless empty).
     pub async fn close(&self, id: Uuid, key: Option<&str>) -> Result<Written, BankError> {
-        self.account_command(id, "close", AccountCommand::Close, key)
+        self.account_command(id, "close", None, AccountCommand::Close, key)
             .await
     }
 
-    /// `request` is the operation and its arguments (`deposit 100`); its first word names the
-    /// operation in the command id.
+    /// Runs `cmd`, the operation `op` (with its `amount`, if any), on account `id`.
     async fn account_command(
         &self,
         id: Uuid,
-        request: &str,
+        op: &str,
+        amount: Option<Amount>,
         cmd: AccountCommand,
         key: Option<&str>,
     ) -> Result<Written, BankError> {
-        let op = request.split(' ').next().unwrap_or(request);
         let cid = key.map(|k| key_id(&format!("{op} {id}"), k));
+        let request = match amount {
+            Some(a) => format!("{op} {}", a.get()),
+            None => op.to_owned(),
+        };
         let stream = CommandHandler::<Account>::stream(&id.to_string());
         let done = |version, position| Written { version, position };
-        self.once(
-            &stream,
-            cid,
-            request,
-            |r| done(r.version, r.position),
-            async {
-                let out = self
-                    .handlers
-                    .accounts
-                    .execute_with(&id.to_string(), &cmd, options(cid, request))
-                    .await?;
-                self.same_request(&stream, &out, request).await?;
-                Ok(done(out.version, out.position))
-            },
-        )
+        self.once(&stream, cid, &request, done, async {
+            Ok(self
+                .handlers
+                .accounts
+                .execute_with(&id.to_string(), &cmd, options(cid, &request))
+                .await?)
+        })
         .await
     }
 
@@ -192,10 +179,7 @@ impl Bank {
             &stream,
             cid,
             &request,
-            |r| Accepted {
-                id,
-                position: r.position,
-            },
+            |_, position| Accepted { id, position },
             async {
                 if from == to {
                     return Err(crate::domain::transfer::TransferError::SameAccount.into());
@@ -216,16 +200,11 @@ impl Bank {
                 let mut opts = options(cid, &request);
                 opts.metadata.correlation_id = Some(id);
                 let cmd = TransferCommand::Start { from, to, amount };
-                let out = self
+                Ok(self
                     .handlers
                     .transfers
                     .execute_with(&id.to_string(), &cmd, opts)
-                    .await?;
-                self.same_request(&stream, &out, &request).await?;
-                Ok(Accepted {
-                    id,
-                    position: out.position,
-                })
+                    .await?)
             },
         )
         .await
@@ -238,19 +217,24 @@ impl Bank {
     ///
     /// `request` names the request and its arguments; the events of a keyed command carry it
     /// in their metadata, and a key used again for another request is refused (422
-    /// `idempotency_key_reused`) rather than answered with the first request's result.
+    /// `idempotency_key_reused`) rather than answered with the first request's result, also
+    /// when the repeat is found by the append itself (two requests racing). `done` makes the
+    /// answer from the command's version and position.
     async fn once<T>(
         &self,
         stream: &StreamId,
         cid: Option<Uuid>,
         request: &str,
-        done: impl FnOnce(AppendResult) -> T,
-        run: impl Future<Output = Result<T, BankError>>,
+        done: impl FnOnce(u64, u64) -> T,
+        run: impl Future<Output = Result<CommandOutcome, BankError>>,
     ) -> Result<T, BankError> {
-        let Some(cid) = cid else { return run.await };
+        let Some(cid) = cid else {
+            let out = run.await?;
+            return Ok(done(out.version, out.position));
+        };
         if let Some(prev) = self.backend.events().command_result(stream, cid).await? {
             self.check_request(stream, prev.version, request).await?;
-            return Ok(done(prev));
+            return Ok(done(prev.version, prev.position));
         }
         if let Some((status, code, message, first)) = self.backend.refusal(cid).await? {
             if first.is_some_and(|first| first != request) {
@@ -263,28 +247,20 @@ impl Bank {
             ));
         }
         match run.await {
+            Ok(out) => {
+                if out.duplicate {
+                    self.check_request(stream, out.version, request).await?;
+                }
+                Ok(done(out.version, out.position))
+            }
             Err(e) if e.is_final() => {
                 self.backend
                     .record_refusal(cid, e.status(), e.code(), &e.to_string(), request)
                     .await?;
                 Err(e)
             }
-            other => other,
+            Err(e) => Err(e),
         }
-    }
-
-    /// After a command that turned out to repeat an earlier one (same command id, found by the
-    /// append itself when two requests raced), checks that it is the same request.
-    async fn same_request(
-        &self,
-        stream: &StreamId,
-        out: &CommandOutcome,
-        request: &str,
-    ) -> Result<(), BankError> {
-        if out.duplicate {
-            self.check_request(stream, out.version, request).await?;
-        }
-        Ok(())
     }
 
     /// Refuses `request` if the event at `version` of `stream` (the last of the command that
