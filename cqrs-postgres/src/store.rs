@@ -622,15 +622,19 @@ impl EventStore for PgEventStore {
         );
         let mut waits = HOLD_BACK_WAITS.iter();
         loop {
-            // NOTE: each row becomes its event as it arrives, into a vector sized once: a
-            // batch is neither held twice nor grown by copying.
+            // NOTE: each row becomes its event as it arrives, into a vector sized once, at the
+            // first row: a batch is neither held twice nor grown by copying, and an empty read
+            // (a live subscriber at the tail, most of the time) allocates nothing.
             let mut rows = sqlx::query_as::<_, EventRow>(const_format_all())
                 .bind(tx)
                 .bind(position)
                 .bind(limit_of(limit))
                 .fetch(&self.inner.pool);
-            let mut events = Vec::with_capacity(limit.min(READ_ALL_PRESIZE));
+            let mut events = Vec::new();
             while let Some(row) = rows.try_next().await.map_err(backend)? {
+                if events.is_empty() {
+                    events.reserve_exact(limit.min(READ_ALL_PRESIZE));
+                }
                 events.push(row.into_recorded_lenient()?);
             }
             drop(rows);
