@@ -21,10 +21,16 @@
 //!   given/when/then; money is [`Amount`], integer minor units.
 //! - [`TransferProcess`]: the process manager that carries transfers out.
 //! - [`ReadModel`]: `accounts`, `statement`, `transfers` and the `large_withdrawals` flags,
-//!   SQL tables kept by transactional projectors on SQLite and PostgreSQL alike.
+//!   SQL tables kept by transactional projectors, each written once for SQLite and PostgreSQL
+//!   (`src/readmodel/accounts.rs` and its neighbours), read through [`Queries`].
 //! - [`Backend`]: the embedded SQLite store (default `./bank.db`) or PostgreSQL, by URL.
 //! - [`Bank`]: the service (commands with idempotency keys, reads of your own writes),
 //!   [`router`]: its HTTP API.
+//!
+//! From route to row: `http/routes.rs` (`GET /accounts/{id}`) calls [`Bank::account`]
+//! (`service.rs`), which waits for the `accounts` projector to pass the asked position and
+//! asks [`Queries::account`] (`readmodel/queries.rs`) for the row that
+//! `readmodel/accounts.rs` keeps.
 //! - The broker bridge: [`start_relay`] publishes every event to RabbitMQ or NATS JetStream
 //!   (`bank serve --broker URL`); [`start_notifier`] runs the second service, `bank notifier`,
 //!   which keeps its own read model of those events, the customers' [`Notice`]s.
@@ -34,14 +40,14 @@ mod backend;
 mod domain;
 mod error;
 mod http;
+mod idempotency;
 mod notifier;
 mod process;
 mod readmodel;
 mod service;
-mod wiring;
 
 pub use answers::{Accepted, Opened, ProjectionStatus, Written};
-pub use backend::{Backend, DEFAULT_DATABASE, LeaseSet, Refusal};
+pub use backend::{Backend, DEFAULT_DATABASE};
 pub use domain::account::{
     Account, AccountCommand, AccountError, AccountEvent, AccountStatus, MAX_OWNER_LEN, valid_owner,
 };
@@ -56,9 +62,9 @@ pub use notifier::{
     NotifierHandle, broker_relay, run_notifier, start_notifier, start_relay,
 };
 pub use process::{TRANSFER_PROCESS, TransferProcess};
+pub use idempotency::{Keys, key_id};
 pub use readmodel::{
-    AccountView, LARGE_WITHDRAWAL, LargeWithdrawalView, ReadModel, SqlProjection, StatementLine,
-    TransferView,
+    AccountView, LARGE_WITHDRAWAL, LargeWithdrawalView, Queries, ReadModel, SqlProjection,
+    StatementLine, TransferView,
 };
-pub use service::Bank;
-pub use wiring::{BankConfig, Handlers, key_id, subscriber_names, subscribers};
+pub use service::{Bank, BankConfig, Handlers, subscriber_names, subscribers};

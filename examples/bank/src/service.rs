@@ -1,13 +1,14 @@
-//! The bank service: command handling, the runner with every read model and the process
-//! manager, and the queries, on one back-end.
+//! The bank service: its command handlers, the runner with every read model and the process
+//! manager, the commands (each with an optional idempotency key) and the reads of your own
+//! writes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use cqrs_core::{
-    CommandHandler, CommandOptions, CommandOutcome, Metadata, Runner, RunnerHandle, StreamId,
-    Subscriber,
+    Checkpointed, CommandHandler, CommandOptions, Metadata, RetryPolicy, Runner, RunnerConfig,
+    RunnerHandle, Subscriber,
 };
 use uuid::Uuid;
 
@@ -15,10 +16,81 @@ use crate::answers::{Accepted, Opened, ProjectionStatus, Written};
 use crate::backend::Backend;
 use crate::domain::account::{Account, AccountCommand, AccountStatus};
 use crate::domain::money::Amount;
-use crate::domain::transfer::{Transfer, TransferCommand};
+use crate::domain::transfer::{Transfer, TransferCommand, TransferError};
 use crate::error::BankError;
-use crate::readmodel::{AccountView, ReadModel, StatementLine, TransferView};
-use crate::wiring::{BankConfig, Handlers, key_id, subscribers};
+use crate::idempotency::{key_id, once};
+use crate::process::{TRANSFER_PROCESS, TransferProcess};
+use crate::readmodel::{AccountView, LargeWithdrawalView, ReadModel, StatementLine, TransferView};
+
+/// Tuning of a [`Bank`].
+#[derive(Debug, Clone)]
+pub struct BankConfig {
+    /// How long a read with `?after=N` waits for its read model before giving up.
+    pub read_timeout: Duration,
+    /// The subscription runner's tuning.
+    pub runner: RunnerConfig,
+    /// Retries of a command after a concurrency conflict (then 409).
+    pub retry: RetryPolicy,
+}
+
+impl Default for BankConfig {
+    fn default() -> Self {
+        BankConfig {
+            read_timeout: Duration::from_secs(5),
+            runner: RunnerConfig {
+                poll_interval: Duration::from_millis(500),
+                ..RunnerConfig::default()
+            },
+            // NOTE: hot accounts see conflicts under load (the process manager writes to them
+            // too); ten tries waiting 1, 2, 4 ... ms ride those out in about half a second.
+            retry: RetryPolicy {
+                max_attempts: 10,
+                backoff: Duration::from_millis(1),
+            },
+        }
+    }
+}
+
+/// The command handlers of a back-end.
+#[derive(Debug, Clone)]
+pub struct Handlers {
+    /// Accounts.
+    pub accounts: Arc<CommandHandler<Account>>,
+    /// Transfers.
+    pub transfers: Arc<CommandHandler<Transfer>>,
+}
+
+impl Handlers {
+    /// Handlers on `backend`'s store, with a cache, snapshots every 100 events, and `retry`.
+    pub fn new(backend: &Backend, retry: RetryPolicy) -> Self {
+        let accounts = CommandHandler::<Account>::new(backend.events())
+            .with_retry(retry)
+            .with_cache(10_000)
+            .with_snapshots(backend.snapshots(), 100, 1);
+        let transfers = CommandHandler::<Transfer>::new(backend.events())
+            .with_retry(retry)
+            .with_cache(10_000);
+        Handlers {
+            accounts: Arc::new(accounts),
+            transfers: Arc::new(transfers),
+        }
+    }
+}
+
+/// Every subscriber of the service: the read models and the process manager.
+pub fn subscribers(backend: &Backend, handlers: &Handlers) -> Vec<Arc<dyn Subscriber>> {
+    let mut subs: Vec<_> = ReadModel::ALL.map(|m| backend.read_model(m)).into();
+    let process = TransferProcess::new(handlers.accounts.clone(), handlers.transfers.clone());
+    subs.push(Arc::new(Checkpointed::new(process, backend.checkpoints())));
+    subs
+}
+
+/// The names of the subscribers the service runs.
+pub fn subscriber_names() -> Vec<&'static str> {
+    let mut names: Vec<_> = ReadModel::ALL.map(ReadModel::name).into();
+    names.push(TRANSFER_PROCESS);
+    names
+}
 
 /// The running service.
 pub struct Bank {
@@ -35,7 +107,6 @@ impl std::fmt::Debug for Bank {
         f.debug_struct("Bank")
             .field("backend", &self.backend)
             .field("runner", &self.runner)
-            .field("config", &self.config)
             .finish_non_exhaustive()
     }
 }
@@ -46,12 +117,11 @@ impl Bank {
         let handlers = Handlers::new(&backend, config.retry);
         let mut runner = Runner::new(backend.events(), backend.dead_letters())
             .with_config(config.runner.clone());
-        let leases = backend.leases();
-        if let Some(l) = &leases {
-            runner = runner.with_leases(l.as_leases());
+        if let Some(leases) = backend.leases() {
+            runner = runner.with_leases(leases);
         }
         let mut subs = HashMap::new();
-        for sub in subscribers(&backend, &handlers, leases.as_ref()) {
+        for sub in subscribers(&backend, &handlers) {
             subs.insert(sub.name().to_owned(), sub.clone());
             runner = runner.with_arc(sub);
         }
@@ -79,30 +149,23 @@ impl Bank {
         &self.runner
     }
 
-    /// Opens an account for `owner`. With an idempotency key, the account id derives from it
-    /// and a repeat returns the first answer (the key sent with another owner: 422
-    /// `idempotency_key_reused`).
+    /// Opens an account for `owner`. With an idempotency key, the account id derives from it.
     pub async fn open_account(&self, owner: &str, key: Option<&str>) -> Result<Opened, BankError> {
         let id = key.map_or_else(Uuid::new_v4, |k| key_id("account", k));
         let cid = key.map(|k| key_id("open", k));
-        let request = format!("open {owner:?}");
-        let stream = CommandHandler::<Account>::stream(&id.to_string());
-        let done = |version, position| Opened {
-            id,
-            version,
-            position,
+        let cmd = AccountCommand::Open {
+            owner: owner.into(),
         };
-        self.once(&stream, cid, &request, done, async {
-            let mut opts = options(cid, &request);
-            opts.metadata.correlation_id = Some(id);
-            let cmd = AccountCommand::Open {
-                owner: owner.into(),
-            };
-            Ok(self
-                .handlers
-                .accounts
-                .execute_with(&id.to_string(), &cmd, opts)
-                .await?)
+        let request = format!("open {owner:?}");
+        once(self.backend.keys(), cid, &request, async {
+            let opts = options(cid, Some(id));
+            let (handler, id_text) = (&self.handlers.accounts, id.to_string());
+            let out = handler.execute_with(&id_text, &cmd, opts).await?;
+            Ok(Opened {
+                id,
+                version: out.version,
+                position: out.position,
+            })
         })
         .await
     }
@@ -151,14 +214,14 @@ impl Bank {
             Some(a) => format!("{op} {}", a.get()),
             None => op.to_owned(),
         };
-        let stream = CommandHandler::<Account>::stream(&id.to_string());
-        let done = |version, position| Written { version, position };
-        self.once(&stream, cid, &request, done, async {
-            Ok(self
-                .handlers
-                .accounts
-                .execute_with(&id.to_string(), &cmd, options(cid, &request))
-                .await?)
+        once(self.backend.keys(), cid, &request, async {
+            let opts = options(cid, None);
+            let (handler, id_text) = (&self.handlers.accounts, id.to_string());
+            let out = handler.execute_with(&id_text, &cmd, opts).await?;
+            Ok(Written {
+                version: out.version,
+                position: out.position,
+            })
         })
         .await
     }
@@ -174,133 +237,53 @@ impl Bank {
         let id = key.map_or_else(Uuid::new_v4, |k| key_id("transfer", k));
         let cid = key.map(|k| key_id("transfer start", k));
         let request = format!("transfer {from} {to} {}", amount.get());
-        let stream = CommandHandler::<Transfer>::stream(&id.to_string());
-        self.once(
-            &stream,
-            cid,
-            &request,
-            |_, position| Accepted { id, position },
-            async {
-                if from == to {
-                    return Err(crate::domain::transfer::TransferError::SameAccount.into());
+        once(self.backend.keys(), cid, &request, async {
+            if from == to {
+                return Err(TransferError::SameAccount.into());
+            }
+            for account in [from, to] {
+                let (state, _) = self.handlers.accounts.load(&account.to_string()).await?;
+                if state.status == AccountStatus::New {
+                    return Err(BankError::NotFound("account"));
                 }
-                for account in [from, to] {
-                    if self
-                        .handlers
-                        .accounts
-                        .load(&account.to_string())
-                        .await?
-                        .0
-                        .status
-                        == AccountStatus::New
-                    {
-                        return Err(BankError::NotFound("account"));
-                    }
-                }
-                let mut opts = options(cid, &request);
-                opts.metadata.correlation_id = Some(id);
-                let cmd = TransferCommand::Start { from, to, amount };
-                Ok(self
-                    .handlers
-                    .transfers
-                    .execute_with(&id.to_string(), &cmd, opts)
-                    .await?)
-            },
-        )
+            }
+            let cmd = TransferCommand::Start { from, to, amount };
+            let opts = options(cid, Some(id));
+            let (handler, id_text) = (&self.handlers.transfers, id.to_string());
+            let out = handler.execute_with(&id_text, &cmd, opts).await?;
+            Ok(Accepted {
+                id,
+                position: out.position,
+            })
+        })
         .await
-    }
-
-    /// Runs a command sent with an optional idempotency key, whose derived command id is
-    /// `cid` on `stream`. A key seen before gets its first answer again, success or refusal,
-    /// and nothing runs: a success is found by its command id in the event store; a refusal
-    /// (404, 409 or 422) is remembered in a table of its own, since it wrote no events.
-    ///
-    /// `request` names the request and its arguments; the events of a keyed command carry it
-    /// in their metadata, and a key used again for another request is refused (422
-    /// `idempotency_key_reused`) rather than answered with the first request's result, also
-    /// when the repeat is found by the append itself (two requests racing). `done` makes the
-    /// answer from the command's version and position.
-    async fn once<T>(
-        &self,
-        stream: &StreamId,
-        cid: Option<Uuid>,
-        request: &str,
-        done: impl FnOnce(u64, u64) -> T,
-        run: impl Future<Output = Result<CommandOutcome, BankError>>,
-    ) -> Result<T, BankError> {
-        let Some(cid) = cid else {
-            let out = run.await?;
-            return Ok(done(out.version, out.position));
-        };
-        if let Some(prev) = self.backend.events().command_result(stream, cid).await? {
-            self.check_request(stream, prev.version, request).await?;
-            return Ok(done(prev.version, prev.position));
-        }
-        if let Some((status, code, message, first)) = self.backend.refusal(cid).await? {
-            if first.is_some_and(|first| first != request) {
-                return Err(key_reused());
-            }
-            return Err(BankError::repeated(
-                u16::try_from(status).unwrap_or(422),
-                &code,
-                message,
-            ));
-        }
-        match run.await {
-            Ok(out) => {
-                if out.duplicate {
-                    self.check_request(stream, out.version, request).await?;
-                }
-                Ok(done(out.version, out.position))
-            }
-            Err(e) if e.is_final() => {
-                self.backend
-                    .record_refusal(cid, e.status(), e.code(), &e.to_string(), request)
-                    .await?;
-                Err(e)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Refuses `request` if the event at `version` of `stream` (the last of the command that
-    /// first used the key) was written for another request. Events written before requests
-    /// were recorded pass.
-    async fn check_request(
-        &self,
-        stream: &StreamId,
-        version: u64,
-        request: &str,
-    ) -> Result<(), BankError> {
-        let first = self
-            .backend
-            .events()
-            .read_stream(stream, version, 1)
-            .await?;
-        let recorded = first
-            .first()
-            .and_then(|e| e.metadata.extra.get(REQUEST_METADATA))
-            .and_then(|r| r.as_str());
-        match recorded {
-            Some(r) if r != request => Err(key_reused()),
-            _ => Ok(()),
-        }
     }
 
     /// Waits until `model` has passed global position `after` (504 after the read timeout).
     pub async fn wait_for(&self, model: ReadModel, after: Option<u64>) -> Result<(), BankError> {
         let Some(after) = after else { return Ok(()) };
         let (name, timeout) = (model.name(), self.config.read_timeout);
-        // NOTE: on PostgreSQL another process may hold the projector's lease; then only the
-        // checkpoint committed with the read model tells how far it is. Watching both serves
-        // either case; the runner's signal is the quick one when this process runs it.
-        let watched = tokio::select! {
+        // FALLBACK: while another process holds the projector's lease, this runner's cursor
+        // for it stands still, so the committed checkpoint is polled beside it. Remove the
+        // `select!` (keep the runner's wait) once the runner follows leased-out subscribers.
+        let polled = async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let target = self.backend.events().cursor_of(after).await?;
+                if let Some(target) = target
+                    && self.subs[name].checkpoint().await? >= target
+                {
+                    return Ok(());
+                }
+            }
+        };
+        let waited = tokio::select! {
             r = self.runner.wait_for(name, after, timeout) => r,
-            r = tokio::time::timeout(timeout, self.committed(name, after)) => {
+            r = tokio::time::timeout(timeout, polled) => {
                 r.unwrap_or_else(|_| Err(cqrs_core::Error::Timeout(name.into())))
             }
         };
-        match watched {
+        match waited {
             Ok(()) => Ok(()),
             Err(cqrs_core::Error::Timeout(_)) => Err(BankError::Timeout(name.into())),
             Err(cqrs_core::Error::NotFound(_)) => Err(BankError::invalid(format!(
@@ -310,29 +293,11 @@ impl Bank {
         }
     }
 
-    /// Returns once the committed checkpoint of subscriber `name` has passed `position`.
-    async fn committed(&self, name: &str, position: u64) -> Result<(), cqrs_core::Error> {
-        let sub = self
-            .subs
-            .get(name)
-            .ok_or_else(|| cqrs_core::Error::NotFound(name.into()))?;
-        loop {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            if let Some(target) = self.backend.events().cursor_of(position).await?
-                && sub.checkpoint().await? >= target
-            {
-                return Ok(());
-            }
-        }
-    }
-
     /// The `accounts` row of `id`, after position `after` if given.
     pub async fn account(&self, id: Uuid, after: Option<u64>) -> Result<AccountView, BankError> {
         self.wait_for(ReadModel::Accounts, after).await?;
-        self.backend
-            .account(&id.to_string())
-            .await?
-            .ok_or(BankError::NotFound("account"))
+        let row = self.backend.queries().account(&id.to_string()).await?;
+        row.ok_or(BankError::NotFound("account"))
     }
 
     /// The statement of `id`, after position `after` if given.
@@ -343,11 +308,8 @@ impl Bank {
     ) -> Result<Vec<StatementLine>, BankError> {
         self.wait_for(ReadModel::Statement, after).await?;
         // NOTE: an account without movements has an empty statement; an unknown one is a 404.
-        self.wait_for(ReadModel::Accounts, after).await?;
-        if self.backend.account(&id.to_string()).await?.is_none() {
-            return Err(BankError::NotFound("account"));
-        }
-        Ok(self.backend.statement(&id.to_string()).await?)
+        self.account(id, after).await?;
+        Ok(self.backend.queries().statement(&id.to_string()).await?)
     }
 
     /// The `transfers` row of `id`, after position `after` if given.
@@ -357,10 +319,17 @@ impl Bank {
         after: Option<u64>,
     ) -> Result<TransferView, BankError> {
         self.wait_for(ReadModel::Transfers, after).await?;
-        self.backend
-            .transfer(&id.to_string())
-            .await?
-            .ok_or(BankError::NotFound("transfer"))
+        let row = self.backend.queries().transfer(&id.to_string()).await?;
+        row.ok_or(BankError::NotFound("transfer"))
+    }
+
+    /// Every flagged large withdrawal, after position `after` if given.
+    pub async fn large_withdrawals(
+        &self,
+        after: Option<u64>,
+    ) -> Result<Vec<LargeWithdrawalView>, BankError> {
+        self.wait_for(ReadModel::LargeWithdrawals, after).await?;
+        Ok(self.backend.queries().large_withdrawals().await?)
     }
 
     /// Position, lag and parked count of every projector and process manager.
@@ -369,11 +338,9 @@ impl Bank {
         for status in self.runner.status().await? {
             let mut p = ProjectionStatus::from(status);
             // A projector another process runs: its committed checkpoint tells where it is.
-            if !p.active
-                && let Some(sub) = self.subs.get(&p.name)
-            {
+            if !p.active {
                 let head = p.position + p.lag;
-                p.position = sub.checkpoint().await?.position;
+                p.position = self.subs[&p.name].checkpoint().await?.position;
                 p.lag = head.saturating_sub(p.position);
             }
             out.push(p);
@@ -401,27 +368,14 @@ impl Bank {
     }
 }
 
-/// The answer to an idempotency key sent again with another request.
-fn key_reused() -> BankError {
-    BankError::Rule {
-        code: "idempotency_key_reused",
-        message: "this Idempotency-Key was first used for another request".into(),
-    }
-}
-
-/// The metadata entry, on the events of a command sent with an idempotency key, naming the
-/// request the key was first used for.
-pub(crate) const REQUEST_METADATA: &str = "request";
-
-fn options(command_id: Option<Uuid>, request: &str) -> CommandOptions {
-    let mut metadata = Metadata::default();
-    if command_id.is_some() {
-        metadata
-            .extra
-            .insert(REQUEST_METADATA.into(), request.to_owned().into());
-    }
+/// A command's options: its id (from an idempotency key) and the correlation id of what it
+/// starts (an account, a transfer).
+fn options(command_id: Option<Uuid>, correlation_id: Option<Uuid>) -> CommandOptions {
     CommandOptions {
         command_id,
-        metadata,
+        metadata: Metadata {
+            correlation_id,
+            ..Metadata::default()
+        },
     }
 }

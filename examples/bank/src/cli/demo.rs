@@ -104,9 +104,7 @@ pub(crate) async fn demo() -> CliResult {
 
     println!("\n6. A choreographed reaction: a withdrawal of 10,000.00 or more is flagged");
     let w = bank.withdraw(alice, amount(1_200_000)?, None).await?;
-    bank.wait_for(ReadModel::LargeWithdrawals, Some(w.position))
-        .await?;
-    for f in backend.large_withdrawals().await? {
+    for f in bank.large_withdrawals(Some(w.position)).await? {
         println!(
             "   flagged: account {} withdrew {} (position {})",
             short(&f.account_id),
@@ -118,7 +116,7 @@ pub(crate) async fn demo() -> CliResult {
     bank.settle(SETTLE).await?;
     println!("\n7. Read models (SQL tables kept by transactional projectors)");
     println!("   accounts:");
-    let before = backend.accounts().await?;
+    let before = backend.queries().accounts().await?;
     accounts_table(&before, &names);
     println!("\n   statement of bob:");
     println!(
@@ -135,7 +133,7 @@ pub(crate) async fn demo() -> CliResult {
         );
     }
     println!("\n   transfers:");
-    for t in backend.transfers().await? {
+    for t in backend.queries().transfers().await? {
         println!(
             "   {}  {} -> {}  {:>10}  {}",
             short(&t.id),
@@ -155,11 +153,11 @@ pub(crate) async fn demo() -> CliResult {
 
     bank.shutdown().await;
     println!("\n8. Replay: rebuild `accounts` from the first event (bank replay accounts)");
-    let sub = backend.read_model(ReadModel::Accounts, None);
+    let sub = backend.read_model(ReadModel::Accounts);
     let report = Replay::new(backend.events(), backend.dead_letters())
         .run(&*sub, |_| {})
         .await?;
-    let after = backend.accounts().await?;
+    let after = backend.queries().accounts().await?;
     println!(
         "   {} events in {:.1} ms; the rebuilt table is {}",
         report.events,

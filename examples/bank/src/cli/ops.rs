@@ -106,21 +106,15 @@ pub(crate) async fn replay(projection: &str, url: &str) -> CliResult {
         )
     })?;
     let backend = Backend::open(url).await?;
-    // NOTE: on PostgreSQL, hold the projector's lease for the whole rebuild, so that a running
-    // server cannot write the table while it is rebuilt (and is fenced out if it tries).
-    let leases = backend.leases();
-    let _lease = match &leases {
-        Some(l) => Some(
-            l.as_leases()
-                .try_acquire(model.name())
-                .await?
-                .ok_or_else(|| {
-                    format!("{projection} is running in another process; stop it first")
-                })?,
-        ),
+    // NOTE: hold the projector's lease for the whole rebuild, so that a running server cannot
+    // write the table while it is rebuilt (on PostgreSQL it is fenced out if it tries).
+    let _lease = match backend.leases() {
+        Some(leases) => Some(leases.try_acquire(model.name()).await?.ok_or_else(|| {
+            format!("{projection} is running in another process; stop it first")
+        })?),
         None => None,
     };
-    let sub = backend.read_model(model, leases.as_ref());
+    let sub = backend.read_model(model);
     let head = backend.events().head_position().await?;
     let bar = ProgressBar::new(head);
     bar.set_style(
@@ -160,11 +154,8 @@ pub(crate) async fn projections(url: &str) -> CliResult {
         "{:<20} {:>10} {:>10} {:>7}",
         "NAME", "POSITION", "LAG", "PARKED"
     );
-    for sub in bank::subscribers(
-        &backend,
-        &Handlers::new(&backend, cqrs_core::RetryPolicy::default()),
-        None,
-    ) {
+    let handlers = Handlers::new(&backend, cqrs_core::RetryPolicy::default());
+    for sub in bank::subscribers(&backend, &handlers) {
         let position = sub.checkpoint().await?.position;
         let parked = letters
             .iter()

@@ -10,7 +10,7 @@ use cqrs_core::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::money::{Amount, MAX_BALANCE};
+use super::money::{Amount, MAX_BALANCE, format_minor};
 
 /// The longest owner name accepted, in characters.
 pub const MAX_OWNER_LEN: usize = 200;
@@ -139,7 +139,11 @@ pub enum AccountError {
     #[error("owner must be 1 to {MAX_OWNER_LEN} characters, not blank")]
     InvalidOwner,
     /// A withdrawal or debit larger than the balance.
-    #[error("insufficient funds: balance {balance}, requested {requested}")]
+    #[error(
+        "insufficient funds: balance {}, requested {}",
+        format_minor(*balance as i128),
+        format_minor(*requested as i128)
+    )]
     InsufficientFunds {
         /// The balance.
         balance: u64,
@@ -150,7 +154,7 @@ pub enum AccountError {
     #[error("balance limit exceeded")]
     BalanceLimit,
     /// Close with money left.
-    #[error("balance is not zero: {balance}")]
+    #[error("balance is not zero: {}", format_minor(*balance as i128))]
     BalanceNotZero {
         /// The balance.
         balance: u64,

@@ -247,3 +247,17 @@ fn transfer_steps() {
             balance: 20,
         }]);
 }
+
+#[test]
+fn refusals_speak_in_major_units_like_the_amounts_beside_them() {
+    let overdraft = AccountError::InsufficientFunds {
+        balance: 25_000,
+        requested: 1_000_000,
+    };
+    assert_eq!(
+        overdraft.to_string(),
+        "insufficient funds: balance 250.00, requested 10,000.00"
+    );
+    let funded = AccountError::BalanceNotZero { balance: 2_470_000 };
+    assert_eq!(funded.to_string(), "balance is not zero: 24,700.00");
+}

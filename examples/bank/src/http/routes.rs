@@ -173,15 +173,7 @@ async fn projections(State(bank): Shared) -> Reply {
 }
 
 async fn large_withdrawals(State(bank): Shared, Query(q): Query<After>) -> Reply {
-    bank.wait_for(crate::readmodel::ReadModel::LargeWithdrawals, q.after)
-        .await?;
-    json(
-        StatusCode::OK,
-        bank.backend()
-            .large_withdrawals()
-            .await
-            .map_err(BankError::from)?,
-    )
+    json(StatusCode::OK, bank.large_withdrawals(q.after).await?)
 }
 
 async fn not_found() -> ApiError {

@@ -135,7 +135,7 @@ pub async fn start_relay(
     };
     let mut runner = Runner::new(backend.events(), backend.dead_letters()).with_config(config);
     if let Some(leases) = backend.leases() {
-        runner = runner.with_leases(leases.as_leases());
+        runner = runner.with_leases(leases);
     }
     Ok(runner
         .with_arc(broker_relay(backend, broker, channels).await?)

@@ -144,6 +144,8 @@ fn demo_runs_and_tells_the_story() {
         "refund",
         "flagged",
         "identical, row for row",
+        // Refusals in major units, like the amounts beside them.
+        "balance 250.00, requested 10,000.00",
     ] {
         assert!(
             text.contains(needle),

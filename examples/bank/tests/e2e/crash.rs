@@ -135,7 +135,7 @@ async fn sigkill_under_load(db: &str) {
     // The read models hold what the events say, and money is conserved.
     let backend = Backend::open(db).await.unwrap();
     let handlers = Handlers::new(&backend, RetryPolicy::default());
-    let rows = backend.accounts().await.unwrap();
+    let rows = backend.queries().accounts().await.unwrap();
     assert_eq!(rows.len(), ACCOUNTS);
     let mut total = 0i128;
     for row in &rows {
@@ -211,7 +211,7 @@ async fn sigkill_under_load(db: &str) {
     assert_eq!(held, 0, "no money is left in transfers");
     assert_eq!(total, deposits - withdrawals, "money is conserved");
     assert_eq!(started, ended, "every transfer ended");
-    let transfers = backend.transfers().await.unwrap();
+    let transfers = backend.queries().transfers().await.unwrap();
     assert_eq!(transfers.len(), started);
     assert!(
         transfers

@@ -82,8 +82,13 @@ async fn replay_gives_the_same_table(db: &str) {
 
     // The live projector builds the table.
     let t = Instant::now();
-    let runner = Runner::new(store.clone(), backend.dead_letters())
-        .with_arc(backend.read_model(ReadModel::Accounts, None))
+    let mut runner = Runner::new(store.clone(), backend.dead_letters());
+    if let Some(leases) = backend.leases() {
+        // NOTE: on PostgreSQL the projector commits only under its lease.
+        runner = runner.with_leases(leases);
+    }
+    let runner = runner
+        .with_arc(backend.read_model(ReadModel::Accounts))
         .start();
     runner
         .wait_for("accounts", head, Duration::from_secs(120))
@@ -94,7 +99,7 @@ async fn replay_gives_the_same_table(db: &str) {
         "replay: live projection in {:.1} s",
         t.elapsed().as_secs_f64()
     );
-    let live = backend.accounts().await.unwrap();
+    let live = backend.queries().accounts().await.unwrap();
     assert_eq!(live.len(), STREAMS);
     assert!(live.iter().any(|r| r.status == "closed"));
     backend.close().await;
@@ -117,7 +122,7 @@ async fn replay_gives_the_same_table(db: &str) {
     eprintln!("replay: {}", stdout.trim());
 
     let backend = Backend::open(db).await.unwrap();
-    let rebuilt = backend.accounts().await.unwrap();
+    let rebuilt = backend.queries().accounts().await.unwrap();
     assert_eq!(rebuilt.len(), live.len());
     for (a, b) in live.iter().zip(&rebuilt) {
         assert_eq!(a, b, "row for row");
