@@ -85,9 +85,7 @@ impl Backend {
                 snapshots: Arc::new(db.snapshots()),
                 checkpoints: Arc::new(db.checkpoints()),
                 dead_letters: Arc::new(db.dead_letters()),
-                leases: db
-                    .leases()
-                    .map(|l| Arc::new(l) as Arc<dyn Leases>),
+                leases: db.leases().map(|l| Arc::new(l) as Arc<dyn Leases>),
                 queries: Arc::new(db.pool().clone()),
                 keys: Arc::new(db.pool().clone()),
                 db: Db::Sqlite(db),

@@ -69,7 +69,11 @@ pub(crate) async fn once<T>(
     if let Some(status) = status {
         let status = u16::try_from(status).unwrap_or(422);
         let code = code.unwrap_or_default();
-        return Err(BankError::repeated(status, &code, message.unwrap_or_default()));
+        return Err(BankError::repeated(
+            status,
+            &code,
+            message.unwrap_or_default(),
+        ));
     }
     match command.await {
         Err(e) if e.is_final() => {

@@ -57,12 +57,12 @@ pub use domain::transfer::{
 };
 pub use error::BankError;
 pub use http::router;
+pub use idempotency::{Keys, key_id};
 pub use notifier::{
     BROKER_RELAY, Broker, Channels, DEFAULT_NOTIFIER_DATABASE, Notice, NotifiedAccount, Notifier,
     NotifierHandle, broker_relay, run_notifier, start_notifier, start_relay,
 };
 pub use process::{TRANSFER_PROCESS, TransferProcess};
-pub use idempotency::{Keys, key_id};
 pub use readmodel::{
     AccountView, LARGE_WITHDRAWAL, LargeWithdrawalView, Queries, ReadModel, SqlProjection,
     StatementLine, TransferView,

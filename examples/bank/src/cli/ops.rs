@@ -108,12 +108,13 @@ pub(crate) async fn replay(projection: &str, url: &str) -> CliResult {
     let backend = Backend::open(url).await?;
     // NOTE: hold the projector's lease for the whole rebuild, so that a running server cannot
     // write the table while it is rebuilt (on PostgreSQL it is fenced out if it tries).
-    let _lease = match backend.leases() {
-        Some(leases) => Some(leases.try_acquire(model.name()).await?.ok_or_else(|| {
-            format!("{projection} is running in another process; stop it first")
-        })?),
-        None => None,
-    };
+    let _lease =
+        match backend.leases() {
+            Some(leases) => Some(leases.try_acquire(model.name()).await?.ok_or_else(|| {
+                format!("{projection} is running in another process; stop it first")
+            })?),
+            None => None,
+        };
     let sub = backend.read_model(model);
     let head = backend.events().head_position().await?;
     let bar = ProgressBar::new(head);

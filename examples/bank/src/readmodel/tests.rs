@@ -138,7 +138,9 @@ fn read_models_know_their_names() {
 /// An account's and a transfer's events, in order.
 fn newer_and_older() -> (Vec<RecordedEvent>, Vec<RecordedEvent>) {
     let account = [
-        AccountEvent::Opened { owner: "ann".into() },
+        AccountEvent::Opened {
+            owner: "ann".into(),
+        },
         AccountEvent::Deposited {
             amount: 100,
             balance: 100,
@@ -198,7 +200,12 @@ async fn never_backwards<C>(
     }
     for late in 0..transfer.len() - 1 {
         deliver(conn, ReadModel::Transfers, &transfer[late..late + 1]).await;
-        assert_eq!(rows(conn).await, newest, "transfer event {} again", late + 1);
+        assert_eq!(
+            rows(conn).await,
+            newest,
+            "transfer event {} again",
+            late + 1
+        );
     }
 }
 
@@ -239,7 +246,10 @@ async fn an_older_event_never_takes_a_row_back_on_postgres() {
         .await
         .unwrap();
     for model in ReadModel::ALL {
-        sqlx::query(model.schema()).execute(&mut conn).await.unwrap();
+        sqlx::query(model.schema())
+            .execute(&mut conn)
+            .await
+            .unwrap();
     }
     never_backwards(
         &mut conn,
