@@ -1,6 +1,6 @@
 //! The database behind the service, chosen by its URL: the embedded SQLite store (a file, or
 //! memory) or PostgreSQL. Everything above this module sees core traits, the read models'
-//! [`Queries`] and the idempotency [`Keys`].
+//! [`Queries`] and the idempotency keys.
 
 use std::sync::Arc;
 

@@ -17,7 +17,7 @@ use crate::error::BankError;
 const KEY_NAMESPACE: Uuid = Uuid::from_u128(0x6b61_6e6b_2d69_6465_6d70_6f74_656e_6379);
 
 /// A deterministic id for what an idempotency key asks for, within `scope`.
-pub fn key_id(scope: &str, key: &str) -> Uuid {
+pub(crate) fn key_id(scope: &str, key: &str) -> Uuid {
     Uuid::new_v5(&KEY_NAMESPACE, format!("{scope}\n{key}").as_bytes())
 }
 
@@ -37,7 +37,7 @@ type Claim = (String, Option<i64>, Option<String>, Option<String>);
 
 /// Where the keys are kept. A connection pool of either database keeps them.
 #[async_trait]
-pub trait Keys: Send + Sync + std::fmt::Debug {
+pub(crate) trait Keys: Send + Sync + std::fmt::Debug {
     /// Claims key `id` for `request`; returns the first claim.
     async fn claim(&self, id: Uuid, request: &str) -> Result<Claim>;
     /// Records that the request of key `id` was refused with `refusal`.

@@ -57,7 +57,6 @@ pub use domain::transfer::{
 };
 pub use error::BankError;
 pub use http::router;
-pub use idempotency::{Keys, key_id};
 pub use notifier::{
     BROKER_RELAY, Broker, Channels, DEFAULT_NOTIFIER_DATABASE, Notice, NotifiedAccount, Notifier,
     NotifierHandle, broker_relay, run_notifier, start_notifier, start_relay,
@@ -67,4 +66,4 @@ pub use readmodel::{
     AccountView, LARGE_WITHDRAWAL, LargeWithdrawalView, Queries, ReadModel, SqlProjection,
     StatementLine, TransferView,
 };
-pub use service::{Bank, BankConfig, Handlers, subscriber_names, subscribers};
+pub use service::{Bank, BankConfig, Handlers, subscribers};

@@ -19,7 +19,7 @@ use crate::domain::money::Amount;
 use crate::domain::transfer::{Transfer, TransferCommand, TransferError};
 use crate::error::BankError;
 use crate::idempotency::{key_id, once};
-use crate::process::{TRANSFER_PROCESS, TransferProcess};
+use crate::process::TransferProcess;
 use crate::readmodel::{AccountView, LargeWithdrawalView, ReadModel, StatementLine, TransferView};
 
 /// Tuning of a [`Bank`].
@@ -85,13 +85,6 @@ pub fn subscribers(backend: &Backend, handlers: &Handlers) -> Vec<Arc<dyn Subscr
     subs
 }
 
-/// The names of the subscribers the service runs.
-pub fn subscriber_names() -> Vec<&'static str> {
-    let mut names: Vec<_> = ReadModel::ALL.map(ReadModel::name).into();
-    names.push(TRANSFER_PROCESS);
-    names
-}
-
 /// The running service.
 pub struct Bank {
     backend: Backend,
@@ -137,16 +130,6 @@ impl Bank {
     /// The back-end.
     pub fn backend(&self) -> &Backend {
         &self.backend
-    }
-
-    /// The command handlers.
-    pub fn handlers(&self) -> &Handlers {
-        &self.handlers
-    }
-
-    /// The runner.
-    pub fn runner(&self) -> &RunnerHandle {
-        &self.runner
     }
 
     /// Opens an account for `owner`. With an idempotency key, the account id derives from it.
