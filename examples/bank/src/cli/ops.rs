@@ -108,13 +108,14 @@ pub(crate) async fn replay(projection: &str, url: &str) -> CliResult {
     let backend = Backend::open(url).await?;
     // NOTE: hold the projector's lease for the whole rebuild, so that a running server cannot
     // write the table while it is rebuilt (on PostgreSQL it is fenced out if it tries).
-    let _lease =
-        match backend.leases() {
-            Some(leases) => Some(leases.try_acquire(model.name()).await?.ok_or_else(|| {
-                format!("{projection} is running in another process; stop it first")
-            })?),
-            None => None,
-        };
+    let leases = backend.leases();
+    let _lease = match &leases {
+        Some(leases) => leases.try_acquire(model.name()).await?,
+        None => None,
+    };
+    if leases.is_some() && _lease.is_none() {
+        return Err(format!("{projection} is running in another process; stop it first").into());
+    }
     let sub = backend.read_model(model);
     let head = backend.events().head_position().await?;
     let bar = ProgressBar::new(head);
