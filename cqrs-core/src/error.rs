@@ -74,6 +74,29 @@ pub enum Error {
     /// An error from the storage back-end (database, file, network).
     #[error("back-end error")]
     Backend(#[source] BoxError),
+    /// This process no longer holds the lease of a subscriber (another process took it over):
+    /// the batch was rolled back and nothing of it was committed. The runner treats it as its
+    /// own outcome: it parks nothing, counts nothing as handled, leaves the cursor where it was
+    /// and goes back to acquiring the lease. A fenced subscriber returns it (boxed) from
+    /// [`Subscriber::process`](crate::Subscriber::process); see [`is_fenced_out`].
+    #[error("the lease on {subscriber} is not held by this process: {reason}")]
+    FencedOut {
+        /// The subscriber whose lease was lost.
+        subscriber: String,
+        /// How it was found out (a stale epoch, no lease at all).
+        reason: String,
+    },
+    /// An awaited event was parked as a dead letter instead of handled: the subscriber passed
+    /// it without its effect (see [`RunnerHandle::wait_for`](crate::RunnerHandle::wait_for)).
+    #[error("{subscriber} parked the event at position {position} as a dead letter: {error}")]
+    Parked {
+        /// The subscriber that parked it.
+        subscriber: String,
+        /// The event's global position.
+        position: u64,
+        /// The handler's error, as parked.
+        error: String,
+    },
     /// A user handler (projector, process manager) failed.
     #[error("handler {handler} failed")]
     Handler {
@@ -95,6 +118,26 @@ impl Error {
     pub fn is_conflict(&self) -> bool {
         matches!(self, Error::Conflict { .. })
     }
+}
+
+/// Whether `err`, or one of its sources, is [`Error::FencedOut`]: how the runner tells a lost
+/// lease from a failing handler in the boxed errors subscribers return.
+///
+/// ```
+/// use cqrs_core::{BoxError, Error, is_fenced_out};
+/// let err: BoxError = Box::new(Error::FencedOut { subscriber: "a".into(), reason: "epoch 3 is stale".into() });
+/// assert!(is_fenced_out(&*err));
+/// assert!(!is_fenced_out(&Error::Timeout("x".into())));
+/// ```
+pub fn is_fenced_out(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if matches!(e.downcast_ref::<Error>(), Some(Error::FencedOut { .. })) {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
 }
 
 /// An error and its sources, joined by `": "`: the whole story on one line, for logs, dead

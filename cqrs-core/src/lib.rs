@@ -125,7 +125,7 @@ pub use aggregate::Aggregate;
 pub use command::{
     CommandError, CommandHandler, CommandOptions, CommandOutcome, RetryPolicy, command_id_for,
 };
-pub use error::{BoxError, Error, Result, error_chain};
+pub use error::{BoxError, Error, Result, error_chain, is_fenced_out};
 pub use event::{
     Cursor, DomainEvent, Envelope, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StreamId,
 };

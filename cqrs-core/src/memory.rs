@@ -289,10 +289,19 @@ impl InMemoryDeadLetterStore {
 
 #[async_trait]
 impl DeadLetterStore for InMemoryDeadLetterStore {
-    async fn park(&self, letter: DeadLetter) -> Result<()> {
+    async fn park(&self, mut letter: DeadLetter) -> Result<()> {
         let mut map = self.letters.write().expect("dead letter lock");
-        let seq = match map.get(&letter.id) {
-            Some((seq, _)) => *seq,
+        // NOTE: one letter per subscriber and event: a repeated park updates the letter there
+        // is (its id and place kept), as the database stores do with a unique key.
+        let same_event = map.values().find(|(_, l)| {
+            l.subscriber == letter.subscriber
+                && l.event.cursor.position == letter.event.cursor.position
+        });
+        let seq = match same_event.or_else(|| map.get(&letter.id)) {
+            Some((seq, old)) => {
+                letter.id = old.id;
+                *seq
+            }
             None => self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         };
         map.insert(letter.id, (seq, letter));

@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::error::{BoxError, Result};
+use crate::error::{BoxError, Error, Result};
 use crate::event::{Cursor, RecordedEvent};
-use crate::store::CheckpointStore;
+use crate::store::{CheckpointStore, DeadLetter, DeadLetterStore};
 
 /// What the [`Runner`](crate::Runner) drives: a named consumer of the all-stream that keeps its
 /// own checkpoint.
@@ -14,6 +14,18 @@ use crate::store::CheckpointStore;
 /// `process` handles events in order and records `to` as the new checkpoint. A transactional
 /// back-end commits both together, which gives exactly-once effect; [`Checkpointed`] writes the
 /// checkpoint after the handler, which gives at-least-once delivery.
+///
+/// Dead letters go through the subscriber too ([`park`](Subscriber::park),
+/// [`retry`](Subscriber::retry), [`reset_all`](Subscriber::reset_all)), so that a back-end whose
+/// dead letters live in the read model's database does each in the transaction of the read
+/// model: a letter is parked in the transaction that moves the checkpoint past its event, and
+/// removed in the one that applies it, so a crash in between neither parks an event twice nor
+/// applies a retried one twice. The defaults take two steps through the runner's
+/// [`DeadLetterStore`] (at-least-once, and idempotent by subscriber and event, as the store's
+/// `park` is).
+///
+/// A subscriber fenced by a lease returns [`Error::FencedOut`] (boxed) from these methods once
+/// another process holds its lease; the runner then stops the batch without parking anything.
 #[async_trait]
 pub trait Subscriber: Send + Sync {
     /// The stable name, the key of the checkpoint and of the dead letters.
@@ -26,6 +38,45 @@ pub trait Subscriber: Send + Sync {
     async fn process(&self, events: &[RecordedEvent], to: Cursor) -> Result<(), BoxError>;
     /// Drops the read model and the checkpoint, to rebuild from the beginning.
     async fn reset(&self) -> Result<(), BoxError>;
+    /// Parks `letter` (its event failed for good) and moves the checkpoint to `to`, the
+    /// event's cursor. The default parks in `dead_letters`, then moves the checkpoint with an
+    /// empty [`process`](Subscriber::process); a transactional back-end does both in one
+    /// transaction.
+    async fn park(
+        &self,
+        letter: DeadLetter,
+        to: Cursor,
+        dead_letters: &dyn DeadLetterStore,
+    ) -> Result<(), BoxError> {
+        dead_letters.park(letter).await?;
+        self.process(&[], to).await
+    }
+    /// Handles a parked event again (the checkpoint stays at `current`) and removes its
+    /// letter. The default processes the event, then removes the letter from `dead_letters`
+    /// (a letter already gone, skipped meanwhile, is no error); a transactional back-end does
+    /// both in one transaction. On an error the letter stays, and the runner parks it again.
+    async fn retry(
+        &self,
+        letter: &DeadLetter,
+        current: Cursor,
+        dead_letters: &dyn DeadLetterStore,
+    ) -> Result<(), BoxError> {
+        self.process(std::slice::from_ref(&letter.event), current)
+            .await?;
+        match dead_letters.remove(letter.id).await {
+            Ok(()) | Err(Error::NotFound(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+    /// [`reset`](Subscriber::reset), and removes the subscriber's dead letters, so that a
+    /// rebuild starts with a clean set (an old letter retried after it would apply its event
+    /// twice). The default resets, then clears `dead_letters`; a transactional back-end does
+    /// both in one transaction.
+    async fn reset_all(&self, dead_letters: &dyn DeadLetterStore) -> Result<(), BoxError> {
+        self.reset().await?;
+        dead_letters.clear(self.name()).await?;
+        Ok(())
+    }
 }
 
 /// A named handler of events that maintains a read model.
@@ -102,6 +153,25 @@ impl<S: Subscriber + ?Sized> Subscriber for Arc<S> {
     }
     async fn reset(&self) -> Result<(), BoxError> {
         (**self).reset().await
+    }
+    async fn park(
+        &self,
+        letter: DeadLetter,
+        to: Cursor,
+        dead_letters: &dyn DeadLetterStore,
+    ) -> Result<(), BoxError> {
+        (**self).park(letter, to, dead_letters).await
+    }
+    async fn retry(
+        &self,
+        letter: &DeadLetter,
+        current: Cursor,
+        dead_letters: &dyn DeadLetterStore,
+    ) -> Result<(), BoxError> {
+        (**self).retry(letter, current, dead_letters).await
+    }
+    async fn reset_all(&self, dead_letters: &dyn DeadLetterStore) -> Result<(), BoxError> {
+        (**self).reset_all(dead_letters).await
     }
 }
 

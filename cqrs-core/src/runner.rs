@@ -1,17 +1,17 @@
 //! The subscription runner: catches subscribers up from their checkpoints, follows live, parks
 //! poison events, and tells how far each one is.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::error::{Error, Result, error_chain};
+use crate::error::{Error, Result, error_chain, is_fenced_out};
 use crate::event::{Cursor, RecordedEvent};
 use crate::lease::{Lease, Leases};
 use crate::projector::Subscriber;
@@ -60,18 +60,42 @@ pub(crate) struct Processor {
     pub(crate) status: Option<Arc<SubState>>,
 }
 
+/// What [`Processor::process`] did with a batch.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    /// The cursor after the last event passed (handled or parked); `None` if none was.
+    pub(crate) cursor: Option<Cursor>,
+    /// Events handled (committed), parked events not included.
+    pub(crate) handled: u64,
+    /// Events parked as dead letters.
+    pub(crate) parked: u64,
+    /// The subscriber was fenced out (its lease taken over): the batch stopped there, nothing
+    /// of the fenced call committed, and the lease must be acquired again.
+    pub(crate) fenced: bool,
+}
+
 impl Processor {
-    /// Processes `batch` (non-empty, after `from`); returns the new cursor and how many events
-    /// were parked. Stops early (returning how far it got) when `stop` turns true.
+    /// Processes `batch` (non-empty, after `from`). Stops early (returning how far it got)
+    /// when `stop` turns true, and at once when the subscriber is fenced out.
     pub(crate) async fn process(
         &self,
         sub: &dyn Subscriber,
         batch: &[RecordedEvent],
         stop: &mut watch::Receiver<bool>,
-    ) -> Result<(Cursor, u64)> {
+    ) -> Result<Outcome> {
         let last = batch.last().expect("non-empty batch").cursor;
+        let mut out = Outcome::default();
         match sub.process(batch, last).await {
-            Ok(()) => return Ok((last, 0)),
+            Ok(()) => {
+                out.cursor = Some(last);
+                out.handled = batch.len() as u64;
+                return Ok(out);
+            }
+            Err(e) if is_fenced_out(&*e) => {
+                tracing::info!(subscriber = sub.name(), error = %e, "fenced out; batch left to the lease holder");
+                out.fenced = true;
+                return Ok(out);
+            }
             Err(e) if batch.len() == 1 => {
                 tracing::debug!(subscriber = sub.name(), error = %e, "event failed");
                 self.failed(&*e);
@@ -81,33 +105,51 @@ impl Processor {
                 self.failed(&*e);
             }
         }
-        let mut parked = 0;
-        let mut cursor = Cursor::START;
         for event in batch {
             let mut attempt = 1;
             loop {
                 match sub.process(std::slice::from_ref(event), event.cursor).await {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        out.handled += 1;
+                        break;
+                    }
+                    // NOTE: a lost lease is no failure of this event: parking it would make a
+                    // false dead letter of an event the new holder handles.
+                    Err(err) if is_fenced_out(&*err) => {
+                        tracing::info!(subscriber = sub.name(), error = %err, "fenced out; batch left to the lease holder");
+                        out.fenced = true;
+                        return Ok(out);
+                    }
                     Err(err) if attempt >= self.config.max_attempts => {
                         tracing::warn!(subscriber = sub.name(), stream = %event.stream, version = event.stream_version,
                             event_type = %event.event_type, error = %err, "parking event as a dead letter");
+                        let error = error_chain(&*err);
                         let letter = DeadLetter {
                             id: Uuid::new_v4(),
                             subscriber: sub.name().to_owned(),
                             event: event.clone(),
-                            error: error_chain(&*err),
+                            error: error.clone(),
                             attempts: attempt,
                             parked_at: Utc::now(),
                             status: DeadLetterStatus::Parked,
                         };
-                        self.dead_letters.park(letter).await?;
-                        sub.process(&[], event.cursor)
-                            .await
-                            .map_err(|source| Error::Handler {
-                                handler: sub.name().to_owned(),
-                                source,
-                            })?;
-                        parked += 1;
+                        match sub.park(letter, event.cursor, &*self.dead_letters).await {
+                            Ok(()) => {}
+                            Err(e) if is_fenced_out(&*e) => {
+                                out.fenced = true;
+                                return Ok(out);
+                            }
+                            Err(source) => {
+                                return Err(Error::Handler {
+                                    handler: sub.name().to_owned(),
+                                    source,
+                                });
+                            }
+                        }
+                        if let Some(status) = &self.status {
+                            status.parked_at(event.cursor.position, error);
+                        }
+                        out.parked += 1;
                         break;
                     }
                     Err(err) => {
@@ -119,18 +161,18 @@ impl Processor {
                             .min(self.config.max_backoff);
                         attempt += 1;
                         if sleep_or_stop(wait, stop).await {
-                            return if cursor == Cursor::START {
+                            return if out.cursor.is_none() {
                                 Err(Error::ShuttingDown)
                             } else {
-                                Ok((cursor, parked))
+                                Ok(out)
                             };
                         }
                     }
                 }
             }
-            cursor = event.cursor;
+            out.cursor = Some(event.cursor);
         }
-        Ok((cursor, parked))
+        Ok(out)
     }
 
     /// Shows `err` as the subscriber's last error while its event is being tried again: a
@@ -141,18 +183,21 @@ impl Processor {
         }
     }
 
-    /// Tries again the dead letters of `sub` an operator asked to retry.
+    /// Tries again the dead letters of `sub` an operator asked to retry; false when the
+    /// subscriber was fenced out meanwhile (its lease is lost).
     pub(crate) async fn retry_requested(
         &self,
         sub: &dyn Subscriber,
         current: Cursor,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         for mut letter in self.dead_letters.retry_requested(sub.name()).await? {
-            match sub
-                .process(std::slice::from_ref(&letter.event), current)
-                .await
-            {
-                Ok(()) => self.dead_letters.remove(letter.id).await?,
+            match sub.retry(&letter, current, &*self.dead_letters).await {
+                Ok(()) => {
+                    if let Some(status) = &self.status {
+                        status.retried(letter.event.cursor.position);
+                    }
+                }
+                Err(err) if is_fenced_out(&*err) => return Ok(false),
                 Err(err) => {
                     letter.attempts += 1;
                     letter.error = error_chain(&*err);
@@ -162,7 +207,7 @@ impl Processor {
                 }
             }
         }
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -308,12 +353,25 @@ impl Runner {
     }
 }
 
+/// How many parked positions a runner remembers per subscriber for [`RunnerHandle::wait_for`]
+/// (older ones are looked up in the dead-letter store).
+const PARKED_MEMORY: usize = 1024;
+
 pub(crate) struct SubState {
     cursor: watch::Sender<Cursor>,
     handled: AtomicU64,
     parked: AtomicU64,
     active: AtomicBool,
     last_error: Mutex<Option<String>>,
+    /// The checkpoint at which this process last took the subscriber over: what it parked
+    /// after it, it remembers in `parked_at`.
+    active_from: Mutex<Cursor>,
+    /// Positions this process parked (while active), with the error; bounded.
+    parked_at: Mutex<BTreeMap<u64, String>>,
+    /// Callers of `wait_for` waiting now: a passive subscriber re-reads its checkpoint often
+    /// while there are any.
+    waiters: AtomicUsize,
+    waiter_came: Notify,
 }
 
 impl SubState {
@@ -324,11 +382,44 @@ impl SubState {
             parked: AtomicU64::new(0),
             active: AtomicBool::new(false),
             last_error: Mutex::new(None),
+            active_from: Mutex::new(Cursor::START),
+            parked_at: Mutex::new(BTreeMap::new()),
+            waiters: AtomicUsize::new(0),
+            waiter_came: Notify::new(),
         }
     }
 
     fn error(&self, e: Option<String>) {
         *self.last_error.lock().expect("status lock") = e;
+    }
+
+    pub(crate) fn parked_at(&self, position: u64, error: String) {
+        let mut parked = self.parked_at.lock().expect("status lock");
+        parked.insert(position, error);
+        while parked.len() > PARKED_MEMORY {
+            parked.pop_first();
+        }
+    }
+
+    pub(crate) fn retried(&self, position: u64) {
+        self.parked_at.lock().expect("status lock").remove(&position);
+    }
+}
+
+/// Counts a caller of `wait_for` while it waits.
+struct Waiting<'a>(&'a SubState);
+
+impl<'a> Waiting<'a> {
+    fn new(state: &'a SubState) -> Self {
+        state.waiters.fetch_add(1, Ordering::AcqRel);
+        state.waiter_came.notify_one();
+        Waiting(state)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiters.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -350,7 +441,7 @@ impl SubTask {
                 Some(leases) => match leases.try_acquire(self.sub.name()).await {
                     Ok(Some(l)) => Some(l),
                     Ok(None) => {
-                        sleep_or_stop(self.processor.config.lease_interval, &mut self.stop).await;
+                        self.follow_passively().await;
                         continue;
                     }
                     Err(e) => {
@@ -372,9 +463,50 @@ impl SubTask {
         self.state.active.store(false, Ordering::Release);
     }
 
+    /// While another process holds the lease (until the next try to take it): keeps the
+    /// status cursor at the subscriber's committed checkpoint, so that `wait_for` works in
+    /// every process of a cluster. The checkpoint is read on the store's wake-ups, at every
+    /// lease try, and every few milliseconds while a `wait_for` is waiting.
+    async fn follow_passively(&mut self) {
+        /// How often the checkpoint is read while a caller waits.
+        const EAGER: Duration = Duration::from_millis(20);
+        let deadline = tokio::time::Instant::now() + self.processor.config.lease_interval;
+        let mut wake = self.store.wake_ups();
+        let mut wake_open = true;
+        loop {
+            wake.borrow_and_update();
+            match self.sub.checkpoint().await {
+                Ok(c) => {
+                    self.state.cursor.send_if_modified(|cur| {
+                        let moved = *cur != c;
+                        *cur = c;
+                        moved
+                    });
+                }
+                Err(e) => self.state.error(Some(error_chain(&e))),
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return;
+            }
+            let until = if self.state.waiters.load(Ordering::Acquire) > 0 {
+                deadline.min(now + EAGER)
+            } else {
+                deadline
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => {}
+                r = wake.changed(), if wake_open => wake_open = r.is_ok(),
+                _ = self.state.waiter_came.notified() => {}
+                _ = self.stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
     /// Follows the all-stream while the lease (if any) holds.
     async fn follow(&mut self, mut lease: Option<Box<dyn Lease>>) -> Result<()> {
         let mut cursor = self.sub.checkpoint().await?;
+        *self.state.active_from.lock().expect("status lock") = cursor;
         self.state.cursor.send_replace(cursor);
         self.state.active.store(true, Ordering::Release);
         let _inactive = Deactivate(&self.state.active);
@@ -392,7 +524,10 @@ impl SubTask {
                 return Ok(());
             }
             if Instant::now() >= next_dead_letter_check {
-                self.processor.retry_requested(&*self.sub, cursor).await?;
+                if !self.processor.retry_requested(&*self.sub, cursor).await? {
+                    tracing::info!(subscriber = self.sub.name(), "fenced out while retrying dead letters");
+                    return Ok(());
+                }
                 next_dead_letter_check = Instant::now() + cfg.dead_letter_interval;
             }
             // NOTE: mark the wake-up seen before reading, so an append racing the read still
@@ -412,18 +547,24 @@ impl SubTask {
                 }
                 continue;
             }
-            let (to, parked) = self
+            let out = self
                 .processor
                 .process(&*self.sub, &batch, &mut self.stop)
                 .await?;
-            let handled = batch.iter().take_while(|e| e.cursor <= to).count() as u64;
-            cursor = to;
-            self.state.handled.fetch_add(handled, Ordering::Relaxed);
-            self.state.parked.fetch_add(parked, Ordering::Relaxed);
-            // NOTE: the error is cleared before the cursor moves, so that whoever `wait_for`
-            // wakes sees the status of the batch that moved it.
-            self.state.error(None);
-            self.state.cursor.send_replace(cursor);
+            if let Some(to) = out.cursor {
+                cursor = to;
+                self.state.handled.fetch_add(out.handled, Ordering::Relaxed);
+                self.state.parked.fetch_add(out.parked, Ordering::Relaxed);
+                // NOTE: the error is cleared before the cursor moves, so that whoever
+                // `wait_for` wakes sees the status of the batch that moved it.
+                self.state.error(None);
+                self.state.cursor.send_replace(cursor);
+            }
+            if out.fenced {
+                // NOTE: the lease is gone; what this batch did not commit is the new holder's.
+                // Back to acquiring (and following the holder's checkpoint meanwhile).
+                return Ok(());
+            }
         }
     }
 }
@@ -441,7 +582,8 @@ impl Drop for Deactivate<'_> {
 pub struct SubscriberStatus {
     /// Its name.
     pub name: String,
-    /// Global position of the last event it passed (handled or parked).
+    /// Global position of the last event it passed (handled or parked), in this process or,
+    /// while another holds its lease, in that one (its committed checkpoint).
     pub position: u64,
     /// Its full cursor.
     pub cursor: Cursor,
@@ -452,8 +594,10 @@ pub struct SubscriberStatus {
     pub parked: usize,
     /// Whether this process runs it now (false while another process holds its lease).
     pub active: bool,
-    /// Events handled by this process since start.
+    /// Events handled by this process since start (parked ones not included).
     pub handled: u64,
+    /// Events this process parked as dead letters since start.
+    pub parked_here: u64,
     /// The last error, until the next batch succeeds: also while an event is being tried
     /// again (a subscriber stuck behind an unreachable database or broker says why).
     pub last_error: Option<String>,
@@ -484,9 +628,15 @@ impl RunnerHandle {
         names
     }
 
-    /// Waits until `subscriber` has passed the event at global `position` (handled or parked),
-    /// so that a caller can read its own writes. Fails with [`Error::Timeout`] after `timeout`,
-    /// and with [`Error::NotFound`] for an unknown subscriber.
+    /// Waits until `subscriber` has handled the event at global `position`, so that a caller
+    /// can read its own writes. Works in every process sharing the store: where another
+    /// process holds the subscriber's lease, this runner follows that process's committed
+    /// checkpoint.
+    ///
+    /// Fails with [`Error::Parked`] when the subscriber passed the event by parking it (its
+    /// effect is missing from the read model; the error text says why), with [`Error::Timeout`]
+    /// after `timeout` (also while the batch holding the event was not committed, for example
+    /// rolled back by a lost lease), and with [`Error::NotFound`] for an unknown subscriber.
     pub async fn wait_for(&self, subscriber: &str, position: u64, timeout: Duration) -> Result<()> {
         let state = self
             .states
@@ -495,6 +645,7 @@ impl RunnerHandle {
         if position == 0 {
             return Ok(());
         }
+        let _waiting = Waiting::new(state);
         let deadline = tokio::time::Instant::now() + timeout;
         let timed_out = || {
             Error::Timeout(format!(
@@ -524,9 +675,51 @@ impl RunnerHandle {
         };
         let mut rx = state.cursor.subscribe();
         match tokio::time::timeout_at(deadline, rx.wait_for(|c| *c >= target)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(_)) => Err(Error::ShuttingDown),
-            Err(_) => Err(timed_out()),
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return Err(Error::ShuttingDown),
+            Err(_) => return Err(timed_out()),
+        }
+        self.parked_error(subscriber, state, position, target)
+            .await
+            .map_or(Ok(()), Err)
+    }
+
+    /// [`Error::Parked`] if `subscriber` passed the event at `position` by parking it.
+    async fn parked_error(
+        &self,
+        subscriber: &str,
+        state: &SubState,
+        position: u64,
+        target: Cursor,
+    ) -> Option<Error> {
+        let parked = |error: String| Error::Parked {
+            subscriber: subscriber.to_owned(),
+            position,
+            error,
+        };
+        {
+            let remembered = state.parked_at.lock().expect("status lock");
+            if let Some(error) = remembered.get(&position) {
+                return Some(parked(error.clone()));
+            }
+            // NOTE: what this process parked since it took the subscriber over, it remembers
+            // (unless the memory overflowed past `position`); anything else (passed by another
+            // process, or before) is asked of the store.
+            let complete = remembered.len() < PARKED_MEMORY
+                || remembered
+                    .first_key_value()
+                    .is_some_and(|(first, _)| *first <= position);
+            if complete
+                && state.active.load(Ordering::Acquire)
+                && target > *state.active_from.lock().expect("status lock")
+            {
+                return None;
+            }
+        }
+        match self.dead_letters.find(subscriber, position).await {
+            Ok(Some(letter)) => Some(parked(letter.error)),
+            Ok(None) => None,
+            Err(e) => Some(e),
         }
     }
 
@@ -555,6 +748,7 @@ impl RunnerHandle {
                     .map_or(0, |n| usize::try_from(*n).unwrap_or(usize::MAX)),
                 active: s.active.load(Ordering::Acquire),
                 handled: s.handled.load(Ordering::Relaxed),
+                parked_here: s.parked.load(Ordering::Relaxed),
                 last_error: s.last_error.lock().expect("status lock").clone(),
                 name,
             });

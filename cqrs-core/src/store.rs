@@ -453,10 +453,13 @@ pub struct DeadLetter {
     pub status: DeadLetterStatus,
 }
 
-/// Keeps dead letters.
+/// Keeps dead letters: at most one per subscriber and event.
 #[async_trait]
 pub trait DeadLetterStore: Send + Sync {
-    /// Parks (or, with the same id, replaces) a dead letter.
+    /// Parks a dead letter. Idempotent by subscriber and event: when the subscriber already has
+    /// a letter for the event (same global position), that letter is updated (error, attempts,
+    /// time, status) and keeps its id and its place in the order, so a park repeated after a
+    /// crash never makes a second letter.
     async fn park(&self, letter: DeadLetter) -> Result<()>;
     /// Dead letters, of one subscriber or of all, oldest first.
     async fn list(&self, subscriber: Option<&str>) -> Result<Vec<DeadLetter>>;
@@ -472,6 +475,27 @@ pub trait DeadLetterStore: Send + Sync {
             *counts.entry(letter.subscriber).or_insert(0) += 1;
         }
         Ok(counts)
+    }
+    /// The letter of `subscriber` for the event at global `position`, if any. Stores override
+    /// it to read only that one; the default lists the subscriber's letters.
+    async fn find(&self, subscriber: &str, position: u64) -> Result<Option<DeadLetter>> {
+        let letters = self.list(Some(subscriber)).await?;
+        Ok(letters
+            .into_iter()
+            .find(|l| l.event.cursor.position == position))
+    }
+    /// Removes every letter of `subscriber` (its read model is rebuilt from zero); returns how
+    /// many. Stores override it to delete at once; the default removes them one by one.
+    async fn clear(&self, subscriber: &str) -> Result<u64> {
+        let mut n = 0;
+        for letter in self.list(Some(subscriber)).await? {
+            match self.remove(letter.id).await {
+                Ok(()) => n += 1,
+                Err(crate::Error::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
     }
     /// The dead letters of `subscriber` an operator asked to retry, oldest first. Stores
     /// override it to read only those; the default lists the subscriber's letters and keeps
@@ -564,6 +588,12 @@ macro_rules! forward {
             }
             async fn retry_requested(&self, subscriber: &str) -> Result<Vec<DeadLetter>> {
                 (**self).retry_requested(subscriber).await
+            }
+            async fn find(&self, subscriber: &str, position: u64) -> Result<Option<DeadLetter>> {
+                (**self).find(subscriber, position).await
+            }
+            async fn clear(&self, subscriber: &str) -> Result<u64> {
+                (**self).clear(subscriber).await
             }
         }
     )*};

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_core::{DeadLetter, DeadLetterStatus, DeadLetterStore, Error, RecordedEvent, Result};
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
 use crate::error::backend;
@@ -73,38 +73,65 @@ fn letter((id, subscriber, event, error, attempts, parked_at, status): Row) -> R
     })
 }
 
+/// Parks `l` through `exec` (the pool, or the transaction of a transactional projector).
+///
+/// NOTE: keyed by subscriber and event position: parking the same event again updates the
+/// letter there is, which keeps its id and its place (`seq`) in the oldest-first order.
+pub(crate) async fn park<'e>(exec: impl PgExecutor<'e>, l: &DeadLetter) -> Result<()> {
+    let event = serde_json::to_value(&l.event).map_err(|source| Error::Serialize {
+        event_type: l.event.event_type.clone(),
+        source,
+    })?;
+    sqlx::query(
+        "INSERT INTO dead_letters (id, subscriber, stream_category, stream_id, stream_version, position, \
+         event_type, event, error, attempts, parked_at, status) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+         ON CONFLICT (subscriber, position) DO UPDATE SET event = EXCLUDED.event, \
+         error = EXCLUDED.error, attempts = EXCLUDED.attempts, parked_at = EXCLUDED.parked_at, \
+         status = EXCLUDED.status",
+    )
+    .bind(l.id)
+    .bind(&l.subscriber)
+    .bind(&l.event.stream.category)
+    .bind(&l.event.stream.id)
+    .bind(to_i64(l.event.stream_version, "stream version")?)
+    .bind(to_i64(l.event.cursor.position, "position")?)
+    .bind(&l.event.event_type)
+    .bind(event)
+    .bind(&l.error)
+    .bind(i32::try_from(l.attempts).unwrap_or(i32::MAX))
+    .bind(l.parked_at)
+    .bind(status_name(l.status))
+    .execute(exec)
+    .await
+    .map_err(backend)?;
+    Ok(())
+}
+
+/// Removes the letter `id` through `exec`; false if there was none.
+pub(crate) async fn remove<'e>(exec: impl PgExecutor<'e>, id: Uuid) -> Result<bool> {
+    let done = sqlx::query("DELETE FROM dead_letters WHERE id = $1")
+        .bind(id)
+        .execute(exec)
+        .await
+        .map_err(backend)?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Removes every letter of `subscriber` through `exec`; returns how many.
+pub(crate) async fn clear<'e>(exec: impl PgExecutor<'e>, subscriber: &str) -> Result<u64> {
+    let done = sqlx::query("DELETE FROM dead_letters WHERE subscriber = $1")
+        .bind(subscriber)
+        .execute(exec)
+        .await
+        .map_err(backend)?;
+    Ok(done.rows_affected())
+}
+
 #[async_trait]
 impl DeadLetterStore for PgDeadLetterStore {
     async fn park(&self, l: DeadLetter) -> Result<()> {
-        let event = serde_json::to_value(&l.event).map_err(|source| Error::Serialize {
-            event_type: l.event.event_type.clone(),
-            source,
-        })?;
-        // NOTE: parking the same id again keeps its place (`seq`) in the oldest-first order.
-        sqlx::query(
-            "INSERT INTO dead_letters (id, subscriber, stream_category, stream_id, stream_version, position, \
-             event_type, event, error, attempts, parked_at, status) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-             ON CONFLICT (id) DO UPDATE SET subscriber = EXCLUDED.subscriber, event = EXCLUDED.event, \
-             error = EXCLUDED.error, attempts = EXCLUDED.attempts, parked_at = EXCLUDED.parked_at, \
-             status = EXCLUDED.status",
-        )
-        .bind(l.id)
-        .bind(&l.subscriber)
-        .bind(&l.event.stream.category)
-        .bind(&l.event.stream.id)
-        .bind(to_i64(l.event.stream_version, "stream version")?)
-        .bind(to_i64(l.event.cursor.position, "position")?)
-        .bind(&l.event.event_type)
-        .bind(event)
-        .bind(&l.error)
-        .bind(i32::try_from(l.attempts).unwrap_or(i32::MAX))
-        .bind(l.parked_at)
-        .bind(status_name(l.status))
-        .execute(&self.pool)
-        .await
-        .map_err(backend)?;
-        Ok(())
+        park(&self.pool, &l).await
     }
 
     async fn list(&self, subscriber: Option<&str>) -> Result<Vec<DeadLetter>> {
@@ -125,15 +152,27 @@ impl DeadLetterStore for PgDeadLetterStore {
     }
 
     async fn remove(&self, id: Uuid) -> Result<()> {
-        let done = sqlx::query("DELETE FROM dead_letters WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
-        if done.rows_affected() == 0 {
+        if !remove(&self.pool, id).await? {
             return Err(Error::NotFound(format!("dead letter {id}")));
         }
         Ok(())
+    }
+
+    async fn find(&self, subscriber: &str, position: u64) -> Result<Option<DeadLetter>> {
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT id, subscriber, event, error, attempts, parked_at, status FROM dead_letters \
+             WHERE subscriber = $1 AND position = $2",
+        )
+        .bind(subscriber)
+        .bind(to_i64(position, "position")?)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        row.map(letter).transpose()
+    }
+
+    async fn clear(&self, subscriber: &str) -> Result<u64> {
+        clear(&self.pool, subscriber).await
     }
 
     async fn counts(&self) -> Result<std::collections::BTreeMap<String, u64>> {

@@ -4,10 +4,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cqrs_core::{BoxError, Cursor, RecordedEvent, Result, Subscriber};
+use cqrs_core::{
+    BoxError, Cursor, DeadLetter, DeadLetterStore, Error, RecordedEvent, Result, Subscriber,
+    is_fenced_out,
+};
 use sqlx::{PgConnection, PgPool};
 
-use crate::checkpoint;
+use crate::{checkpoint, dead_letter};
 use crate::lease::PgLeases;
 use crate::rows::to_i64;
 
@@ -85,21 +88,31 @@ impl<P: PgProjector + ?Sized> PgProjector for Arc<P> {
 }
 
 /// Never moves a checkpoint backwards: the runner may hand a parked event back with the
-/// current cursor, or an empty batch.
-const SAVE: &str = "INSERT INTO checkpoints (name, tx, position) VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE \
+/// current cursor, or an empty batch. Returns the transaction's id and the session's backend,
+/// which tell the fate of a COMMIT that got no answer.
+const SAVE: &str = "WITH up AS (INSERT INTO checkpoints (name, tx, position) VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE \
      SET tx = EXCLUDED.tx, position = EXCLUDED.position, updated_at = now() \
-     WHERE (checkpoints.tx, checkpoints.position) < (EXCLUDED.tx, EXCLUDED.position)";
+     WHERE (checkpoints.tx, checkpoints.position) < (EXCLUDED.tx, EXCLUDED.position)) \
+     SELECT pg_current_xact_id()::text, pg_backend_pid()";
 
 /// [`SAVE`] only while the lease row still has our epoch, locking the row against a takeover
-/// until the transaction ends; returns 0 rows when fenced out.
+/// until the transaction ends; returns no row when fenced out.
 const SAVE_FENCED: &str = "WITH fence AS (SELECT epoch FROM leases WHERE name = $1 AND epoch = $4 FOR SHARE), \
      up AS (INSERT INTO checkpoints (name, tx, position) SELECT $1, $2, $3 FROM fence ON CONFLICT (name) DO UPDATE \
      SET tx = EXCLUDED.tx, position = EXCLUDED.position, updated_at = now() \
      WHERE (checkpoints.tx, checkpoints.position) < (EXCLUDED.tx, EXCLUDED.position)) \
-     SELECT epoch FROM fence";
+     SELECT pg_current_xact_id()::text, pg_backend_pid() FROM fence";
+
+/// The id of a transaction and the backend running it.
+type TxId = (String, i32);
 
 /// Runs a [`PgProjector`] as a [`Subscriber`]: each batch is handled and checkpointed in one
 /// transaction, so a crash at any point neither loses nor repeats an effect.
+///
+/// Its dead letters live in the `dead_letters` table of the same database (and schema): a
+/// letter is parked in the transaction that moves the checkpoint past its event, and a retried
+/// letter is removed in the transaction that applies its event. Give the runner that
+/// database's [`PgDeadLetterStore`](crate::PgDeadLetterStore).
 #[derive(Debug)]
 pub struct PgTransactional<P> {
     pool: PgPool,
@@ -120,10 +133,10 @@ impl<P: PgProjector> PgTransactional<P> {
     /// Commits a batch only while this process holds the projector's lease in `leases` (give
     /// the runner the same `leases`): a holder that lost the lease is fenced out.
     ///
-    /// A batch fenced out is rolled back and reported to the runner as done, so that the
-    /// runner does not retry and park its events: the new holder handles them from the saved
-    /// checkpoint, and this runner stops at its next lease renewal. Until then its status may
-    /// show those events as passed. Without the lease at all, batches fail.
+    /// A batch fenced out is rolled back and fails with [`cqrs_core::Error::FencedOut`]: the
+    /// runner then parks nothing, counts nothing, leaves its cursor and goes back to acquiring
+    /// the lease; the new holder handles the batch from the saved checkpoint. Without the lease
+    /// at all, batches fail the same way.
     pub fn fenced_by(mut self, leases: PgLeases) -> Self {
         self.fence = Some(leases);
         self
@@ -138,112 +151,113 @@ impl<P: PgProjector> PgTransactional<P> {
         &self.pool
     }
 
-    async fn save(&self, conn: &mut PgConnection, to: Cursor) -> Result<(), BoxError> {
+    fn fenced_out(&self, reason: String) -> BoxError {
+        Box::new(Error::FencedOut {
+            subscriber: self.projector.name().to_owned(),
+            reason,
+        })
+    }
+
+    /// Moves the checkpoint to `to` (never backwards) in `conn`'s transaction, checking the
+    /// fence; returns the transaction's id.
+    async fn save(&self, conn: &mut PgConnection, to: Cursor) -> Result<TxId, BoxError> {
         let name = self.projector.name();
         let (tx, position) = (
             to_i64(to.tx, "cursor transaction id")?,
             to_i64(to.position, "cursor position")?,
         );
         match &self.fence {
-            None => {
-                sqlx::query(SAVE)
-                    .bind(name)
-                    .bind(tx)
-                    .bind(position)
-                    .execute(conn)
-                    .await?;
-            }
+            None => Ok(sqlx::query_as(SAVE)
+                .bind(name)
+                .bind(tx)
+                .bind(position)
+                .fetch_one(conn)
+                .await?),
             Some(leases) => {
                 let epoch = leases
                     .epoch(name)
-                    .ok_or_else(|| format!("the lease on {name} is not held by this process"))?;
-                let kept: Option<i64> = sqlx::query_scalar(SAVE_FENCED)
+                    .ok_or_else(|| self.fenced_out("no lease is held".to_owned()))?;
+                let kept: Option<TxId> = sqlx::query_as(SAVE_FENCED)
                     .bind(name)
                     .bind(tx)
                     .bind(position)
                     .bind(epoch)
                     .fetch_optional(conn)
                     .await?;
-                if kept.is_none() {
-                    return Err(Box::new(FencedOut {
-                        name: name.to_owned(),
-                        epoch,
-                    }));
-                }
+                kept.ok_or_else(|| {
+                    leases.forget(name, epoch);
+                    self.fenced_out(format!(
+                        "the lease was taken over (epoch {epoch} is stale); batch rolled back"
+                    ))
+                })
             }
         }
-        Ok(())
     }
-}
 
-impl<P: PgProjector> PgTransactional<P> {
-    /// One try of a batch; on failure, the error and whether it came from the COMMIT.
-    async fn attempt(&self, events: &[RecordedEvent], to: Cursor) -> Result<(), (BoxError, bool)> {
-        let before = |e: BoxError| (e, false);
+    /// One try of a batch; on failure, the error and, if it came from the COMMIT, the id of
+    /// the transaction committed.
+    async fn attempt(
+        &self,
+        events: &[RecordedEvent],
+        to: Cursor,
+    ) -> Result<(), (BoxError, Option<TxId>)> {
+        let before = |e: BoxError| (e, None);
         if events.is_empty() {
-            // NOTE: one statement commits on its own; no transaction needed to move the cursor.
+            // NOTE: one statement commits on its own; no transaction needed to move the cursor,
+            // and moving it again is harmless.
             let mut conn = self.pool.acquire().await.map_err(|e| before(e.into()))?;
-            return self.save(&mut conn, to).await.map_err(before);
+            return self.save(&mut conn, to).await.map(|_| ()).map_err(before);
         }
         let mut tx = self.pool.begin().await.map_err(|e| before(e.into()))?;
         self.projector
             .handle_batch(&mut tx, events)
             .await
             .map_err(before)?;
-        self.save(&mut tx, to).await.map_err(before)?;
-        tx.commit().await.map_err(|e| (e.into(), true))
+        let id = self.save(&mut tx, to).await.map_err(before)?;
+        tx.commit().await.map_err(|e| (e.into(), Some(id)))
     }
-}
 
-/// A fenced batch found that another process took the lease over.
-#[derive(Debug)]
-struct FencedOut {
-    name: String,
-    epoch: i64,
-}
-
-impl std::fmt::Display for FencedOut {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "the lease on {} was taken over (epoch {} is stale); batch rolled back",
-            self.name, self.epoch
-        )
-    }
-}
-
-impl std::error::Error for FencedOut {}
-
-impl<P: PgProjector> PgTransactional<P> {
-    /// Ends a batch rolled back by the fence.
-    ///
-    /// NOTE: a normal batch is reported as done, though nothing of it was committed: the new
-    /// holder handles these events from the saved checkpoint, and the runner finds the lease
-    /// lost at its next renewal and stops. An error would make the runner retry the events and
-    /// then park them one by one, each as a false dead letter. A parked event handed back
-    /// (`to` past it) gets the error, so that it stays parked.
-    fn fenced_out(
-        &self,
-        name: &str,
-        epoch: i64,
-        events: &[RecordedEvent],
-        to: Cursor,
-        err: BoxError,
-    ) -> Result<(), BoxError> {
-        if let Some(leases) = &self.fence {
-            leases.forget(name, epoch);
+    /// Whether the transaction `id`, whose COMMIT got no answer, committed: asked of the
+    /// server on another connection until it is decided. A transaction still open with its
+    /// session idle never got the COMMIT: that session is ended, which rolls it back. `None`
+    /// when the server cannot tell (unreachable for long, or the id too old).
+    async fn committed(&self, (xid, pid): &TxId) -> Option<bool> {
+        let give_up = tokio::time::Instant::now() + FATE_PATIENCE;
+        let mut nap = Duration::from_millis(5);
+        while tokio::time::Instant::now() < give_up {
+            let fate: Result<(Option<String>, Option<String>), sqlx::Error> = sqlx::query_as(
+                "SELECT pg_xact_status($1::text::xid8), \
+                 (SELECT state FROM pg_stat_activity WHERE pid = $2)",
+            )
+            .bind(xid)
+            .bind(pid)
+            .fetch_one(&self.pool)
+            .await;
+            match fate {
+                Ok((Some(status), _)) if status == "committed" => return Some(true),
+                Ok((Some(status), _)) if status == "aborted" => return Some(false),
+                Ok((Some(_), Some(state))) if state.starts_with("idle in transaction") => {
+                    // NOTE: the COMMIT never reached the session (or is still on the wire):
+                    // ending the session rolls the transaction back, unless the COMMIT wins
+                    // the race; the status asked next tells which.
+                    let _ = sqlx::query("SELECT pg_terminate_backend($1)")
+                        .bind(pid)
+                        .execute(&self.pool)
+                        .await;
+                }
+                Ok((Some(_), _)) => {}
+                Ok((None, _)) => return None,
+                Err(e) => tracing::debug!(error = %e, "cannot ask for a transaction's fate yet"),
+            }
+            tokio::time::sleep(nap).await;
+            nap = (nap * 2).min(Duration::from_millis(200));
         }
-        if events.last().is_some_and(|e| e.cursor != to) {
-            return Err(err);
-        }
-        tracing::warn!(
-            subscriber = name,
-            epoch,
-            "lease taken over; batch rolled back and left to the new holder"
-        );
-        Ok(())
+        None
     }
 }
+
+/// How long the fate of a COMMIT with no answer is asked for before the batch fails.
+const FATE_PATIENCE: Duration = Duration::from_secs(60);
 
 /// Whether `err` (or its source) says the connection failed rather than the statement.
 fn is_connection_error(err: &(dyn std::error::Error + 'static)) -> bool {
@@ -286,27 +300,17 @@ impl<P: PgProjector> Subscriber for PgTransactional<P> {
                 Ok(()) => return Ok(()),
                 Err(e) => e,
             };
-            if let Some((name, epoch)) = err
-                .downcast_ref::<FencedOut>()
-                .map(|f| (f.name.clone(), f.epoch))
-            {
-                return self.fenced_out(&name, epoch, events, to, err);
-            }
-            if attempt >= retries || !is_connection_error(&*err) {
+            if is_fenced_out(&*err) || attempt >= retries || !is_connection_error(&*err) {
                 return Err(err);
             }
-            // NOTE: a batch whose COMMIT got no answer may have committed. Its checkpoint tells:
-            // the batch ends at `to` and starts past the saved checkpoint, so the checkpoint
-            // reaches `to` only by this commit. A parked event handed back at the current
-            // checkpoint cannot be told apart this way and is left to the runner.
-            if at_commit {
-                if events.last().is_none_or(|e| e.cursor != to) {
-                    return Err(err);
-                }
-                match checkpoint::load(&self.pool, self.projector.name()).await {
-                    Ok(saved) if saved >= to => return Ok(()),
-                    Ok(_) => {}
-                    Err(_) => return Err(err),
+            // NOTE: a COMMIT with no answer may have committed, or may still be committing:
+            // its fate is decided for certain before anything is tried again, or the batch
+            // would be applied twice.
+            if let Some(id) = at_commit {
+                match self.committed(&id).await {
+                    Some(true) => return Ok(()),
+                    Some(false) => {}
+                    None => return Err(err),
                 }
             }
             attempt += 1;
@@ -322,6 +326,57 @@ impl<P: PgProjector> Subscriber for PgTransactional<P> {
             .bind(self.projector.name())
             .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Parks the letter in the transaction that moves the checkpoint past its event.
+    async fn park(
+        &self,
+        letter: DeadLetter,
+        to: Cursor,
+        _dead_letters: &dyn DeadLetterStore,
+    ) -> Result<(), BoxError> {
+        // NOTE: both steps are idempotent (one letter per event, a checkpoint that never goes
+        // back), so a COMMIT with no answer is simply tried again.
+        let mut tx = self.pool.begin().await?;
+        dead_letter::park(&mut *tx, &letter).await?;
+        self.save(&mut tx, to).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Applies the letter's event and removes the letter in one transaction; a letter already
+    /// gone (retried or skipped meanwhile) is not applied again.
+    async fn retry(
+        &self,
+        letter: &DeadLetter,
+        current: Cursor,
+        _dead_letters: &dyn DeadLetterStore,
+    ) -> Result<(), BoxError> {
+        let mut tx = self.pool.begin().await?;
+        if !dead_letter::remove(&mut *tx, letter.id).await? {
+            return Ok(());
+        }
+        self.projector
+            .handle_batch(&mut tx, std::slice::from_ref(&letter.event))
+            .await?;
+        // The checkpoint stays; this checks the fence.
+        self.save(&mut tx, current).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Resets the read model and the checkpoint and removes the dead letters, in one
+    /// transaction.
+    async fn reset_all(&self, _dead_letters: &dyn DeadLetterStore) -> Result<(), BoxError> {
+        let mut tx = self.pool.begin().await?;
+        self.projector.reset(&mut tx).await?;
+        sqlx::query("DELETE FROM checkpoints WHERE name = $1")
+            .bind(self.projector.name())
+            .execute(&mut *tx)
+            .await?;
+        dead_letter::clear(&mut *tx, self.projector.name()).await?;
         tx.commit().await?;
         Ok(())
     }

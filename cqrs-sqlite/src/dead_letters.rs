@@ -2,12 +2,12 @@
 
 use async_trait::async_trait;
 use cqrs_core::{DeadLetter, DeadLetterStatus, DeadLetterStore, Error, RecordedEvent, Result};
-use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection};
 use uuid::Uuid;
 
 use crate::database::SqliteDatabase;
-use crate::error::{retry_busy, to_i64};
+use crate::error::{Failure, retry_busy, to_i64};
 use crate::events::{format_time, parse_time};
 
 /// The dead-letter store of a [`SqliteDatabase`].
@@ -76,31 +76,58 @@ fn letter_from_row(row: &SqliteRow) -> Result<DeadLetter> {
     })
 }
 
+/// Parks `letter` on `conn` (the writer, or the transaction of a transactional projector).
+///
+/// NOTE: keyed by subscriber and event position: parking the same event again updates the
+/// letter there is, which keeps its id and its place (`seq`) in the oldest-first order.
+pub(crate) async fn park(conn: &mut SqliteConnection, letter: &DeadLetter) -> Result<(), Failure> {
+    let event = serde_json::to_string(&letter.event).map_err(Error::backend)?;
+    let position = to_i64(letter.event.cursor.position, "position")?;
+    sqlx::query(
+        "INSERT INTO dead_letters (id, subscriber, position, event, error, attempts, parked_at, status) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (subscriber, position) DO UPDATE SET event = excluded.event, \
+         error = excluded.error, attempts = excluded.attempts, \
+         parked_at = excluded.parked_at, status = excluded.status",
+    )
+    .bind(letter.id.to_string())
+    .bind(&letter.subscriber)
+    .bind(position)
+    .bind(&event)
+    .bind(&letter.error)
+    .bind(i64::from(letter.attempts))
+    .bind(format_time(letter.parked_at))
+    .bind(status_text(letter.status))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Removes the letter `id` on `conn`; false if there was none.
+pub(crate) async fn remove(conn: &mut SqliteConnection, id: Uuid) -> Result<bool, Failure> {
+    Ok(sqlx::query("DELETE FROM dead_letters WHERE id = ?")
+        .bind(id.to_string())
+        .execute(conn)
+        .await?
+        .rows_affected()
+        > 0)
+}
+
+/// Removes every letter of `subscriber` on `conn`; returns how many.
+pub(crate) async fn clear(conn: &mut SqliteConnection, subscriber: &str) -> Result<u64, Failure> {
+    Ok(sqlx::query("DELETE FROM dead_letters WHERE subscriber = ?")
+        .bind(subscriber)
+        .execute(conn)
+        .await?
+        .rows_affected())
+}
+
 #[async_trait]
 impl DeadLetterStore for SqliteDeadLetterStore {
     async fn park(&self, letter: DeadLetter) -> Result<()> {
-        let event = serde_json::to_string(&letter.event).map_err(Error::backend)?;
-        let position = to_i64(letter.event.cursor.position, "position")?;
         let writer = &self.db.inner.writer;
         retry_busy!(&self.db.inner.config, async {
-            sqlx::query(
-                "INSERT INTO dead_letters (id, subscriber, position, event, error, attempts, parked_at, status) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (id) DO UPDATE SET subscriber = excluded.subscriber, position = excluded.position, \
-                 event = excluded.event, error = excluded.error, attempts = excluded.attempts, \
-                 parked_at = excluded.parked_at, status = excluded.status",
-            )
-            .bind(letter.id.to_string())
-            .bind(&letter.subscriber)
-            .bind(position)
-            .bind(&event)
-            .bind(&letter.error)
-            .bind(i64::from(letter.attempts))
-            .bind(format_time(letter.parked_at))
-            .bind(status_text(letter.status))
-            .execute(writer)
-            .await?;
-            Ok(())
+            park(&mut *writer.acquire().await?, &letter).await
         })
     }
 
@@ -128,17 +155,36 @@ impl DeadLetterStore for SqliteDeadLetterStore {
 
     async fn remove(&self, id: Uuid) -> Result<()> {
         let writer = &self.db.inner.writer;
-        let changed = retry_busy!(&self.db.inner.config, async {
-            Ok(sqlx::query("DELETE FROM dead_letters WHERE id = ?")
-                .bind(id.to_string())
-                .execute(writer)
-                .await?
-                .rows_affected())
+        let removed = retry_busy!(&self.db.inner.config, async {
+            remove(&mut *writer.acquire().await?, id).await
         })?;
-        if changed == 0 {
+        if !removed {
             return Err(Error::NotFound(format!("dead letter {id}")));
         }
         Ok(())
+    }
+
+    async fn find(&self, subscriber: &str, position: u64) -> Result<Option<DeadLetter>> {
+        let reader = &self.db.inner.reader;
+        let position = to_i64(position, "position")?;
+        let row = retry_busy!(&self.db.inner.config, async {
+            Ok(sqlx::query(
+                "SELECT id, subscriber, event, error, attempts, parked_at, status FROM dead_letters \
+                 WHERE subscriber = ? AND position = ?",
+            )
+            .bind(subscriber)
+            .bind(position)
+            .fetch_optional(reader)
+            .await?)
+        })?;
+        row.as_ref().map(letter_from_row).transpose()
+    }
+
+    async fn clear(&self, subscriber: &str) -> Result<u64> {
+        let writer = &self.db.inner.writer;
+        retry_busy!(&self.db.inner.config, async {
+            clear(&mut *writer.acquire().await?, subscriber).await
+        })
     }
 
     async fn counts(&self) -> Result<std::collections::BTreeMap<String, u64>> {

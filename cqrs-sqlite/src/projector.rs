@@ -2,11 +2,14 @@
 //! transaction, so each event takes effect exactly once, crash or not.
 
 use async_trait::async_trait;
-use cqrs_core::{BoxError, Cursor, Error, RecordedEvent, Result, Subscriber};
+use cqrs_core::{
+    BoxError, Cursor, DeadLetter, DeadLetterStore, Error, RecordedEvent, Result, Subscriber,
+};
 use sqlx::SqliteConnection;
 use tokio::sync::OnceCell;
 
 use crate::database::SqliteDatabase;
+use crate::dead_letters;
 use crate::error::{Failure, retry_busy};
 use crate::stores::{delete_checkpoint, load_checkpoint, save_checkpoint};
 
@@ -133,6 +136,11 @@ impl<P: SqliteProjector + ?Sized> SqliteProjector for std::sync::Arc<P> {
 /// The checkpoint never moves backwards. A call whose `to` lies at or before the checkpoint is a
 /// parked event retried, and is handled as given.
 ///
+/// Its dead letters live in the same database: a letter is parked in the transaction that moves
+/// the checkpoint past its event, and a retried letter is removed in the transaction that
+/// applies its event. Give the runner the same database's
+/// [`SqliteDeadLetterStore`](crate::SqliteDeadLetterStore).
+///
 /// Run each subscriber in one runner at a time: a second runner of the same subscriber (in
 /// another process on the same file) could apply a batch the first one has just committed.
 /// Runners given [`SqliteDatabase::leases`] take turns instead.
@@ -253,6 +261,62 @@ impl<P: SqliteProjector> Subscriber for SqliteTransactional<P> {
                 .await
                 .map_err(|e| self.handler_error(e))?;
             delete_checkpoint(conn, name).await
+        })
+        .map_err(unwrap_handler)
+    }
+
+    /// Parks the letter in the transaction that moves the checkpoint past its event.
+    async fn park(
+        &self,
+        letter: DeadLetter,
+        to: Cursor,
+        _dead_letters: &dyn DeadLetterStore,
+    ) -> Result<(), BoxError> {
+        self.setup().await?;
+        let name = self.projector.name();
+        in_write_tx!(&self.db, |conn| async {
+            dead_letters::park(conn, &letter).await?;
+            if to > load_checkpoint(conn, name).await? {
+                save_checkpoint(conn, name, to).await?;
+            }
+            Ok::<(), Failure>(())
+        })
+        .map_err(unwrap_handler)
+    }
+
+    /// Applies the letter's event and removes the letter in one transaction; a letter already
+    /// gone (retried or skipped meanwhile) is not applied again.
+    async fn retry(
+        &self,
+        letter: &DeadLetter,
+        _current: Cursor,
+        _dead_letters: &dyn DeadLetterStore,
+    ) -> Result<(), BoxError> {
+        self.setup().await?;
+        in_write_tx!(&self.db, |conn| async {
+            if dead_letters::remove(conn, letter.id).await? {
+                self.projector
+                    .handle(conn, &letter.event)
+                    .await
+                    .map_err(|e| self.handler_error(e))?;
+            }
+            Ok::<(), Failure>(())
+        })
+        .map_err(unwrap_handler)
+    }
+
+    /// Resets the read model and the checkpoint and removes the dead letters, in one
+    /// transaction.
+    async fn reset_all(&self, _dead_letters: &dyn DeadLetterStore) -> Result<(), BoxError> {
+        self.setup().await?;
+        let name = self.projector.name();
+        in_write_tx!(&self.db, |conn| async {
+            self.projector
+                .reset(conn)
+                .await
+                .map_err(|e| self.handler_error(e))?;
+            delete_checkpoint(conn, name).await?;
+            dead_letters::clear(conn, name).await.map(|_| ())
         })
         .map_err(unwrap_handler)
     }
