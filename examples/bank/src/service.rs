@@ -2,7 +2,6 @@
 //! manager, the commands (each with an optional idempotency key) and the reads of your own
 //! writes.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -90,8 +89,6 @@ pub struct Bank {
     backend: Backend,
     handlers: Handlers,
     runner: RunnerHandle,
-    /// The subscribers the runner drives, by name, to read their committed checkpoints.
-    subs: HashMap<String, Arc<dyn Subscriber>>,
     config: BankConfig,
 }
 
@@ -113,14 +110,11 @@ impl Bank {
         if let Some(leases) = backend.leases() {
             runner = runner.with_leases(leases);
         }
-        let mut subs = HashMap::new();
         for sub in subscribers(&backend, &handlers) {
-            subs.insert(sub.name().to_owned(), sub.clone());
             runner = runner.with_arc(sub);
         }
         Bank {
             runner: runner.start(),
-            subs,
             backend,
             handlers,
             config,
@@ -246,26 +240,9 @@ impl Bank {
     pub async fn wait_for(&self, model: ReadModel, after: Option<u64>) -> Result<(), BankError> {
         let Some(after) = after else { return Ok(()) };
         let (name, timeout) = (model.name(), self.config.read_timeout);
-        // FALLBACK: while another process holds the projector's lease, this runner's cursor
-        // for it stands still, so the committed checkpoint is polled beside it. Remove the
-        // `select!` (keep the runner's wait) once the runner follows leased-out subscribers.
-        let polled = async {
-            loop {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                let target = self.backend.events().cursor_of(after).await?;
-                if let Some(target) = target
-                    && self.subs[name].checkpoint().await? >= target
-                {
-                    return Ok(());
-                }
-            }
-        };
-        let waited = tokio::select! {
-            r = self.runner.wait_for(name, after, timeout) => r,
-            r = tokio::time::timeout(timeout, polled) => {
-                r.unwrap_or_else(|_| Err(cqrs_core::Error::Timeout(name.into())))
-            }
-        };
+        // NOTE: the runner follows every subscriber, also one another process holds the
+        // lease of (then through its committed checkpoint), so one wait serves both cases.
+        let waited = self.runner.wait_for(name, after, timeout).await;
         match waited {
             Ok(()) => Ok(()),
             Err(cqrs_core::Error::Timeout(_)) => Err(BankError::Timeout(name.into())),
@@ -319,14 +296,7 @@ impl Bank {
     pub async fn projections(&self) -> Result<Vec<ProjectionStatus>, BankError> {
         let mut out = Vec::new();
         for status in self.runner.status().await? {
-            let mut p = ProjectionStatus::from(status);
-            // A projector another process runs: its committed checkpoint tells where it is.
-            if !p.active {
-                let head = p.position + p.lag;
-                p.position = self.subs[&p.name].checkpoint().await?.position;
-                p.lag = head.saturating_sub(p.position);
-            }
-            out.push(p);
+            out.push(ProjectionStatus::from(status));
         }
         Ok(out)
     }

@@ -56,6 +56,9 @@ async fn projections_and_dead_letters_from_the_command_line() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // A read of the parked event is refused rather than answered without it.
+    let (s, b) = c.get(&format!("/accounts/{}?after=1", stream.id)).await;
+    assert_eq!(s, reqwest::StatusCode::INTERNAL_SERVER_ERROR, "{b}");
     // The poison event stopped nothing: later events are handled.
     let pos = c.deposit(&id, 10).await;
     let (_, a) = c.get(&format!("/accounts/{id}?after={pos}")).await;
