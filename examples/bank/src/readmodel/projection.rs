@@ -2,10 +2,11 @@
 //! the connection of the transaction that also moves the checkpoint.
 //!
 //! NOTE: the tables' code is generic over the sqlx database (`project::<DB>`) rather than
-//! written twice or through `sqlx::Any`: the framework hands a projector a `PgConnection` or a
-//! `SqliteConnection`, and a generic function takes either. Its bounds (run a query on the
-//! connection, bind `i64` and `String`) are spelled out on each function, since Rust does not
-//! carry a trait's where-clauses to the functions that use it.
+//! written twice, or through `sqlx::Any`, whose `AnyConnection` the framework never hands out:
+//! it hands a projector a `PgConnection` or a `SqliteConnection`, and a generic function takes
+//! either. Its bounds (run a query on the connection; bind `i64`, `String` and their NULLs)
+//! are spelled out on each function, since Rust does not carry a trait's where-clauses to the
+//! functions that use it.
 
 use cqrs_core::{BoxError, RecordedEvent, async_trait};
 use cqrs_postgres::PgProjector;
