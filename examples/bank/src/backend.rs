@@ -87,7 +87,7 @@ impl Backend {
                 dead_letters: Arc::new(db.dead_letters()),
                 leases: db.leases().map(|l| Arc::new(l) as Arc<dyn Leases>),
                 queries: Arc::new(db.pool().clone()),
-                keys: Arc::new(db.pool().clone()),
+                keys: Arc::new(db.clone()),
                 db: Db::Sqlite(db),
             })
         }

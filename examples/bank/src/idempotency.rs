@@ -8,7 +8,8 @@
 //! the event store answers a repeat with the first append's result.
 
 use cqrs_core::{Error, Result, async_trait};
-use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
+use cqrs_sqlite::SqliteDatabase;
+use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, PgPool, Postgres, Sqlite, Type};
 use uuid::Uuid;
 
 use crate::error::BankError;
@@ -35,7 +36,7 @@ const REFUSED: &str =
 /// The first use of a key: the request, and the refusal it got, if any.
 type Claim = (String, Option<i64>, Option<String>, Option<String>);
 
-/// Where the keys are kept. A connection pool of either database keeps them.
+/// Where the keys are kept: PostgreSQL, or the SQLite store.
 #[async_trait]
 pub(crate) trait Keys: Send + Sync + std::fmt::Debug {
     /// Claims key `id` for `request`; returns the first claim.
@@ -84,32 +85,68 @@ pub(crate) async fn once<T>(
     }
 }
 
-#[async_trait]
-impl<DB> Keys for Pool<DB>
+/// Claims key `id` for `request` on `conn`; returns the first claim.
+async fn claim<DB>(conn: &mut DB::Connection, id: Uuid, request: &str) -> Result<Claim>
+where
+    DB: Database,
+    DB::Arguments: IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    String: for<'q> Encode<'q, DB> + Type<DB>,
+    for<'r> Claim: FromRow<'r, DB::Row>,
+{
+    let q = sqlx::query_as(CLAIM)
+        .bind(id.to_string())
+        .bind(request.to_owned());
+    q.fetch_one(&mut *conn).await.map_err(Error::backend)
+}
+
+/// Records on `conn` that the request of key `id` was refused with `refusal`.
+async fn refuse<DB>(conn: &mut DB::Connection, id: Uuid, refusal: &BankError) -> Result<()>
 where
     DB: Database,
     DB::Arguments: IntoArguments<DB>,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     i64: for<'q> Encode<'q, DB> + Type<DB>,
     String: for<'q> Encode<'q, DB> + Type<DB>,
-    for<'r> Claim: FromRow<'r, DB::Row>,
 {
+    sqlx::query(REFUSED)
+        .bind(i64::from(refusal.status()))
+        .bind(refusal.code().to_owned())
+        .bind(refusal.to_string())
+        .bind(id.to_string())
+        .execute(&mut *conn)
+        .await
+        .map_err(Error::backend)?;
+    Ok(())
+}
+
+#[async_trait]
+impl Keys for PgPool {
     async fn claim(&self, id: Uuid, request: &str) -> Result<Claim> {
-        let q = sqlx::query_as(CLAIM)
-            .bind(id.to_string())
-            .bind(request.to_owned());
-        q.fetch_one(self).await.map_err(Error::backend)
+        let mut conn = self.acquire().await.map_err(Error::backend)?;
+        claim::<Postgres>(&mut conn, id, request).await
     }
 
     async fn refused(&self, id: Uuid, refusal: &BankError) -> Result<()> {
-        sqlx::query(REFUSED)
-            .bind(i64::from(refusal.status()))
-            .bind(refusal.code().to_owned())
-            .bind(refusal.to_string())
-            .bind(id.to_string())
-            .execute(self)
-            .await
-            .map_err(Error::backend)?;
-        Ok(())
+        let mut conn = self.acquire().await.map_err(Error::backend)?;
+        refuse::<Postgres>(&mut conn, id, refusal).await
+    }
+}
+
+// NOTE: SQLite has one write lock: a key is written in a transaction of the store's writer,
+// queued behind the store's own writes, never through the pool of readers.
+#[async_trait]
+impl Keys for SqliteDatabase {
+    async fn claim(&self, id: Uuid, request: &str) -> Result<Claim> {
+        let mut tx = self.begin_write().await?;
+        let first = claim::<Sqlite>(&mut tx, id, request).await?;
+        tx.commit().await.map_err(Error::backend)?;
+        Ok(first)
+    }
+
+    async fn refused(&self, id: Uuid, refusal: &BankError) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        refuse::<Sqlite>(&mut tx, id, refusal).await?;
+        tx.commit().await.map_err(Error::backend)
     }
 }
