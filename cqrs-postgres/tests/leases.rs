@@ -200,12 +200,13 @@ async fn a_holder_that_lost_its_lease_cannot_commit() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    // `a` has not noticed yet; its next batch must not commit. It is rolled back and reported
-    // as done, so that the runner does not park it; the new holder handles it.
-    sub_a
+    // `a` has not noticed yet; its next batch must not commit. It is rolled back and fails as
+    // fenced out (its own outcome: the runner parks nothing); the new holder handles it.
+    let err = sub_a
         .process(&events[1..2], events[1].cursor)
         .await
-        .expect("a fenced batch is no handler failure");
+        .expect_err("a fenced batch does not commit");
+    assert!(cqrs_core::is_fenced_out(&*err), "{err}");
     assert_eq!(
         sub_a.checkpoint().await.unwrap(),
         events[0].cursor,
@@ -216,7 +217,7 @@ async fn a_holder_that_lost_its_lease_cannot_commit() {
         .process(&events[1..2], events[1].cursor)
         .await
         .expect_err("a stale holder stays fenced out");
-    assert!(err.to_string().contains("not held"), "{err}");
+    assert!(cqrs_core::is_fenced_out(&*err), "{err}");
     assert!(
         !lease_a.renew().await.unwrap(),
         "a learns it lost the lease"
