@@ -125,9 +125,9 @@ impl Replay {
         sub.reset_all(&*self.processor.dead_letters)
             .await
             .map_err(|source| Error::Handler {
-            handler: sub.name().to_owned(),
-            source,
-        })?;
+                handler: sub.name().to_owned(),
+                source,
+            })?;
         let head = self.store.head_position().await?;
         let (_stop_tx, mut stop) = watch::channel(false);
         let mut cursor = Cursor::START;

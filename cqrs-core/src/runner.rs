@@ -402,7 +402,10 @@ impl SubState {
     }
 
     pub(crate) fn retried(&self, position: u64) {
-        self.parked_at.lock().expect("status lock").remove(&position);
+        self.parked_at
+            .lock()
+            .expect("status lock")
+            .remove(&position);
     }
 }
 
@@ -525,7 +528,10 @@ impl SubTask {
             }
             if Instant::now() >= next_dead_letter_check {
                 if !self.processor.retry_requested(&*self.sub, cursor).await? {
-                    tracing::info!(subscriber = self.sub.name(), "fenced out while retrying dead letters");
+                    tracing::info!(
+                        subscriber = self.sub.name(),
+                        "fenced out while retrying dead letters"
+                    );
                     return Ok(());
                 }
                 next_dead_letter_check = Instant::now() + cfg.dead_letter_interval;

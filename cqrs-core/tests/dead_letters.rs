@@ -57,7 +57,12 @@ impl Projector for Counter {
 async fn append(store: &InMemoryEventStore, poison: bool) -> u64 {
     let e = NewEvent::new("Noted", serde_json::json!({ "poison": poison }));
     store
-        .append(&StreamId::new("n", "1"), ExpectedVersion::Any, vec![e], None)
+        .append(
+            &StreamId::new("n", "1"),
+            ExpectedVersion::Any,
+            vec![e],
+            None,
+        )
         .await
         .unwrap()
         .position
@@ -164,7 +169,10 @@ async fn a_replay_starts_with_a_clean_set_of_dead_letters() {
     counter.poisoned.store(false, Ordering::SeqCst);
     let second = replay.run(&sub, |_| {}).await.unwrap();
     assert_eq!((second.events, second.parked), (2, 0));
-    assert!(dead.list(None).await.unwrap().is_empty(), "old letters gone");
+    assert!(
+        dead.list(None).await.unwrap().is_empty(),
+        "old letters gone"
+    );
     assert_eq!(counter.seen.load(Ordering::SeqCst), 2);
 }
 
@@ -189,7 +197,11 @@ async fn parking_an_event_twice_keeps_one_letter() {
     let letters = dead.list(None).await.unwrap();
     assert_eq!(letters.len(), 1, "one letter per subscriber and event");
     assert_eq!(
-        (letters[0].id, letters[0].attempts, letters[0].error.as_str()),
+        (
+            letters[0].id,
+            letters[0].attempts,
+            letters[0].error.as_str()
+        ),
         (first.id, 2, "second")
     );
     let found = dead.find("counter", event.cursor.position).await.unwrap();

@@ -10,9 +10,9 @@ use cqrs_core::{
 };
 use sqlx::{PgConnection, PgPool};
 
-use crate::{checkpoint, dead_letter};
 use crate::lease::PgLeases;
 use crate::rows::to_i64;
+use crate::{checkpoint, dead_letter};
 
 /// A projector whose read model lives in PostgreSQL: its handlers run in the transaction that
 /// also writes its checkpoint. Run it with [`PgTransactional`].

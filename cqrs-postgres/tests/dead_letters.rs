@@ -67,7 +67,10 @@ async fn a_commit_with_no_answer_is_applied_once() {
 
     let link = FaultyLink::to("127.0.0.1:5432").await.unwrap();
     let through = PgEventStore::connect_with(
-        db.options.clone().host("127.0.0.1").port(link.addr().port()),
+        db.options
+            .clone()
+            .host("127.0.0.1")
+            .port(link.addr().port()),
         PgConfig::with_schema("public").max_connections(4),
     )
     .await
@@ -180,13 +183,10 @@ async fn a_retried_letter_is_removed_with_the_effect_and_applied_once() {
         fail: AtomicBool::new(true),
     });
     let dead = store.dead_letters();
-    let runner = Runner::new(
-        Arc::new(store.clone()),
-        Arc::new(RemoveFails(dead.clone())),
-    )
-    .with_config(fast())
-    .with(store.transactional(failing.clone()))
-    .start();
+    let runner = Runner::new(Arc::new(store.clone()), Arc::new(RemoveFails(dead.clone())))
+        .with_config(fast())
+        .with(store.transactional(failing.clone()))
+        .start();
     let position = append(&store, "1", 1).await;
     match runner.wait_for("retried", position, WAIT).await {
         Err(Error::Parked { error, .. }) => {
@@ -294,7 +294,10 @@ async fn wait_for_works_in_a_process_that_does_not_hold_the_lease() {
             .await
             .expect("no hang")
             .expect("the passive process sees the holder's checkpoint");
-        assert_eq!(support::seen_counts(stores[1].pool(), "shared").await.0, i + 1);
+        assert_eq!(
+            support::seen_counts(stores[1].pool(), "shared").await.0,
+            i + 1
+        );
     }
     let status = passive.status().await.unwrap();
     assert!(!status[0].active, "the second process only follows");

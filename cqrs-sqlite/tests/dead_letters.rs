@@ -76,7 +76,12 @@ async fn hits(db: &SqliteDatabase) -> i64 {
 async fn append(db: &SqliteDatabase, stream: &str) -> u64 {
     let e = NewEvent::new("Noted", json!({}));
     db.events()
-        .append(&StreamId::new("demo", stream), ExpectedVersion::Any, vec![e], None)
+        .append(
+            &StreamId::new("demo", stream),
+            ExpectedVersion::Any,
+            vec![e],
+            None,
+        )
         .await
         .unwrap()
         .position
