@@ -503,6 +503,8 @@ impl SubTask {
                 _ = self.state.waiter_came.notified() => {}
                 _ = self.stop.wait_for(|s| *s) => return,
             }
+            // NOTE: one read per `EAGER` at most, however often appends wake the store.
+            tokio::time::sleep_until(deadline.min(now + EAGER)).await;
         }
     }
 
