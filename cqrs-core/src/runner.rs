@@ -534,6 +534,7 @@ impl SubTask {
                         subscriber = self.sub.name(),
                         "fenced out while retrying dead letters"
                     );
+                    sleep_or_stop(cfg.lease_interval, &mut self.stop).await;
                     return Ok(());
                 }
                 next_dead_letter_check = Instant::now() + cfg.dead_letter_interval;
@@ -570,7 +571,9 @@ impl SubTask {
             }
             if out.fenced {
                 // NOTE: the lease is gone; what this batch did not commit is the new holder's.
-                // Back to acquiring (and following the holder's checkpoint meanwhile).
+                // Back to acquiring (and following the holder's checkpoint meanwhile), after a
+                // pause: without leases in the runner, the next try would come at once.
+                sleep_or_stop(cfg.lease_interval, &mut self.stop).await;
                 return Ok(());
             }
         }
