@@ -163,6 +163,18 @@ impl Processor {
                 }
                 Err(err) if is_fenced_out(&*err) => return Ok(false),
                 Err(err) => {
+                    // NOTE: a letter gone meanwhile was handled after all (a transactional
+                    // retry whose COMMIT got no answer removes it as it commits) or skipped:
+                    // parking it again would bring back an event already applied.
+                    let position = letter.event.cursor.position;
+                    if self
+                        .dead_letters
+                        .find(sub.name(), position)
+                        .await?
+                        .is_none()
+                    {
+                        continue;
+                    }
                     letter.attempts += 1;
                     letter.error = error_chain(&*err);
                     letter.parked_at = Utc::now();

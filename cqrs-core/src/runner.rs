@@ -338,6 +338,9 @@ impl SubTask {
     async fn follow(&mut self, mut lease: Option<Box<dyn Lease>>) -> Result<()> {
         let mut cursor = self.sub.checkpoint().await?;
         *self.state.active_from.lock().expect("status lock") = cursor;
+        // NOTE: what was parked before is asked of the store from now on: another holder may
+        // have retried it meanwhile.
+        self.state.parked_at.lock().expect("status lock").clear();
         self.state.cursor.send_replace(cursor);
         self.state.active.store(true, Ordering::Release);
         let _inactive = Deactivate(&self.state.active);
