@@ -190,10 +190,11 @@ async fn wait_for_works_in_a_process_that_does_not_hold_the_lease() {
         .await
         .unwrap();
     let start = |db: &SqliteDatabase| {
+        let leases = db.leases().unwrap();
         Runner::new(Arc::new(db.events()), Arc::new(db.dead_letters()))
             .with_config(fast())
-            .with_leases(Arc::new(db.leases().unwrap()))
-            .with(db.transactional(Hits::default()))
+            .with_leases(Arc::new(leases.clone()))
+            .with(db.transactional(Hits::default()).fenced_by(leases))
             .start()
     };
     let holder = start(&db);
