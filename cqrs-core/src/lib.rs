@@ -111,6 +111,7 @@ mod event;
 mod inbox;
 mod lease;
 mod memory;
+mod processor;
 mod projector;
 mod replay;
 mod runner;

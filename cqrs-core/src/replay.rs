@@ -7,8 +7,9 @@ use tokio::sync::watch;
 
 use crate::error::{Error, Result};
 use crate::event::Cursor;
+use crate::processor::Processor;
 use crate::projector::Subscriber;
-use crate::runner::{Processor, RunnerConfig};
+use crate::runner::RunnerConfig;
 use crate::store::{DeadLetterStore, EventStore};
 
 /// Progress of a replay, handed to the progress callback after each batch.

@@ -6,16 +6,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
-use uuid::Uuid;
 
-use crate::error::{Error, Result, error_chain, is_fenced_out};
-use crate::event::{Cursor, RecordedEvent};
+use crate::error::{Error, Result, error_chain};
+use crate::event::Cursor;
 use crate::lease::{Lease, Leases};
+use crate::processor::{Processor, sleep_or_stop};
 use crate::projector::Subscriber;
-use crate::store::{DeadLetter, DeadLetterStatus, DeadLetterStore, EventStore};
+use crate::store::{DeadLetterStore, EventStore};
 
 /// Tuning of a [`Runner`].
 #[derive(Debug, Clone)]
@@ -48,179 +47,6 @@ impl Default for RunnerConfig {
             lease_interval: Duration::from_millis(500),
         }
     }
-}
-
-/// Hands batches to a subscriber, retrying a failing event with backoff and parking it as a dead
-/// letter once its tries are spent. Shared by the live runner and by replays.
-#[derive(Clone)]
-pub(crate) struct Processor {
-    pub(crate) dead_letters: Arc<dyn DeadLetterStore>,
-    pub(crate) config: RunnerConfig,
-    /// Where a live runner shows the last failure of its subscriber (none in a replay).
-    pub(crate) status: Option<Arc<SubState>>,
-}
-
-/// What [`Processor::process`] did with a batch.
-#[derive(Debug, Default)]
-pub(crate) struct Outcome {
-    /// The cursor after the last event passed (handled or parked); `None` if none was.
-    pub(crate) cursor: Option<Cursor>,
-    /// Events handled (committed), parked events not included.
-    pub(crate) handled: u64,
-    /// Events parked as dead letters.
-    pub(crate) parked: u64,
-    /// The subscriber was fenced out (its lease taken over): the batch stopped there, nothing
-    /// of the fenced call committed, and the lease must be acquired again.
-    pub(crate) fenced: bool,
-}
-
-impl Processor {
-    /// Processes `batch` (non-empty, after `from`). Stops early (returning how far it got)
-    /// when `stop` turns true, and at once when the subscriber is fenced out.
-    pub(crate) async fn process(
-        &self,
-        sub: &dyn Subscriber,
-        batch: &[RecordedEvent],
-        stop: &mut watch::Receiver<bool>,
-    ) -> Result<Outcome> {
-        let last = batch.last().expect("non-empty batch").cursor;
-        let mut out = Outcome::default();
-        match sub.process(batch, last).await {
-            Ok(()) => {
-                out.cursor = Some(last);
-                out.handled = batch.len() as u64;
-                return Ok(out);
-            }
-            Err(e) if is_fenced_out(&*e) => {
-                tracing::info!(subscriber = sub.name(), error = %e, "fenced out; batch left to the lease holder");
-                out.fenced = true;
-                return Ok(out);
-            }
-            Err(e) if batch.len() == 1 => {
-                tracing::debug!(subscriber = sub.name(), error = %e, "event failed");
-                self.failed(&*e);
-            }
-            Err(e) => {
-                tracing::debug!(subscriber = sub.name(), error = %e, "batch failed, going one by one");
-                self.failed(&*e);
-            }
-        }
-        for event in batch {
-            let mut attempt = 1;
-            loop {
-                match sub.process(std::slice::from_ref(event), event.cursor).await {
-                    Ok(()) => {
-                        out.handled += 1;
-                        break;
-                    }
-                    // NOTE: a lost lease is no failure of this event: parking it would make a
-                    // false dead letter of an event the new holder handles.
-                    Err(err) if is_fenced_out(&*err) => {
-                        tracing::info!(subscriber = sub.name(), error = %err, "fenced out; batch left to the lease holder");
-                        out.fenced = true;
-                        return Ok(out);
-                    }
-                    Err(err) if attempt >= self.config.max_attempts => {
-                        tracing::warn!(subscriber = sub.name(), stream = %event.stream, version = event.stream_version,
-                            event_type = %event.event_type, error = %err, "parking event as a dead letter");
-                        let error = error_chain(&*err);
-                        let letter = DeadLetter {
-                            id: Uuid::new_v4(),
-                            subscriber: sub.name().to_owned(),
-                            event: event.clone(),
-                            error: error.clone(),
-                            attempts: attempt,
-                            parked_at: Utc::now(),
-                            status: DeadLetterStatus::Parked,
-                        };
-                        match sub.park(letter, event.cursor, &*self.dead_letters).await {
-                            Ok(()) => {}
-                            Err(e) if is_fenced_out(&*e) => {
-                                out.fenced = true;
-                                return Ok(out);
-                            }
-                            Err(source) => {
-                                return Err(Error::Handler {
-                                    handler: sub.name().to_owned(),
-                                    source,
-                                });
-                            }
-                        }
-                        if let Some(status) = &self.status {
-                            status.parked_at(event.cursor.position, error);
-                        }
-                        out.parked += 1;
-                        break;
-                    }
-                    Err(err) => {
-                        self.failed(&*err);
-                        let wait = self
-                            .config
-                            .backoff
-                            .saturating_mul(1 << (attempt - 1).min(16))
-                            .min(self.config.max_backoff);
-                        attempt += 1;
-                        if sleep_or_stop(wait, stop).await {
-                            return if out.cursor.is_none() {
-                                Err(Error::ShuttingDown)
-                            } else {
-                                Ok(out)
-                            };
-                        }
-                    }
-                }
-            }
-            out.cursor = Some(event.cursor);
-        }
-        Ok(out)
-    }
-
-    /// Shows `err` as the subscriber's last error while its event is being tried again: a
-    /// subscriber stuck on an event (a broker down, a database gone) says why, not only lags.
-    fn failed(&self, err: &(dyn std::error::Error + 'static)) {
-        if let Some(status) = &self.status {
-            status.error(Some(error_chain(err)));
-        }
-    }
-
-    /// Tries again the dead letters of `sub` an operator asked to retry; false when the
-    /// subscriber was fenced out meanwhile (its lease is lost).
-    pub(crate) async fn retry_requested(
-        &self,
-        sub: &dyn Subscriber,
-        current: Cursor,
-    ) -> Result<bool> {
-        for mut letter in self.dead_letters.retry_requested(sub.name()).await? {
-            match sub.retry(&letter, current, &*self.dead_letters).await {
-                Ok(()) => {
-                    if let Some(status) = &self.status {
-                        status.retried(letter.event.cursor.position);
-                    }
-                }
-                Err(err) if is_fenced_out(&*err) => return Ok(false),
-                Err(err) => {
-                    letter.attempts += 1;
-                    letter.error = error_chain(&*err);
-                    letter.parked_at = Utc::now();
-                    letter.status = DeadLetterStatus::Parked;
-                    self.dead_letters.park(letter).await?;
-                }
-            }
-        }
-        Ok(true)
-    }
-}
-
-/// Sleeps for `wait`; true if `stop` turned true meanwhile.
-async fn sleep_or_stop(wait: Duration, stop: &mut watch::Receiver<bool>) -> bool {
-    if *stop.borrow() {
-        return true;
-    }
-    let stopped = tokio::select! {
-        _ = tokio::time::sleep(wait) => false,
-        _ = stop.wait_for(|s| *s) => true,
-    };
-    stopped || *stop.borrow()
 }
 
 /// Runs subscribers against an event store.
@@ -389,7 +215,7 @@ impl SubState {
         }
     }
 
-    fn error(&self, e: Option<String>) {
+    pub(crate) fn error(&self, e: Option<String>) {
         *self.last_error.lock().expect("status lock") = e;
     }
 
@@ -503,6 +329,8 @@ impl SubTask {
                 _ = self.state.waiter_came.notified() => {}
                 _ = self.stop.wait_for(|s| *s) => return,
             }
+            // NOTE: one read per `EAGER` at most, however often appends wake the store.
+            tokio::time::sleep_until(deadline.min(now + EAGER)).await;
         }
     }
 
@@ -510,6 +338,9 @@ impl SubTask {
     async fn follow(&mut self, mut lease: Option<Box<dyn Lease>>) -> Result<()> {
         let mut cursor = self.sub.checkpoint().await?;
         *self.state.active_from.lock().expect("status lock") = cursor;
+        // NOTE: what was parked before is asked of the store from now on: another holder may
+        // have retried it meanwhile.
+        self.state.parked_at.lock().expect("status lock").clear();
         self.state.cursor.send_replace(cursor);
         self.state.active.store(true, Ordering::Release);
         let _inactive = Deactivate(&self.state.active);
@@ -532,6 +363,7 @@ impl SubTask {
                         subscriber = self.sub.name(),
                         "fenced out while retrying dead letters"
                     );
+                    sleep_or_stop(cfg.lease_interval, &mut self.stop).await;
                     return Ok(());
                 }
                 next_dead_letter_check = Instant::now() + cfg.dead_letter_interval;
@@ -568,7 +400,9 @@ impl SubTask {
             }
             if out.fenced {
                 // NOTE: the lease is gone; what this batch did not commit is the new holder's.
-                // Back to acquiring (and following the holder's checkpoint meanwhile).
+                // Back to acquiring (and following the holder's checkpoint meanwhile), after a
+                // pause: without leases in the runner, the next try would come at once.
+                sleep_or_stop(cfg.lease_interval, &mut self.stop).await;
                 return Ok(());
             }
         }

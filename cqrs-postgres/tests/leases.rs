@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use cqrs_core::testkit::conformance::sample_event;
 use cqrs_core::{
-    Cursor, EventStore, ExpectedVersion, Leases, Runner, RunnerHandle, StreamId, Subscriber,
+    Cursor, DeadLetterStore, EventStore, ExpectedVersion, Leases, Runner, RunnerHandle, StreamId,
+    Subscriber,
 };
 use cqrs_postgres::{PgEventStore, sqlx};
 use tokio::runtime::{Builder, Runtime};
@@ -200,12 +201,13 @@ async fn a_holder_that_lost_its_lease_cannot_commit() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    // `a` has not noticed yet; its next batch must not commit. It is rolled back and reported
-    // as done, so that the runner does not park it; the new holder handles it.
-    sub_a
+    // `a` has not noticed yet; its next batch must not commit. It is rolled back and fails as
+    // fenced out (its own outcome: the runner parks nothing); the new holder handles it.
+    let err = sub_a
         .process(&events[1..2], events[1].cursor)
         .await
-        .expect("a fenced batch is no handler failure");
+        .expect_err("a fenced batch does not commit");
+    assert!(cqrs_core::is_fenced_out(&*err), "{err}");
     assert_eq!(
         sub_a.checkpoint().await.unwrap(),
         events[0].cursor,
@@ -216,7 +218,7 @@ async fn a_holder_that_lost_its_lease_cannot_commit() {
         .process(&events[1..2], events[1].cursor)
         .await
         .expect_err("a stale holder stays fenced out");
-    assert!(err.to_string().contains("not held"), "{err}");
+    assert!(cqrs_core::is_fenced_out(&*err), "{err}");
     assert!(
         !lease_a.renew().await.unwrap(),
         "a learns it lost the lease"
@@ -229,4 +231,122 @@ async fn a_holder_that_lost_its_lease_cannot_commit() {
         .expect("the new holder commits");
     let counts = support::seen_counts(store_a.pool(), "fenced").await;
     assert_eq!(counts, (3, 3, 3), "each event once across the takeover");
+}
+
+/// Fails every batch of more than one event (so the runner goes one by one), and holds its
+/// first single event until released.
+#[derive(Debug)]
+struct Gate {
+    inner: Arc<support::Recorder>,
+    held: std::sync::atomic::AtomicBool,
+    reached: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+#[cqrs_core::async_trait]
+impl cqrs_postgres::PgProjector for Gate {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    async fn handle(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        event: &cqrs_core::RecordedEvent,
+    ) -> Result<(), cqrs_core::BoxError> {
+        self.inner.handle(tx, event).await
+    }
+    async fn handle_batch(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        events: &[cqrs_core::RecordedEvent],
+    ) -> Result<(), cqrs_core::BoxError> {
+        if events.len() > 1 {
+            return Err("a whole batch fails this time".into());
+        }
+        if !self.held.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            self.reached.notify_one();
+            self.release.notified().await;
+        }
+        self.inner.handle_batch(tx, events).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_lost_during_one_by_one_tries_parks_nothing_and_counts_nothing() {
+    let db = support::TestDb::new().await;
+    let (store_a, store_b) = (db.store("public").await, db.store("public").await);
+    let gate = Arc::new(Gate {
+        inner: support::Recorder::new(store_a.pool(), "gated").await,
+        held: Default::default(),
+        reached: Default::default(),
+        release: Default::default(),
+    });
+    let leases_a = store_a.leases();
+    let runner = Runner::new(Arc::new(store_a.clone()), Arc::new(store_a.dead_letters()))
+        .with_config(support::fast_config())
+        .with_leases(Arc::new(leases_a.clone()))
+        .with(store_a.transactional(gate.clone()).fenced_by(leases_a))
+        .start();
+    store_a
+        .append(
+            &StreamId::new("g", "1"),
+            ExpectedVersion::Any,
+            (0..3).map(sample_event).collect(),
+            None,
+        )
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), gate.reached.notified())
+        .await
+        .expect("the runner reaches the first event alone");
+
+    // The lease is taken over while the first event is being handled.
+    let lease_pid: i32 = sqlx::query_scalar(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = \
+         (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_one(store_a.pool())
+    .await
+    .unwrap();
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(lease_pid)
+        .execute(store_a.pool())
+        .await
+        .unwrap();
+    let leases_b = store_b.leases();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let lease_b = loop {
+        assert!(Instant::now() < deadline, "b did not take over");
+        if let Ok(Some(l)) = leases_b.try_acquire("gated").await {
+            break l;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    gate.release.notify_one();
+    // Long enough for the old one-by-one tries and their parking.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        store_a.dead_letters().list(None).await.unwrap().is_empty(),
+        "no healthy event parked"
+    );
+    let status = &runner.status().await.unwrap()[0];
+    assert_eq!(
+        (status.handled, status.parked_here, status.position),
+        (0, 0, 0),
+        "nothing counted, the cursor unmoved: {status:?}"
+    );
+    assert_eq!(support::seen_counts(store_a.pool(), "gated").await.0, 0);
+
+    // The lease back: every event once.
+    drop(lease_b);
+    let head = store_a.head_position().await.unwrap();
+    runner
+        .wait_for("gated", head, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        support::seen_counts(store_a.pool(), "gated").await,
+        (3, 3, 3)
+    );
+    runner.shutdown().await;
 }

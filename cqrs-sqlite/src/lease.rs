@@ -1,8 +1,10 @@
 //! Leases between processes sharing a database file: an exclusive lock on a lock file beside
 //! it, one per subscriber name (see [`SqliteLeases`]).
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use cqrs_core::{Error, Lease, Leases, Result};
@@ -21,7 +23,10 @@ use cqrs_core::{Error, Lease, Leases, Result};
 /// - A lock cannot be lost while its holder lives, so no stale holder has to be fenced out,
 ///   with one exception: a lock file deleted (or replaced) by hand. Renewal checks that the
 ///   path still names the locked file, and reports the lease lost otherwise; the runner then
-///   stops that subscriber after its current batch.
+///   stops that subscriber after its current batch. A
+///   [`SqliteTransactional::fenced_by`](crate::SqliteTransactional::fenced_by) these leases
+///   checks the same inside each write transaction, and rolls back a batch whose lease is
+///   lost ([`cqrs_core::Error::FencedOut`]).
 ///
 /// Local disks only: advisory locks on network file systems are not reliable, as SQLite's own
 /// locking is not.
@@ -40,9 +45,13 @@ use cqrs_core::{Error, Lease, Leases, Result};
 ///     .with_leases(Arc::new(leases));
 /// # Ok(()) }
 /// ```
+///
+/// Cloning shares the leases; give the runner and `fenced_by` clones of one value.
 #[derive(Debug, Clone)]
 pub struct SqliteLeases {
     database: PathBuf,
+    /// The lock files of the leases held through this value, by name.
+    held: Arc<Mutex<HashMap<String, File>>>,
 }
 
 impl SqliteLeases {
@@ -50,7 +59,16 @@ impl SqliteLeases {
     pub fn beside(database: impl Into<PathBuf>) -> Self {
         SqliteLeases {
             database: database.into(),
+            held: Arc::default(),
         }
+    }
+
+    /// Whether this value holds the lease on `name` now: taken through it, not dropped, and
+    /// its lock file still the one at its path.
+    pub fn holds(&self, name: &str) -> bool {
+        let held = self.held.lock().expect("lease map");
+        held.get(name)
+            .is_some_and(|file| same_file(file, &self.lock_file(name)))
     }
 
     /// The lock file of the lease on `name`.
@@ -75,10 +93,18 @@ impl Leases for SqliteLeases {
         match file.try_lock() {
             Ok(()) => {
                 tracing::info!(lease = name, file = %path.display(), "lease acquired");
+                // NOTE: a second handle on the same open file, to recognise it; the lock
+                // belongs to the open file description, which the lease's handle keeps.
+                let seen = file.try_clone().map_err(|e| lock_error(&path, e))?;
+                self.held
+                    .lock()
+                    .expect("lease map")
+                    .insert(name.to_owned(), seen);
                 Ok(Some(Box::new(SqliteLease {
                     file,
                     path,
                     name: name.to_owned(),
+                    held: self.held.clone(),
                 })))
             }
             Err(TryLockError::WouldBlock) => Ok(None),
@@ -97,6 +123,26 @@ struct SqliteLease {
     file: File,
     path: PathBuf,
     name: String,
+    held: Arc<Mutex<HashMap<String, File>>>,
+}
+
+impl SqliteLease {
+    /// Forgets this lease in the shared map (if the entry is still this lease's file).
+    fn forget(&self) {
+        let mut held = self.held.lock().expect("lease map");
+        if held
+            .get(&self.name)
+            .is_some_and(|f| same_open_file(f, &self.file))
+        {
+            held.remove(&self.name);
+        }
+    }
+}
+
+impl Drop for SqliteLease {
+    fn drop(&mut self) {
+        self.forget();
+    }
 }
 
 #[async_trait]
@@ -106,6 +152,7 @@ impl Lease for SqliteLease {
         if !held {
             tracing::warn!(lease = %self.name, file = %self.path.display(),
                 "lease lost: its lock file was removed or replaced");
+            self.forget();
         }
         Ok(held)
     }
@@ -124,4 +171,19 @@ fn same_file(file: &File, path: &Path) -> bool {
 #[cfg(not(unix))]
 fn same_file(_file: &File, path: &Path) -> bool {
     path.exists()
+}
+
+/// Whether two handles are on the same file.
+#[cfg(unix)]
+fn same_open_file(a: &File, b: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (a.metadata(), b.metadata()) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
+#[cfg(not(unix))]
+fn same_open_file(_a: &File, _b: &File) -> bool {
+    true
 }

@@ -11,6 +11,7 @@ use tokio::sync::OnceCell;
 use crate::database::SqliteDatabase;
 use crate::dead_letters;
 use crate::error::{Failure, retry_busy};
+use crate::lease::SqliteLeases;
 use crate::stores::{delete_checkpoint, load_checkpoint, save_checkpoint};
 
 /// Runs `$body` (an async block given `$conn`, the connection) in a `BEGIN IMMEDIATE`
@@ -149,6 +150,7 @@ pub struct SqliteTransactional<P> {
     db: SqliteDatabase,
     projector: P,
     ready: OnceCell<()>,
+    fence: Option<SqliteLeases>,
 }
 
 impl<P: SqliteProjector> SqliteTransactional<P> {
@@ -158,6 +160,33 @@ impl<P: SqliteProjector> SqliteTransactional<P> {
             db,
             projector,
             ready: OnceCell::new(),
+            fence: None,
+        }
+    }
+
+    /// Commits only while this process holds the projector's lease in `leases` (give the
+    /// runner a clone of the same `leases`): inside each write transaction, before anything is
+    /// written, the lease is checked; a lost one (its lock file removed or replaced, another
+    /// holder on the new file) rolls the transaction back with
+    /// [`cqrs_core::Error::FencedOut`], and the runner goes back to acquiring the lease without
+    /// parking anything.
+    ///
+    /// NOTE: the check runs under the database's write lock, so the new holder's first batch
+    /// commits after this one if at all, and skips what this one committed.
+    pub fn fenced_by(mut self, leases: SqliteLeases) -> Self {
+        self.fence = Some(leases);
+        self
+    }
+
+    /// [`Error::FencedOut`] unless the fence (if any) still holds the lease.
+    fn check_fence(&self) -> Result<(), Failure> {
+        match &self.fence {
+            Some(leases) if !leases.holds(self.projector.name()) => Err(Error::FencedOut {
+                subscriber: self.projector.name().to_owned(),
+                reason: "its lock file is no longer held by this process".to_owned(),
+            }
+            .into()),
+            _ => Ok(()),
         }
     }
 
@@ -229,6 +258,7 @@ impl<P: SqliteProjector> Subscriber for SqliteTransactional<P> {
         self.setup().await?;
         let name = self.projector.name();
         in_write_tx!(&self.db, |conn| async {
+            self.check_fence()?;
             let current = load_checkpoint(conn, name).await?;
             // NOTE: `to` at or before the checkpoint is a parked event retried: handle it as
             // given. Otherwise a batch never reaches back before the checkpoint when one runner
@@ -275,6 +305,7 @@ impl<P: SqliteProjector> Subscriber for SqliteTransactional<P> {
         self.setup().await?;
         let name = self.projector.name();
         in_write_tx!(&self.db, |conn| async {
+            self.check_fence()?;
             dead_letters::park(conn, &letter).await?;
             if to > load_checkpoint(conn, name).await? {
                 save_checkpoint(conn, name, to).await?;
@@ -294,6 +325,7 @@ impl<P: SqliteProjector> Subscriber for SqliteTransactional<P> {
     ) -> Result<(), BoxError> {
         self.setup().await?;
         in_write_tx!(&self.db, |conn| async {
+            self.check_fence()?;
             if dead_letters::remove(conn, letter.id).await? {
                 self.projector
                     .handle(conn, &letter.event)

@@ -200,3 +200,60 @@ async fn two_runners_with_leases_take_turns_and_apply_each_event_once() {
     );
     stand_by.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_holder_whose_lease_was_lost_cannot_commit() {
+    let (dir, db) = file_db().await;
+    let other = SqliteDatabase::open_path(dir.path().join("test.db"), SqliteConfig::default())
+        .await
+        .unwrap();
+    let store = db.events();
+    for v in 0..2 {
+        let e = NewEvent::new("Noted", json!({ "v": v }));
+        store
+            .append(
+                &StreamId::new("demo", "1"),
+                ExpectedVersion::Any,
+                vec![e],
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    let events = store.read_all(cqrs_core::Cursor::START, 10).await.unwrap();
+    let leases = db.leases().unwrap();
+    let sub = db.transactional(Hits("a")).fenced_by(leases.clone());
+    let err = cqrs_core::Subscriber::process(&sub, &events[..1], events[0].cursor)
+        .await
+        .expect_err("no lease, no commit");
+    assert!(cqrs_core::is_fenced_out(&*err), "{err}");
+
+    let lease = leases.try_acquire("hits").await.unwrap().expect("free");
+    cqrs_core::Subscriber::process(&sub, &events[..1], events[0].cursor)
+        .await
+        .expect("the holder commits");
+    // The lock file replaced by hand; another process takes the new one.
+    std::fs::remove_file(leases.lock_file("hits")).unwrap();
+    let _theirs = other
+        .leases()
+        .unwrap()
+        .try_acquire("hits")
+        .await
+        .unwrap()
+        .expect("a new lock file is free");
+    let err = cqrs_core::Subscriber::process(&sub, &events[1..], events[1].cursor)
+        .await
+        .expect_err("a stale holder is fenced out");
+    assert!(cqrs_core::is_fenced_out(&*err), "{err}");
+    assert_eq!(
+        cqrs_core::Subscriber::checkpoint(&sub).await.unwrap(),
+        events[0].cursor,
+        "nothing of it was committed"
+    );
+    let hits: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM hits")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(hits, 1);
+    drop(lease);
+}

@@ -701,7 +701,8 @@ fn letter(subscriber: &str, n: u64) -> DeadLetter {
 }
 
 /// Dead letters: parked, listed oldest first per subscriber, counted, those asked to retry
-/// listed, status set, removed.
+/// listed, status set, removed; one letter per subscriber and event; found by position;
+/// cleared per subscriber.
 pub async fn dead_letter_store(store: &dyn DeadLetterStore) {
     let (a, b) = (
         format!("dl-{}", Uuid::new_v4()),
@@ -775,4 +776,40 @@ pub async fn dead_letter_store(store: &dyn DeadLetterStore) {
             .await,
         Err(Error::NotFound(_))
     ));
+
+    // One letter per subscriber and event: a park repeated under a new id updates the letter
+    // there is (id and place kept); the same event for another subscriber is a letter of its own.
+    let mut repeat = letter(&a, 2);
+    repeat.event = a2.event.clone();
+    repeat.attempts = 7;
+    store.park(repeat.clone()).await.unwrap();
+    let listed = store.list(Some(&a)).await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|l| (l.id, l.attempts))
+            .collect::<Vec<_>>(),
+        vec![(a2.id, 7)],
+        "a repeated park updates the letter"
+    );
+    let mut other = letter(&b, 2);
+    other.event = a2.event.clone();
+    store.park(other.clone()).await.unwrap();
+    assert_eq!(store.list(Some(&b)).await.unwrap().len(), 2);
+    let position = a2.event.cursor.position;
+    assert_eq!(
+        store.find(&a, position).await.unwrap().map(|l| l.id),
+        Some(a2.id)
+    );
+    assert_eq!(
+        store.find(&b, position).await.unwrap().map(|l| l.id),
+        Some(other.id)
+    );
+    assert!(store.find(&a, position + 1).await.unwrap().is_none());
+
+    // Clearing a subscriber's letters leaves the others'.
+    assert_eq!(store.clear(&b).await.unwrap(), 2);
+    assert!(store.list(Some(&b)).await.unwrap().is_empty());
+    assert_eq!(store.list(Some(&a)).await.unwrap().len(), 1);
+    assert_eq!(store.clear(&a).await.unwrap(), 1);
 }
