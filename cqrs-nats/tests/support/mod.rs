@@ -12,8 +12,8 @@ pub use server::*;
 use std::time::Duration;
 
 pub use cqrs_broker::testkit::*;
-use cqrs_core::testkit::FaultyLink;
 use cqrs_core::RecordedEvent;
+use cqrs_core::testkit::FaultyLink;
 
 pub fn nats_url() -> String {
     std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
