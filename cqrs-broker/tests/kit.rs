@@ -22,9 +22,12 @@ enum Outcome {
 
 /// A queue in process: each message is (its id, the try it is on, the event or a decode error);
 /// `breaks` sessions fail at once when opened, and a retried message goes to the back.
+/// A message in the queue: its id, the try it is on, the event or why it cannot be read.
+type Waiting = (u32, u32, Result<RecordedEvent>);
+
 #[derive(Debug, Default, Clone)]
 struct Queue {
-    messages: Arc<Mutex<VecDeque<(u32, u32, Result<RecordedEvent>)>>>,
+    messages: Arc<Mutex<VecDeque<Waiting>>>,
     outcomes: Arc<Mutex<Vec<Outcome>>>,
     breaks: Arc<AtomicU32>,
 }
