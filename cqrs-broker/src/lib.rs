@@ -1,24 +1,9 @@
 //! The broker kit: what every broker bridge (RabbitMQ, NATS JetStream, and the ones to come)
 //! shares, so that a bridge crate is its driver calls and nothing more.
 //!
-//! A bridge implements two small things: a [`Publisher`] (publish a batch of [`WireMessage`]s,
-//! return once the broker confirmed all of them) and a [`Source`] with its [`Session`] (open a
-//! session, receive, acknowledge, send back, dead-letter). The kit does the rest:
-//!
-//! - [`Relay`]: the outbox relay as a batch [`Projector`](cqrs_core::Projector). Run under
-//!   [`Checkpointed`](cqrs_core::Checkpointed) in the core's [`Runner`](cqrs_core::Runner), the
-//!   checkpoint moves only after the broker confirmed the whole batch. A failed attempt is
-//!   published again with [`Backoff`] for a retry window, then fails to the runner.
-//! - [`Consumer`]: feeds a [`Source`] to a [`cqrs_core::InboxSubscriber`] (deduplication by event
-//!   id), acknowledges after the inbox committed, sends failures back a bounded number of
-//!   times, then dead-letters them with the error, the try count and the origin; a broken
-//!   session is opened again with [`Backoff`]. [`ConsumerHandle`] stops it and shows its
-//!   [`ConsumerStats`].
-//! - The header names come from [`cqrs_core::wire::HeaderNames`]: the envelope, and on a dead
-//!   letter its `error`, `attempts` and `origin`.
-//!
-//! Here a broker in memory (one queue, a channel) stands in for a real one, to show the whole
-//! trip: an event appended to the store, relayed, consumed into an inbox.
+//! A bridge implements a [`Publisher`] and a [`Source`]; the kit relays and consumes. Here a
+//! broker in memory (one queue, a channel) stands in for a real one, to show the whole trip: an
+//! event appended to the store, relayed, consumed into an inbox.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -111,6 +96,27 @@
 //! # })?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # Overview
+//! A bridge implements two small things: a [`Publisher`] (publish a batch of [`WireMessage`]s,
+//! return once the broker confirmed all of them) and a [`Source`] with its [`Session`] (open a
+//! session, receive, acknowledge, send back, dead-letter). The kit does the rest:
+//!
+//! - [`Relay`]: the outbox relay as a batch [`Projector`](cqrs_core::Projector). Run under
+//!   [`Checkpointed`](cqrs_core::Checkpointed) in the core's [`Runner`](cqrs_core::Runner), the
+//!   checkpoint moves only after the broker confirmed the whole batch. A failed attempt is
+//!   published again with [`Backoff`] for a retry window, then fails to the runner.
+//! - [`Consumer`]: feeds a [`Source`] to a [`cqrs_core::InboxSubscriber`] (deduplication by event
+//!   id), acknowledges after the inbox committed, sends failures back a bounded number of
+//!   times, then dead-letters them with the error, the try count and the origin; a broken
+//!   session is opened again with [`Backoff`]. [`ConsumerHandle`] stops it and shows its
+//!   [`ConsumerStats`].
+//! - The header names come from [`cqrs_core::wire::HeaderNames`]: the envelope, and on a dead
+//!   letter its `error`, `attempts` and `origin`.
+//!
+//! # Features
+//! - `testkit`: helpers for the bridges' tests against their real brokers (the `testkit`
+//!   module: a seeded store, a recording projector, a checkpoint store that "crashes", order checks).
 
 mod backoff;
 mod consumer;

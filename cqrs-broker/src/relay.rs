@@ -68,6 +68,16 @@ pub trait Publisher: Send + Sync {
     async fn publish(&self, batch: &[WireMessage<'_>]) -> Result<()>;
 }
 
+#[async_trait]
+impl<P: Publisher + ?Sized> Publisher for std::sync::Arc<P> {
+    fn header_names(&self) -> &HeaderNames {
+        (**self).header_names()
+    }
+    async fn publish(&self, batch: &[WireMessage<'_>]) -> Result<()> {
+        (**self).publish(batch).await
+    }
+}
+
 /// The outbox relay: a batch [`Projector`] that publishes each batch of events through a
 /// [`Publisher`], retrying over failures for up to [`retry_for`](Relay::retry_for).
 ///
