@@ -116,7 +116,8 @@
 //!
 //! # Features
 //! - `testkit`: helpers for the bridges' tests against their real brokers (the `testkit`
-//!   module: a seeded store, a recording projector, a checkpoint store that "crashes", order checks).
+//!   module: a seeded store, a recording projector, a checkpoint store that "crashes", order
+//!   checks).
 
 mod backoff;
 mod consumer;

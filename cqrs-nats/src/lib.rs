@@ -47,7 +47,8 @@
 //! - [`JetStreamRelay`]: a [`cqrs_core::Subscriber`] run by the core [`cqrs_core::Runner`]. It
 //!   publishes each event to `events.<aggregate type>.<event type>` in a [`JetStreamEvents`]
 //!   stream, with the event id as `Nats-Msg-Id` (JetStream drops repeats) and the envelope in
-//!   headers spelled as [`HEADERS`] says, waits for every acknowledgement of the batch, then saves its checkpoint.
+//!   headers spelled as [`HEADERS`] says, waits for every acknowledgement of the batch, then
+//!   saves its checkpoint.
 //! - [`JetStreamQueue`]: a consuming service's durable pull consumer. One durable per service is
 //!   publish/subscribe (each service gets every event); the instances of one service pulling
 //!   from it are competing consumers (each message handled once among them).

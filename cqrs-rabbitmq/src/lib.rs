@@ -45,8 +45,8 @@
 //! - [`RabbitRelay`]: a [`cqrs_core::Subscriber`] run by the core [`cqrs_core::Runner`]. It
 //!   publishes each event to the durable topic exchange of its aggregate type (`events.account`,
 //!   see [`exchange_for`]) with the event type as routing key, the event id as message id and the
-//!   envelope in headers spelled as [`HEADERS`] says, waits for the broker's confirms of the batch, then saves its
-//!   checkpoint. Per-stream order is the store's order; a crash before the checkpoint publishes
+//!   envelope in headers spelled as [`HEADERS`] says, waits for the broker's confirms of the
+//!   batch, then saves its checkpoint. Per-stream order is the store's order; a crash before the checkpoint publishes
 //!   again, never loses.
 //! - [`RabbitQueue`]: a consuming service's durable queue and bindings. One queue per service is
 //!   publish/subscribe (each service gets every event); the instances of one service sharing it
