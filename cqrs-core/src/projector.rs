@@ -196,6 +196,11 @@ impl<P: Projector, C: CheckpointStore> Checkpointed<P, C> {
     pub fn projector(&self) -> &P {
         &self.projector
     }
+
+    /// The projector, to configure it after pairing (as a broker bridge's builder does).
+    pub fn projector_mut(&mut self) -> &mut P {
+        &mut self.projector
+    }
 }
 
 #[async_trait]

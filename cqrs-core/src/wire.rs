@@ -69,6 +69,14 @@ pub struct HeaderNames {
     pub causation_id: &'static str,
     /// The free-form metadata entries as a JSON object, if any.
     pub metadata: &'static str,
+    /// On a dead-lettered message: the handler's last error (or why the message could not be
+    /// read).
+    pub error: &'static str,
+    /// On a dead-lettered message: how many times it was tried.
+    pub attempts: &'static str,
+    /// On a dead-lettered message: where it was consumed from (queue, subject, topic and
+    /// offset: each broker says it its way).
+    pub origin: &'static str,
 }
 
 impl HeaderNames {
@@ -86,7 +94,36 @@ impl HeaderNames {
         correlation_id: "cqrs-correlation-id",
         causation_id: "cqrs-causation-id",
         metadata: "cqrs-metadata",
+        error: "cqrs-error",
+        attempts: "cqrs-attempts",
+        origin: "cqrs-origin",
     };
+
+    /// The same names in HTTP-style capitals (`Cqrs-Event-Type`), for brokers whose headers
+    /// are written that way (NATS).
+    pub const TITLE_CASE: HeaderNames = HeaderNames {
+        event_id: "Cqrs-Event-Id",
+        event_type: "Cqrs-Event-Type",
+        schema_version: "Cqrs-Schema-Version",
+        stream_category: "Cqrs-Stream-Category",
+        stream_id: "Cqrs-Stream-Id",
+        stream_version: "Cqrs-Stream-Version",
+        position: "Cqrs-Position",
+        tx: "Cqrs-Tx",
+        recorded_at: "Cqrs-Recorded-At",
+        correlation_id: "Cqrs-Correlation-Id",
+        causation_id: "Cqrs-Causation-Id",
+        metadata: "Cqrs-Metadata",
+        error: "Cqrs-Error",
+        attempts: "Cqrs-Attempts",
+        origin: "Cqrs-Origin",
+    };
+
+    /// The same names with the event id where the broker carries it (its own message id
+    /// property or header, such as AMQP's `message_id` or NATS's `Nats-Msg-Id`).
+    pub const fn with_event_id(self, event_id: &'static str) -> HeaderNames {
+        HeaderNames { event_id, ..self }
+    }
 }
 
 /// One header's value, before a driver puts it in its own header type.

@@ -4,66 +4,24 @@
 use std::borrow::Cow;
 
 use async_nats::HeaderMap;
+use cqrs_broker::WireMessage;
 use cqrs_core::wire::{self, HeaderNames, HeaderSource};
 use cqrs_core::{RecordedEvent, Result};
 
-/// Header names carried by every relayed message.
-pub mod headers {
-    /// The event id; JetStream also drops a repeat of it within the stream's duplicate window.
-    pub const MESSAGE_ID: &str = "Nats-Msg-Id";
-    /// The event's stable type name.
-    pub const EVENT_TYPE: &str = "Cqrs-Event-Type";
-    /// The payload's schema version.
-    pub const SCHEMA_VERSION: &str = "Cqrs-Schema-Version";
-    /// The stream's category (aggregate type).
-    pub const STREAM_CATEGORY: &str = "Cqrs-Stream-Category";
-    /// The stream's id within its category.
-    pub const STREAM_ID: &str = "Cqrs-Stream-Id";
-    /// The event's version in its stream.
-    pub const STREAM_VERSION: &str = "Cqrs-Stream-Version";
-    /// The event's global position in the source store.
-    pub const POSITION: &str = "Cqrs-Position";
-    /// The source store's commit-order key (0 where positions follow commit order).
-    pub const TX: &str = "Cqrs-Tx";
-    /// When the source store recorded the event (RFC 3339).
-    pub const RECORDED_AT: &str = "Cqrs-Recorded-At";
-    /// The correlation id, if any.
-    pub const CORRELATION_ID: &str = "Cqrs-Correlation-Id";
-    /// The causation id, if any.
-    pub const CAUSATION_ID: &str = "Cqrs-Causation-Id";
-    /// The free-form metadata entries as a JSON object, if any.
-    pub const METADATA: &str = "Cqrs-Metadata";
-    /// On a dead-lettered message: the handler's last error.
-    pub const ERROR: &str = "Cqrs-Error";
-    /// On a dead-lettered message: how many times it was delivered.
-    pub const ATTEMPTS: &str = "Cqrs-Attempts";
-}
+/// How this crate spells the envelope headers: the core's `Cqrs-*` names in HTTP-style
+/// capitals, with the event id as `Nats-Msg-Id` (JetStream also drops a repeat of it within the
+/// stream's duplicate window). Dead letters also carry `Cqrs-Error`, `Cqrs-Attempts` and
+/// `Cqrs-Origin` (the subject it was published to).
+pub const HEADERS: HeaderNames = HeaderNames::TITLE_CASE.with_event_id("Nats-Msg-Id");
 
-/// The envelope's header names as this crate spells them.
-const NAMES: HeaderNames = HeaderNames {
-    event_id: headers::MESSAGE_ID,
-    event_type: headers::EVENT_TYPE,
-    schema_version: headers::SCHEMA_VERSION,
-    stream_category: headers::STREAM_CATEGORY,
-    stream_id: headers::STREAM_ID,
-    stream_version: headers::STREAM_VERSION,
-    position: headers::POSITION,
-    tx: headers::TX,
-    recorded_at: headers::RECORDED_AT,
-    correlation_id: headers::CORRELATION_ID,
-    causation_id: headers::CAUSATION_ID,
-    metadata: headers::METADATA,
-};
-
-/// The headers (event id as `Nats-Msg-Id`, the envelope) and body of `event`.
-pub(crate) fn encode(event: &RecordedEvent) -> Result<(HeaderMap, Vec<u8>)> {
-    let body = wire::encode_body(event)?;
+/// The NATS headers of a message: the event id as `Nats-Msg-Id`, the envelope.
+pub(crate) fn headers(message: &WireMessage<'_>) -> HeaderMap {
     let mut h = HeaderMap::new();
-    h.insert(headers::MESSAGE_ID, event.event_id.to_string());
-    for (name, value) in wire::envelope_headers(&NAMES, event)? {
-        h.insert(name, value.into_text());
+    h.insert(HEADERS.event_id, message.id());
+    for (name, value) in &message.headers {
+        h.insert(*name, value.clone().into_text());
     }
-    Ok((h, body))
+    h
 }
 
 pub(crate) fn header<'a>(h: &'a HeaderMap, key: &str) -> Option<&'a str> {
@@ -87,7 +45,7 @@ impl HeaderSource for Headers<'_> {
 pub fn decode_message(h: Option<&HeaderMap>, payload: &[u8]) -> Result<RecordedEvent> {
     let empty = HeaderMap::new();
     let h = h.unwrap_or(&empty);
-    wire::event_from_headers(&NAMES, header(h, headers::MESSAGE_ID), &Headers(h), payload)
+    wire::event_from_headers(&HEADERS, header(h, HEADERS.event_id), &Headers(h), payload)
 }
 
 #[cfg(test)]
@@ -96,12 +54,17 @@ mod tests {
     use cqrs_core::Error;
     use cqrs_core::testkit::sample_recorded_event;
 
+    fn encode(event: &RecordedEvent) -> Result<(HeaderMap, Vec<u8>)> {
+        let message = WireMessage::encode(&HEADERS, event)?;
+        Ok((headers(&message), message.body))
+    }
+
     #[test]
     fn round_trips_the_envelope() {
         let event = sample_recorded_event();
         let (h, body) = encode(&event).unwrap();
         assert_eq!(
-            header(&h, headers::MESSAGE_ID),
+            header(&h, HEADERS.event_id),
             Some(event.event_id.to_string().as_str())
         );
         assert_eq!(decode_message(Some(&h), &body).unwrap(), event);

@@ -41,10 +41,14 @@
 //! ```
 //!
 //! # Overview
+//! Built on the broker kit ([`cqrs_broker`]): this crate is the JetStream calls, the kit the
+//! relay's retries and checkpointing, the consumer's supervision, stats and dead-lettering.
+//!
 //! - [`JetStreamRelay`]: a [`cqrs_core::Subscriber`] run by the core [`cqrs_core::Runner`]. It
 //!   publishes each event to `events.<aggregate type>.<event type>` in a [`JetStreamEvents`]
 //!   stream, with the event id as `Nats-Msg-Id` (JetStream drops repeats) and the envelope in
-//!   [`headers`], waits for every acknowledgement of the batch, then saves its checkpoint.
+//!   headers spelled as [`HEADERS`] says, waits for every acknowledgement of the batch, then
+//!   saves its checkpoint.
 //! - [`JetStreamQueue`]: a consuming service's durable pull consumer. One durable per service is
 //!   publish/subscribe (each service gets every event); the instances of one service pulling
 //!   from it are competing consumers (each message handled once among them).
@@ -60,9 +64,10 @@ mod consumer;
 mod relay;
 mod topology;
 
-pub use codec::{decode_message, headers};
-pub use consumer::{ConsumerHandle, ConsumerStats, JetStreamConsumer, dead_letter_error};
-pub use relay::JetStreamRelay;
+pub use codec::{HEADERS, decode_message};
+pub use consumer::{JetStreamConsumer, dead_letter_error};
+pub use cqrs_broker::{ConsumerHandle, ConsumerStats};
+pub use relay::{JetStreamPublisher, JetStreamRelay};
 pub use topology::{JetStreamEvents, JetStreamQueue};
 
 // Re-exported so that users need not pin the same driver version.

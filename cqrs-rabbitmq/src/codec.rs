@@ -3,74 +3,34 @@
 
 use std::borrow::Cow;
 
+use cqrs_broker::WireMessage;
 use cqrs_core::wire::{self, HeaderNames, HeaderSource, HeaderValue};
 use cqrs_core::{Error, RecordedEvent, Result};
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 
-/// Header names carried by every relayed message.
-pub mod headers {
-    /// The event's stable type name (also in the AMQP `type` property).
-    pub const EVENT_TYPE: &str = "cqrs-event-type";
-    /// The payload's schema version.
-    pub const SCHEMA_VERSION: &str = "cqrs-schema-version";
-    /// The stream's category (aggregate type).
-    pub const STREAM_CATEGORY: &str = "cqrs-stream-category";
-    /// The stream's id within its category.
-    pub const STREAM_ID: &str = "cqrs-stream-id";
-    /// The event's version in its stream.
-    pub const STREAM_VERSION: &str = "cqrs-stream-version";
-    /// The event's global position in the source store.
-    pub const POSITION: &str = "cqrs-position";
-    /// The source store's commit-order key (0 where positions follow commit order).
-    pub const TX: &str = "cqrs-tx";
-    /// When the source store recorded the event (RFC 3339).
-    pub const RECORDED_AT: &str = "cqrs-recorded-at";
-    /// The correlation id, if any (also in the AMQP `correlation_id` property).
-    pub const CORRELATION_ID: &str = "cqrs-correlation-id";
-    /// The causation id, if any.
-    pub const CAUSATION_ID: &str = "cqrs-causation-id";
-    /// The free-form metadata entries as a JSON object, if any.
-    pub const METADATA: &str = "cqrs-metadata";
-    /// On a dead-lettered message: the handler's last error.
-    pub const ERROR: &str = "cqrs-error";
-    /// On a dead-lettered message: how many times it was tried.
-    pub const ATTEMPTS: &str = "cqrs-attempts";
-}
-
-/// The envelope's header names as this crate spells them.
-const NAMES: HeaderNames = HeaderNames {
-    event_id: "message_id",
-    event_type: headers::EVENT_TYPE,
-    schema_version: headers::SCHEMA_VERSION,
-    stream_category: headers::STREAM_CATEGORY,
-    stream_id: headers::STREAM_ID,
-    stream_version: headers::STREAM_VERSION,
-    position: headers::POSITION,
-    tx: headers::TX,
-    recorded_at: headers::RECORDED_AT,
-    correlation_id: headers::CORRELATION_ID,
-    causation_id: headers::CAUSATION_ID,
-    metadata: headers::METADATA,
-};
+/// How this crate spells the envelope headers: the core's lower-case `cqrs-*` names, with the
+/// event id in the AMQP `message_id` property. Dead letters also carry `cqrs-error`,
+/// `cqrs-attempts` and `cqrs-origin` (the queue it failed in).
+pub const HEADERS: HeaderNames = HeaderNames::DEFAULT.with_event_id("message_id");
 
 fn text(value: impl Into<Vec<u8>>) -> AMQPValue {
     AMQPValue::LongString(LongString::from(value))
 }
 
-/// The properties (message id = event id, headers = envelope) and body of `event`.
-pub(crate) fn encode(event: &RecordedEvent) -> Result<(BasicProperties, Vec<u8>)> {
-    let body = wire::encode_body(event)?;
+/// The AMQP properties of a message: message id = event id, the envelope in headers.
+pub(crate) fn properties(message: &WireMessage<'_>) -> BasicProperties {
+    let event = message.event;
     let mut h = FieldTable::default();
-    for (name, value) in wire::envelope_headers(&NAMES, event)? {
+    for (name, value) in &message.headers {
         let value = match value {
-            HeaderValue::Text(s) => text(s),
-            HeaderValue::Number(n) => AMQPValue::LongLongInt(to_i64(n)),
+            HeaderValue::Text(s) => text(s.as_str()),
+            HeaderValue::Number(n) => AMQPValue::LongLongInt(to_i64(*n)),
         };
-        h.insert(name.into(), value);
+        h.insert((*name).into(), value);
     }
     let mut props = BasicProperties::default()
-        .with_message_id(event.event_id.to_string().into())
+        .with_message_id(message.id().into())
         .with_type(event.event_type.as_str().into())
         .with_content_type("application/json".into())
         .with_delivery_mode(2)
@@ -78,7 +38,7 @@ pub(crate) fn encode(event: &RecordedEvent) -> Result<(BasicProperties, Vec<u8>)
     if let Some(id) = event.metadata.correlation_id {
         props = props.with_correlation_id(id.to_string().into());
     }
-    Ok((props.with_headers(h), body))
+    props.with_headers(h)
 }
 
 // NOTE: AMQP field tables have no unsigned 64-bit type that RabbitMQ accepts, and positions
@@ -138,13 +98,18 @@ pub fn decode_message(props: &BasicProperties, body: &[u8]) -> Result<RecordedEv
             "message {msg_id}: missing or bad header table"
         )));
     };
-    wire::event_from_headers(&NAMES, msg_id, &Table(h), body)
+    wire::event_from_headers(&HEADERS, msg_id, &Table(h), body)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use cqrs_core::testkit::sample_recorded_event;
+
+    fn encode(event: &RecordedEvent) -> Result<(BasicProperties, Vec<u8>)> {
+        let message = WireMessage::encode(&HEADERS, event)?;
+        Ok((properties(&message), message.body))
+    }
 
     #[test]
     fn round_trips_the_envelope() {
@@ -195,21 +160,21 @@ mod tests {
             ]
         );
         for (name, number) in [
-            (headers::SCHEMA_VERSION, 2),
-            (headers::STREAM_VERSION, 7),
-            (headers::POSITION, 42),
-            (headers::TX, 3),
+            (HEADERS.schema_version, 2),
+            (HEADERS.stream_version, 7),
+            (HEADERS.position, 42),
+            (HEADERS.tx, 3),
         ] {
             assert_eq!(h.get(name), Some(&AMQPValue::LongLongInt(number)), "{name}");
         }
         for (name, text) in [
-            (headers::EVENT_TYPE, "Deposited"),
-            (headers::STREAM_CATEGORY, "account"),
-            (headers::STREAM_ID, "a-1"),
-            (headers::RECORDED_AT, "2026-01-02T03:04:05.123456+00:00"),
-            (headers::CORRELATION_ID, correlation.as_str()),
-            (headers::CAUSATION_ID, causation.as_str()),
-            (headers::METADATA, r#"{"user":"alice"}"#),
+            (HEADERS.event_type, "Deposited"),
+            (HEADERS.stream_category, "account"),
+            (HEADERS.stream_id, "a-1"),
+            (HEADERS.recorded_at, "2026-01-02T03:04:05.123456+00:00"),
+            (HEADERS.correlation_id, correlation.as_str()),
+            (HEADERS.causation_id, causation.as_str()),
+            (HEADERS.metadata, r#"{"user":"alice"}"#),
         ] {
             assert!(
                 matches!(h.get(name), Some(AMQPValue::LongString(_))),

@@ -39,18 +39,21 @@
 //! ```
 //!
 //! # Overview
+//! Built on the broker kit ([`cqrs_broker`]): this crate is the AMQP calls, the kit the relay's
+//! retries and checkpointing, the consumer's supervision, stats and dead-lettering.
+//!
 //! - [`RabbitRelay`]: a [`cqrs_core::Subscriber`] run by the core [`cqrs_core::Runner`]. It
 //!   publishes each event to the durable topic exchange of its aggregate type (`events.account`,
 //!   see [`exchange_for`]) with the event type as routing key, the event id as message id and the
-//!   envelope in [`headers`], waits for the broker's confirms of the batch, then saves its
-//!   checkpoint. Per-stream order is the store's order; a crash before the checkpoint publishes
+//!   envelope in headers spelled as [`HEADERS`] says, waits for the broker's confirms of the
+//!   batch, then saves its checkpoint. Per-stream order is the store's order; a crash before the checkpoint publishes
 //!   again, never loses.
 //! - [`RabbitQueue`]: a consuming service's durable queue and bindings. One queue per service is
 //!   publish/subscribe (each service gets every event); the instances of one service sharing it
 //!   are competing consumers (each message handled once among them).
 //! - [`RabbitConsumer`]: feeds a queue to a [`cqrs_core::InboxSubscriber`] (deduplication by
 //!   event id, effect and id committed together), acknowledges after the commit, retries through
-//!   a delay queue counted by `x-death`, then dead-letters with the error
+//!   a delay queue counted by `x-death`, then dead-letters with the error, the tries and the queue
 //!   ([`dead_letter_error`]). Reconnects on its own.
 //! - [`decode_message`]: a message's properties and body back into a
 //!   [`cqrs_core::RecordedEvent`].
@@ -60,9 +63,10 @@ mod consumer;
 mod relay;
 mod topology;
 
-pub use codec::{decode_message, headers};
-pub use consumer::{ConsumerHandle, ConsumerStats, RabbitConsumer, dead_letter_error};
-pub use relay::RabbitRelay;
+pub use codec::{HEADERS, decode_message};
+pub use consumer::{RabbitConsumer, dead_letter_error};
+pub use cqrs_broker::{ConsumerHandle, ConsumerStats};
+pub use relay::{RabbitPublisher, RabbitRelay};
 pub use topology::{DEFAULT_EXCHANGE_PREFIX, RabbitQueue, exchange_for};
 
 // Re-exported so that users need not pin the same driver version.
