@@ -5,6 +5,7 @@ mod given;
 mod link;
 mod sample;
 
+pub mod commands;
 pub mod conformance;
 
 pub use given::{AggregateTest, Outcome};
