@@ -9,4 +9,5 @@ mod edges;
 mod load;
 mod notifier;
 mod replay;
+mod stale_cache;
 mod support;
