@@ -303,9 +303,20 @@ impl<A: Aggregate> CommandHandler<A> {
     }
 
     /// Keeps up to `capacity` aggregates in memory between commands, so that a command on a hot
-    /// aggregate appends without re-reading its stream. A stale entry (another process wrote to
-    /// the stream) shows up as a conflict on append and is reloaded, so this never weakens
-    /// optimistic concurrency.
+    /// aggregate is decided without re-reading its stream.
+    ///
+    /// An entry may be stale: another handler or process may have written to the stream since.
+    /// Every answer is still one a handler without a cache could give:
+    /// - a decision that emits events is checked by its append (the cached version is the
+    ///   expected one): on a stale entry the append conflicts, the entry is dropped and the
+    ///   command is decided again on the stream read afresh, without spending a retry;
+    /// - a refusal ([`CommandError::Rejected`]) or a decision that emits nothing is confirmed
+    ///   first by reading the stream's current version (one small read): if the stream has
+    ///   moved, the entry is dropped and the command is decided again on the stream read
+    ///   afresh. So a refusal never rests on a stale entry, and never leaves one behind.
+    ///
+    /// So the cache saves the stream read of commands that append, and costs refusals and
+    /// empty decisions one version read; it never weakens optimistic concurrency.
     pub fn with_cache(mut self, capacity: usize) -> Self {
         self.cache = Some(Mutex::new(Cache {
             capacity: capacity.max(1),
@@ -398,6 +409,11 @@ impl<A: Aggregate> CommandHandler<A> {
     }
 
     /// Handles `command` on aggregate `id` with a command id and metadata.
+    ///
+    /// With a command id, a repeat of a command already handled on this stream appends nothing
+    /// and gets the first result (`duplicate: true`), also when it races the first: a repeat
+    /// that is refused, or decides nothing, on the state the first one left checks the id again
+    /// before it answers.
     pub async fn execute_with(
         &self,
         id: &str,
@@ -408,12 +424,7 @@ impl<A: Aggregate> CommandHandler<A> {
         if let Some(cid) = options.command_id
             && let Some(prev) = self.store.command_result(&stream, cid).await?
         {
-            return Ok(CommandOutcome {
-                version: prev.version,
-                position: prev.position,
-                events: 0,
-                duplicate: true,
-            });
+            return Ok(repeated(prev.version, prev.position));
         }
         let mut metadata = options.metadata;
         if metadata.causation_id.is_none() {
@@ -422,12 +433,31 @@ impl<A: Aggregate> CommandHandler<A> {
         let mut attempt = 1;
         let mut trust_cache = true;
         loop {
-            let (mut state, version) = match self.cached(id, trust_cache) {
-                Some(hit) => hit,
-                None => self.load(id).await?,
+            let (hit, (mut state, version)) = match self.cached(id, trust_cache) {
+                Some(hit) => (true, hit),
+                None => (false, self.load(id).await?),
             };
-            let events = command_events(&state, command)?;
-            if events.is_empty() {
+            let decided = command_events(&state, command);
+            if !matches!(&decided, Ok(events) if !events.is_empty()) {
+                // NOTE: a refusal or a decision that emits nothing appends nothing, so no
+                // conflict would reveal a stale cached state: the stream's version confirms it.
+                if hit && self.store.stream_version(&stream).await? != version {
+                    self.evict(id);
+                    trust_cache = false;
+                    continue;
+                }
+                if !hit {
+                    self.remember(id, version, &state);
+                }
+                // NOTE: a repeat of this command id that loaded after the first committed
+                // decides on the first one's effect (and is refused, say); the id, checked
+                // again now, tells it is a repeat.
+                if let Some(cid) = options.command_id
+                    && let Some(prev) = self.store.command_result(&stream, cid).await?
+                {
+                    return Ok(repeated(prev.version, prev.position));
+                }
+                decided?;
                 return Ok(CommandOutcome {
                     version,
                     position: 0,
@@ -435,6 +465,7 @@ impl<A: Aggregate> CommandHandler<A> {
                     duplicate: false,
                 });
             }
+            let events = decided?;
             let new_events = events
                 .iter()
                 .map(|e| NewEvent::from_domain(e, metadata.clone()))
@@ -452,12 +483,7 @@ impl<A: Aggregate> CommandHandler<A> {
             {
                 Ok(res) if res.duplicate => {
                     self.evict(id);
-                    return Ok(CommandOutcome {
-                        version: res.version,
-                        position: res.position,
-                        events: 0,
-                        duplicate: true,
-                    });
+                    return Ok(repeated(res.version, res.position));
                 }
                 Ok(res) => {
                     for e in &events {
@@ -471,6 +497,13 @@ impl<A: Aggregate> CommandHandler<A> {
                         events: count,
                         duplicate: false,
                     });
+                }
+                // NOTE: a stale cached state is not a conflict the caller ran into (without the
+                // cache the stream would have been read afresh): decide again at once, without
+                // spending an attempt.
+                Err(e) if e.is_conflict() && hit => {
+                    self.evict(id);
+                    trust_cache = false;
                 }
                 Err(e) if e.is_conflict() && attempt < self.retry.max_attempts => {
                     self.evict(id);
@@ -506,17 +539,27 @@ impl<A: Aggregate> CommandHandler<A> {
         }
     }
 
-    async fn after_append(&self, stream: &StreamId, id: &str, before: u64, state: &A, after: u64) {
-        if let Some(c) = &self.cache {
-            let mut c = c.lock().expect("cache lock");
-            if c.entries.len() >= c.capacity && !c.entries.contains_key(id) {
+    /// Keeps `state` at `version` for aggregate `id`, unless the cache holds a later version
+    /// already (two commands of this handler on one aggregate may finish out of order).
+    fn remember(&self, id: &str, version: u64, state: &A) {
+        let Some(c) = &self.cache else { return };
+        let mut c = c.lock().expect("cache lock");
+        match c.entries.get(id) {
+            Some((held, _)) if *held >= version => return,
+            Some(_) => {}
+            None if c.entries.len() >= c.capacity => {
                 // NOTE: dropping an arbitrary entry is enough: a miss costs one stream read.
                 if let Some(k) = c.entries.keys().next().cloned() {
                     c.entries.remove(&k);
                 }
             }
-            c.entries.insert(id.to_owned(), (after, state.clone()));
+            None => {}
         }
+        c.entries.insert(id.to_owned(), (version, state.clone()));
+    }
+
+    async fn after_append(&self, stream: &StreamId, id: &str, before: u64, state: &A, after: u64) {
+        self.remember(id, after, state);
         if let Some(s) = &self.snapshots
             && before / s.every != after / s.every
         {
@@ -574,6 +617,16 @@ fn command_events<A: Aggregate>(
     command: &A::Command,
 ) -> Result<Vec<A::Event>, CommandError<A::Error>> {
     state.handle(command).map_err(CommandError::Rejected)
+}
+
+/// The answer to a command id handled before: its first result, nothing appended now.
+fn repeated(version: u64, position: u64) -> CommandOutcome {
+    CommandOutcome {
+        version,
+        position,
+        events: 0,
+        duplicate: true,
+    }
 }
 
 /// A deterministic command id for the command a handler issues in reaction to an event.

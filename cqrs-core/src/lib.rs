@@ -101,8 +101,8 @@
 //! - [`wire`]: the broker-neutral envelope of an event on a message bus (header names and
 //!   values, body), shared by the broker bridges.
 //! - [`InboxSubscriber`]: exactly-once effect for events arriving from a broker.
-//! - [`testkit`] (feature `testkit`, on by default): given/when/then for aggregates and the store
-//!   conformance suite every back-end runs.
+//! - [`testkit`] (feature `testkit`, on by default): given/when/then for aggregates, the store
+//!   conformance suite every back-end runs, and checks of command handling on a real store.
 
 mod aggregate;
 mod command;

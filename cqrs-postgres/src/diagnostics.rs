@@ -22,9 +22,11 @@ pub struct PgDiagnostics {
     pub held_back: u64,
     /// Every subscriber with a checkpoint in this schema, furthest behind first.
     pub subscribers: Vec<SubscriberLag>,
-    /// The in-flight writing transactions of the cluster, oldest first (those of other
-    /// databases do not hold the watermark). While `held_back` is above zero,
-    /// [`blocker`](Self::blocker) is the one holding every subscriber back.
+    /// The in-flight writing transactions of the cluster, prepared (two-phase) ones included,
+    /// oldest first (those of other databases, live or prepared, do not hold the watermark).
+    /// While `held_back` is above zero, [`blocker`](Self::blocker) is the one holding every
+    /// subscriber back: a prepared one holds it until `COMMIT PREPARED` or `ROLLBACK PREPARED`
+    /// names its [`gid`](OpenTransaction::gid).
     pub open_transactions: Vec<OpenTransaction>,
     /// The lease rows of this schema.
     pub leases: Vec<LeaseHolder>,
@@ -61,6 +63,9 @@ pub struct SubscriberLag {
 pub struct OpenTransaction {
     /// The backend's process id (`None` for a prepared transaction, which has no backend).
     pub pid: Option<i32>,
+    /// The global id a prepared (two-phase) transaction was given by `PREPARE TRANSACTION`
+    /// (`None` for a live one): `COMMIT PREPARED` or `ROLLBACK PREPARED` with it ends it.
+    pub gid: Option<String>,
     /// The transaction id (32 bits, as `pg_stat_activity.backend_xid` shows it).
     pub xid: u64,
     /// Whether this is the transaction the watermark waits for.
@@ -93,6 +98,7 @@ pub struct LeaseHolder {
 
 type TxRow = (
     Option<i32>,
+    Option<String>,
     i64,
     bool,
     Option<String>,
@@ -125,16 +131,17 @@ pub async fn diagnose(pool: &PgPool) -> Result<PgDiagnostics> {
     .fetch_all(pool)
     .await
     .map_err(backend)?;
-    // NOTE: prepared transactions hold the watermark too, and have no backend.
+    // NOTE: prepared transactions of this database hold the watermark too, and have no backend.
     let txs: Vec<TxRow> = sqlx::query_as(
         "WITH t AS ( \
-             SELECT pid, backend_xid::text::int8 AS xid, age(backend_xid) AS age, datname::text AS db, \
-                    application_name AS app, state, xact_start AS since, query \
+             SELECT pid, NULL AS gid, backend_xid::text::int8 AS xid, age(backend_xid) AS age, \
+                    datname::text AS db, application_name AS app, state, xact_start AS since, query \
              FROM pg_stat_activity WHERE backend_xid IS NOT NULL \
              UNION ALL \
-             SELECT NULL, transaction::text::int8, age(transaction), database::text, gid, 'prepared', prepared, NULL \
+             SELECT NULL, gid, transaction::text::int8, age(transaction), database::text, gid, \
+                    'prepared', prepared, NULL \
              FROM pg_prepared_xacts) \
-         SELECT pid, xid, xid = (events_watermark()::text::int8 % 4294967296), \
+         SELECT pid, gid, xid, xid = (events_watermark()::text::int8 % 4294967296), \
                 db, app, state, since, query \
          FROM t ORDER BY age DESC",
     )
@@ -162,9 +169,10 @@ pub async fn diagnose(pool: &PgPool) -> Result<PgDiagnostics> {
         open_transactions: txs
             .into_iter()
             .map(
-                |(pid, xid, holds_watermark, database, application, state, since, query)| {
+                |(pid, gid, xid, holds_watermark, database, application, state, since, query)| {
                     OpenTransaction {
                         pid,
+                        gid,
                         xid: to_u64(xid),
                         holds_watermark,
                         database,

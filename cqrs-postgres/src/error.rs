@@ -1,9 +1,48 @@
-//! Database errors mapped to the core error, in one place.
+//! Database errors mapped to the core error, in one place, and what this crate refuses.
 
 use cqrs_core::Error;
 
 /// SQLSTATE of a unique violation.
 const UNIQUE_VIOLATION: &str = "23505";
+
+/// SQLSTATE that `events_watermark()` raises on a server in recovery (see the migration
+/// `watermark_standby_prepared`).
+const IN_RECOVERY: &str = "CQ001";
+
+/// What the PostgreSQL store refuses, beside the core's errors. It comes boxed in
+/// [`Error::Backend`](cqrs_core::Error::Backend); [`PgError::of`] finds it there.
+///
+/// ```
+/// use cqrs_postgres::PgError;
+///
+/// let err = cqrs_core::Error::backend(PgError::InRecovery);
+/// assert!(matches!(PgError::of(&err), Some(PgError::InRecovery)));
+/// assert!(PgError::of(&cqrs_core::Error::ShuttingDown).is_none());
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PgError {
+    /// The server is in recovery (a hot standby). Its snapshots do not list the transactions
+    /// in flight on the primary, so the all-stream watermark cannot be told there: reading the
+    /// all-stream ([`read_all`](cqrs_core::EventStore::read_all),
+    /// [`cursor_of`](cqrs_core::EventStore::cursor_of), subscribers, [`diagnose`](crate::diagnose))
+    /// is refused rather than let a subscriber pass events of open transactions for good. Loading
+    /// aggregates and reading one stream work there.
+    #[error(
+        "the all-stream cannot be read on a server in recovery (a hot standby): read it on the primary"
+    )]
+    InRecovery,
+}
+
+impl PgError {
+    /// The `PgError` inside `err`, if it is one.
+    pub fn of(err: &Error) -> Option<&PgError> {
+        match err {
+            Error::Backend(source) => source.downcast_ref(),
+            _ => None,
+        }
+    }
+}
 
 /// Which unique key an insert ran into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +69,10 @@ pub(crate) fn duplicate(err: &sqlx::Error) -> Option<Duplicate> {
     }
 }
 
-/// Wraps a driver error.
+/// Wraps a driver error; the refusal of a server in recovery becomes [`PgError::InRecovery`].
 pub(crate) fn backend(err: sqlx::Error) -> Error {
-    Error::backend(err)
+    match err.as_database_error().and_then(|e| e.code()) {
+        Some(code) if code == IN_RECOVERY => Error::backend(PgError::InRecovery),
+        _ => Error::backend(err),
+    }
 }

@@ -60,11 +60,18 @@
 //! - The all-stream is gap-safe (guarantee 2 of the architecture): each row keeps its writer's
 //!   transaction id (`xid8`), and `read_all` reads, in (transaction id, position) order, only
 //!   rows below the watermark: `pg_snapshot_xmin(pg_current_snapshot())`, the oldest transaction
-//!   still in flight, passing over transactions seen running in another database (they cannot
-//!   write these tables). An event committing late can therefore never land behind a
-//!   subscriber's cursor. The price: one long writing transaction in the database pauses every
-//!   subscriber; [`diagnose`] names it (pid, since when). At the tail, a read that finds
-//!   committed events held back waits up to about 0.2 s for the transactions holding them.
+//!   still in flight, passing over transactions seen running in another database and prepared
+//!   (two-phase) transactions of another database (they cannot write these tables). An event
+//!   committing late can therefore never land behind a subscriber's cursor. The price: one long
+//!   writing transaction in the database, or one prepared transaction of it, pauses every
+//!   subscriber; [`diagnose`] names it (pid, since when; a prepared one by its gid). At the
+//!   tail, a read that finds committed events held back waits up to about 0.2 s for the
+//!   transactions holding them.
+//! - Replicas: a hot standby's snapshots do not list the transactions in flight on the primary,
+//!   so no watermark can be told there. On a server in recovery, reading the all-stream
+//!   (`read_all`, `cursor_of`, hence every subscriber, and [`diagnose`]) fails with
+//!   [`PgError::InRecovery`]; run subscribers against the primary. Loading aggregates and
+//!   reading one stream work on a standby (as of its replay); appends need the primary.
 //! - Payloads and metadata are `json` columns: the text the writer sent, validated on insert,
 //!   returned as stored (turning `jsonb` back into text cost the server a third of a stream
 //!   read). `->`/`->>` work on them; cast to `jsonb` for containment or a GIN index.
@@ -146,6 +153,7 @@ pub use checkpoint::PgCheckpointStore;
 pub use config::{MIGRATOR, PgConfig, migrate, schema_options};
 pub use dead_letter::PgDeadLetterStore;
 pub use diagnostics::{LeaseHolder, OpenTransaction, PgDiagnostics, SubscriberLag, diagnose};
+pub use error::PgError;
 pub use lease::PgLeases;
 pub use projector::{PgProjector, PgTransactional};
 pub use rows::{CORRUPT_METADATA_KEY, CORRUPT_PAYLOAD_KEY};

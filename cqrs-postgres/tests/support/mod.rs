@@ -11,6 +11,8 @@ use cqrs_postgres::sqlx::{self, AssertSqlSafe, Connection, PgConnection, PgPool}
 use cqrs_postgres::{PgConfig, PgEventStore, PgProjector};
 use uuid::Uuid;
 
+pub mod cluster;
+
 /// DATABASE_URL, or the local server. Tests never skip: an unreachable server fails them.
 pub fn database_url() -> String {
     std::env::var("DATABASE_URL")

@@ -8,5 +8,7 @@ mod crash;
 mod edges;
 mod load;
 mod notifier;
+mod racing_keys;
 mod replay;
+mod stale_cache;
 mod support;
