@@ -13,7 +13,8 @@ use uuid::Uuid;
 use crate::aggregate::Aggregate;
 use crate::error::{Error, Result};
 use crate::event::{DomainEvent, ExpectedVersion, Metadata, NewEvent, StreamId};
-use crate::store::{EventStore, LoadedEvent, Snapshot, SnapshotStore};
+use crate::event_store::{CommandId, EventStore, StreamEvent, StreamItem};
+use crate::store::{Snapshot, SnapshotStore};
 
 /// How often a command is re-run after a concurrency conflict, and how long to wait between.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,7 +187,7 @@ const MIN_RANGE: u64 = 500;
 const LOAD_PARALLELISM: usize = 2;
 
 /// A read of a range of versions of a stream, running (on another worker) while earlier events are
-/// applied; it decodes each piece as the store hands it over. Dropped (the load failed or was
+/// applied; it decodes each event as the store hands it over. Dropped (the load failed or was
 /// cancelled), it stops the read.
 struct Prefetch<E>(tokio::task::JoinHandle<Result<Vec<(u64, E)>>>);
 
@@ -203,8 +204,8 @@ impl<E: DomainEvent> Prefetch<E> {
             let expected = to_version.saturating_sub(from_version).saturating_add(1);
             let mut decoded = Vec::with_capacity(expected.min(MAX_RANGE) as usize);
             store
-                .read_stream_range_into(&stream, from_version, to_version, &mut |piece| {
-                    for e in piece.events {
+                .read_stream_into(&stream, from_version..=to_version, &mut |item| {
+                    if let StreamItem::Event(e) = item {
                         decoded.push((e.stream_version, decode_loaded(&stream, &e)?));
                     }
                     Ok(())
@@ -358,8 +359,9 @@ impl<A: Aggregate> CommandHandler<A> {
     ///
     /// The first read covers a short stream whole and tells the stream's version; a longer
     /// stream is read up to that version in ranges, [`load_parallelism`] at a time, starting as
-    /// soon as the first read has told the version. Each range is decoded piece by piece as the
-    /// store hands it over, on its own task, and applied in order. Events are immutable once
+    /// soon as the first read has told the version. Each range is decoded event by event as the
+    /// store hands it over, straight from the payload's text, on its own task, and applied in
+    /// order. Events are immutable once
     /// written, so ranges read in separate round trips join up exactly.
     ///
     /// [`load_parallelism`]: Self::with_load_parallelism
@@ -368,13 +370,15 @@ impl<A: Aggregate> CommandHandler<A> {
         let store = &self.store;
         let mut rest = RangeReads::<A::Event>::new(from + FIRST_RANGE, self.load_parallelism);
         let head = store
-            .read_stream_range_into(stream, from, from + FIRST_RANGE - 1, &mut |piece| {
-                rest.begin(store, stream, piece.stream_version);
-                for e in piece.events {
-                    let event = decode_loaded::<A::Event>(stream, &e)?;
-                    apply_next(stream, state, version, e.stream_version, &event)?;
+            .read_stream_into(stream, from..=from + FIRST_RANGE - 1, &mut |item| match item {
+                StreamItem::Version(head) => {
+                    rest.begin(store, stream, head);
+                    Ok(())
                 }
-                Ok(())
+                StreamItem::Event(e) => {
+                    let event = decode_loaded::<A::Event>(stream, &e)?;
+                    apply_next(stream, state, version, e.stream_version, &event)
+                }
             })
             .await?;
         rest.begin(store, stream, head);
@@ -406,7 +410,7 @@ impl<A: Aggregate> CommandHandler<A> {
     ) -> Result<CommandOutcome, CommandError<A::Error>> {
         let stream = Self::stream(id);
         if let Some(cid) = options.command_id
-            && let Some(prev) = self.store.command_result(&stream, cid).await?
+            && let Some(prev) = self.store.command_result(&stream, cid.into()).await?
         {
             return Ok(CommandOutcome {
                 version: prev.version,
@@ -446,7 +450,7 @@ impl<A: Aggregate> CommandHandler<A> {
                     &stream,
                     ExpectedVersion::Exact(version),
                     new_events,
-                    options.command_id,
+                    options.command_id.map(CommandId::from),
                 )
                 .await
             {
@@ -544,8 +548,8 @@ impl<A: Aggregate> CommandHandler<A> {
 }
 
 /// Decodes a loaded event of `stream` straight from its JSON text.
-fn decode_loaded<E: DomainEvent>(stream: &StreamId, e: &LoadedEvent) -> Result<E> {
-    E::decode_json(&e.event_type, &e.payload).map_err(|err| e.decode_error(stream, err))
+fn decode_loaded<E: DomainEvent>(stream: &StreamId, e: &StreamEvent) -> Result<E> {
+    e.decode(stream)
 }
 
 /// Applies the event of version `event_version` to `state` at `version`; an event at or below

@@ -4,7 +4,7 @@
 //! ```
 //! use std::sync::Arc;
 //! use std::time::Duration;
-//! use cqrs_core::{BoxError, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Runner, StreamId};
+//! use cqrs_core::{BoxError, EventAppender, ExpectedVersion, NewEvent, RecordedEvent, Runner, StreamId};
 //! use cqrs_sqlite::{SqliteDatabase, SqliteProjector};
 //! use sqlx::SqliteConnection;
 //!
@@ -85,19 +85,24 @@
 //!   query through [`SqliteDatabase::pool`] while holding [`SqliteDatabase::begin_write`]'s
 //!   transaction in the same task.
 
+mod append;
 mod database;
 mod dead_letters;
 mod error;
-mod events;
+mod event_store;
 mod inbox;
 mod lease;
 mod projector;
+mod read_all;
+mod read_stream;
+mod rows;
+mod sql;
 mod stores;
 mod watcher;
 
 pub use database::{MIGRATOR, SqliteConfig, SqliteDatabase};
 pub use dead_letters::SqliteDeadLetterStore;
-pub use events::SqliteEventStore;
+pub use event_store::SqliteEventStore;
 pub use lease::SqliteLeases;
 pub use projector::{SqliteProjector, SqliteTransactional};
 pub use stores::{SqliteCheckpointStore, SqliteSnapshotStore};

@@ -6,10 +6,7 @@ mod support;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use cqrs_core::{
-    CommandError, CommandHandler, Cursor, EventStore, ExpectedVersion, NewEvent, RetryPolicy,
-    StreamId,
-};
+use cqrs_core::{AllStreamReader, CommandError, CommandHandler, Cursor, EventAppender, EventStore, ExpectedVersion, NewEvent, RetryPolicy, StreamId, StreamReaderExt};
 use cqrs_sqlite::{SqliteConfig, SqliteDatabase};
 use serde_json::json;
 use std::time::Duration;
@@ -253,7 +250,7 @@ async fn racing_repeats_of_one_command_append_once() {
             tasks.push(tokio::spawn(async move {
                 let events = vec![NewEvent::new("Added", json!({ "writer": w }))];
                 store
-                    .append(&stream, ExpectedVersion::Any, events, Some(command_id))
+                    .append(&stream, ExpectedVersion::Any, events, Some(command_id.into()))
                     .await
                     .unwrap()
             }));
