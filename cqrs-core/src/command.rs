@@ -370,16 +370,20 @@ impl<A: Aggregate> CommandHandler<A> {
         let store = &self.store;
         let mut rest = RangeReads::<A::Event>::new(from + FIRST_RANGE, self.load_parallelism);
         let head = store
-            .read_stream_into(stream, from..=from + FIRST_RANGE - 1, &mut |item| match item {
-                StreamItem::Version(head) => {
-                    rest.begin(store, stream, head);
-                    Ok(())
-                }
-                StreamItem::Event(e) => {
-                    let event = decode_loaded::<A::Event>(stream, &e)?;
-                    apply_next(stream, state, version, e.stream_version, &event)
-                }
-            })
+            .read_stream_into(
+                stream,
+                from..=from + FIRST_RANGE - 1,
+                &mut |item| match item {
+                    StreamItem::Version(head) => {
+                        rest.begin(store, stream, head);
+                        Ok(())
+                    }
+                    StreamItem::Event(e) => {
+                        let event = decode_loaded::<A::Event>(stream, &e)?;
+                        apply_next(stream, state, version, e.stream_version, &event)
+                    }
+                },
+            )
             .await?;
         rest.begin(store, stream, head);
         while let Some(read) = rest.reads.pop_front() {

@@ -21,7 +21,9 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::event::{Cursor, DomainEvent, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StreamId};
+use crate::event::{
+    Cursor, DomainEvent, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StreamId,
+};
 
 /// What an append (or a repeated idempotent command) left in the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

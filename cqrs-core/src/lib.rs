@@ -132,6 +132,10 @@ pub use error::{BoxError, Error, Result, error_chain};
 pub use event::{
     Cursor, DomainEvent, Envelope, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StreamId,
 };
+pub use event_store::{
+    AllStreamReader, AppendResult, CommandId, EventAppender, EventStore, Fingerprint, StreamEvent,
+    StreamItem, StreamReader, StreamReaderExt, StreamSink, WakeUps,
+};
 pub use inbox::{InMemoryInbox, InboxSubscriber};
 pub use lease::{Lease, Leases};
 pub use memory::{
@@ -140,10 +144,6 @@ pub use memory::{
 pub use projector::{Checkpointed, Projector, Subscriber};
 pub use replay::{Replay, ReplayProgress, ReplayReport};
 pub use runner::{Runner, RunnerConfig, RunnerHandle, SubscriberStatus};
-pub use event_store::{
-    AllStreamReader, AppendResult, CommandId, EventAppender, EventStore, Fingerprint, StreamEvent,
-    StreamItem, StreamReader, StreamReaderExt, StreamSink, WakeUps,
-};
 pub use store::{
     CheckpointStore, DeadLetter, DeadLetterStatus, DeadLetterStore, Snapshot, SnapshotStore,
 };

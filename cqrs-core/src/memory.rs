@@ -12,8 +12,8 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 use crate::event::{Cursor, ExpectedVersion, NewEvent, RecordedEvent, StreamId};
 use crate::event_store::{
-    AllStreamReader, AppendResult, CommandId, EventAppender, Fingerprint, StreamEvent,
-    StreamItem, StreamReader, StreamSink, WakeUps,
+    AllStreamReader, AppendResult, CommandId, EventAppender, Fingerprint, StreamEvent, StreamItem,
+    StreamReader, StreamSink, WakeUps,
 };
 use crate::store::{
     CheckpointStore, DeadLetter, DeadLetterStatus, DeadLetterStore, Snapshot, SnapshotStore,
@@ -176,7 +176,11 @@ impl StreamReader for InMemoryEventStore {
         // NOTE: copied out under the lock, handed over after it: a sink may take its time.
         let (head, events) = {
             let log = self.log.read().expect("log lock");
-            let indexes = log.streams.get(stream).map(Vec::as_slice).unwrap_or_default();
+            let indexes = log
+                .streams
+                .get(stream)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
             let head = indexes.len() as u64;
             let (from, to) = (*versions.start(), (*versions.end()).min(head));
             let events: Vec<StreamEvent> = if from > to {

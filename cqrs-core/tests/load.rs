@@ -132,7 +132,9 @@ impl StreamReader for Observed {
     ) -> Result<u64> {
         use std::sync::atomic::Ordering::SeqCst;
         if self.version_first {
-            sink(StreamItem::Version(self.inner.stream_version(stream).await?))?;
+            sink(StreamItem::Version(
+                self.inner.stream_version(stream).await?,
+            ))?;
         }
         let now = self.running.fetch_add(1, SeqCst) + 1;
         self.most.fetch_max(now, SeqCst);

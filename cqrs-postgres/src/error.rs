@@ -1,9 +1,17 @@
-//! Database errors mapped to the core error, in one place.
+//! Database errors mapped to the core error, in one place: every SQLSTATE this crate looks at
+//! is named here.
 
 use cqrs_core::Error;
 
-/// SQLSTATE of a unique violation.
-const UNIQUE_VIOLATION: &str = "23505";
+/// SQLSTATEs this crate tells apart. <https://www.postgresql.org/docs/current/errcodes-appendix.html>
+pub(crate) mod sqlstate {
+    /// A unique key was violated.
+    pub(crate) const UNIQUE_VIOLATION: &str = "23505";
+    /// Class 08, connection exception: the connection failed, not the statement.
+    pub(crate) const CONNECTION_EXCEPTION_CLASS: &str = "08";
+    /// The server shuts the session down: admin shutdown, crash shutdown, cannot connect now.
+    pub(crate) const SESSION_SHUT_DOWN: [&str; 3] = ["57P01", "57P02", "57P03"];
+}
 
 /// Which unique key an insert ran into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,7 +27,7 @@ pub(crate) enum Duplicate {
 /// The unique key `err` violated, if it is a unique violation of the events or commands table.
 pub(crate) fn duplicate(err: &sqlx::Error) -> Option<Duplicate> {
     let db = err.as_database_error()?;
-    if db.code().as_deref() != Some(UNIQUE_VIOLATION) {
+    if db.code().as_deref() != Some(sqlstate::UNIQUE_VIOLATION) {
         return None;
     }
     match db.constraint()? {
@@ -27,6 +35,21 @@ pub(crate) fn duplicate(err: &sqlx::Error) -> Option<Duplicate> {
         "events_event_id_key" => Some(Duplicate::EventId),
         "commands_pkey" => Some(Duplicate::Command),
         _ => None,
+    }
+}
+
+/// Whether `err` says the connection failed rather than the statement: an I/O or protocol
+/// failure, a pool that gave no connection in time, or a SQLSTATE of class 08 or of a session
+/// the server shut down.
+#[allow(dead_code)] // NOTE: for the transactional projector's check, which still matches codes itself.
+pub(crate) fn is_connection_lost(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+            c.starts_with(sqlstate::CONNECTION_EXCEPTION_CLASS)
+                || sqlstate::SESSION_SHUT_DOWN.contains(&&*c)
+        }),
+        _ => false,
     }
 }
 

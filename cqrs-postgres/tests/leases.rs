@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use cqrs_core::testkit::conformance::sample_event;
 use cqrs_core::{
-    Cursor, EventStore, ExpectedVersion, Leases, Runner, RunnerHandle, StreamId, Subscriber,
+    AllStreamReader, Cursor, EventAppender, ExpectedVersion, Leases, Runner, RunnerHandle,
+    StreamId, Subscriber,
 };
 use cqrs_postgres::{PgEventStore, sqlx};
 use tokio::runtime::{Builder, Runtime};

@@ -5,7 +5,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use cqrs_core::{AllStreamReader, BoxError, Cursor, EventAppender, ExpectedVersion, NewEvent, RecordedEvent, Replay, RunnerConfig, StreamId};
+use cqrs_core::{
+    AllStreamReader, BoxError, Cursor, EventAppender, ExpectedVersion, NewEvent, RecordedEvent,
+    Replay, RunnerConfig, StreamId,
+};
 use cqrs_sqlite::{SqliteConfig, SqliteDatabase, SqliteProjector};
 use serde_json::json;
 use sqlx::SqliteConnection;

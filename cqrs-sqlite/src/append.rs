@@ -4,8 +4,8 @@
 use async_trait::async_trait;
 use chrono::Utc;
 use cqrs_core::{
-    AppendResult, CommandId, Error, EventAppender, ExpectedVersion, Fingerprint, NewEvent,
-    Result, StreamId,
+    AppendResult, CommandId, Error, EventAppender, ExpectedVersion, Fingerprint, NewEvent, Result,
+    StreamId,
 };
 use sqlx::SqliteConnection;
 use uuid::Uuid;

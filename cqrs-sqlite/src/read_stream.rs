@@ -28,8 +28,9 @@ impl StreamReader for SqliteEventStore {
             })
             .await?;
         let head = match rows.first() {
-            Some(row) => to_u64(sqlx::Row::try_get(row, 0).map_err(cqrs_core::Error::backend)?)
-                .unwrap_or(0),
+            Some(row) => {
+                to_u64(sqlx::Row::try_get(row, 0).map_err(cqrs_core::Error::backend)?).unwrap_or(0)
+            }
             None => 0,
         };
         sink(StreamItem::Version(head))?;

@@ -6,7 +6,10 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cqrs_core::{AllStreamReader, CheckpointStore, CommandError, CommandHandler, Cursor, DeadLetterStore, Error, EventAppender, ExpectedVersion, NewEvent, Runner, RunnerConfig, StreamId, StreamReaderExt};
+use cqrs_core::{
+    AllStreamReader, CheckpointStore, CommandError, CommandHandler, Cursor, DeadLetterStore, Error,
+    EventAppender, ExpectedVersion, NewEvent, Runner, RunnerConfig, StreamId, StreamReaderExt,
+};
 use cqrs_sqlite::SqliteDatabase;
 use serde_json::json;
 use support::balances::{Totals, totals};

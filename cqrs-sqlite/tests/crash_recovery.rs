@@ -10,7 +10,10 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cqrs_core::{AllStreamReader, CheckpointStore, CommandHandler, Cursor, DeadLetterStore, EventStore, Runner, RunnerConfig, StreamId, StreamReaderExt};
+use cqrs_core::{
+    AllStreamReader, CheckpointStore, CommandHandler, Cursor, DeadLetterStore, EventStore, Runner,
+    RunnerConfig, StreamId, StreamReaderExt,
+};
 use cqrs_sqlite::{SqliteConfig, SqliteDatabase};
 use support::Counter;
 use support::balances::{Totals, expected_totals, totals};

@@ -6,7 +6,10 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cqrs_core::{BoxError, EventAppender, ExpectedVersion, Leases, NewEvent, RecordedEvent, Runner, RunnerConfig, StreamId};
+use cqrs_core::{
+    BoxError, EventAppender, ExpectedVersion, Leases, NewEvent, RecordedEvent, Runner,
+    RunnerConfig, StreamId,
+};
 use cqrs_sqlite::{SqliteConfig, SqliteDatabase, SqliteProjector};
 use serde_json::json;
 use sqlx::SqliteConnection;

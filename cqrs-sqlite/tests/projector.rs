@@ -6,7 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use cqrs_core::{AllStreamReader, BoxError, Cursor, EventAppender, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Replay, Runner, RunnerConfig, RunnerHandle, StreamId, StreamReaderExt, Subscriber};
+use cqrs_core::{
+    AllStreamReader, BoxError, Cursor, EventAppender, EventStore, ExpectedVersion, NewEvent,
+    RecordedEvent, Replay, Runner, RunnerConfig, RunnerHandle, StreamId, StreamReaderExt,
+    Subscriber,
+};
 use cqrs_sqlite::{SqliteDatabase, SqliteProjector};
 use serde_json::json;
 use sqlx::SqliteConnection;

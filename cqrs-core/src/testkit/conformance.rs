@@ -185,7 +185,10 @@ async fn read_range(
         .read_stream_into(stream, versions.clone(), &mut |item| {
             match item {
                 StreamItem::Version(v) => {
-                    assert!(events.is_empty(), "{versions:?}: the version comes before the events");
+                    assert!(
+                        events.is_empty(),
+                        "{versions:?}: the version comes before the events"
+                    );
                     told.push(v);
                 }
                 StreamItem::Event(e) => events.push(e),
@@ -213,9 +216,21 @@ pub async fn stream_reads(store: &dyn EventStore) {
     let full = store.read_stream(&stream, 1, 10_000).await.unwrap();
     assert_eq!(full.len(), 1203);
     #[allow(clippy::reversed_empty_ranges)]
-    for versions in [1..=1203, 1..=250, 251..=900, 999..=1100, 1100..=5000, 5..=4, 7..=u64::MAX] {
+    for versions in [
+        1..=1203,
+        1..=250,
+        251..=900,
+        999..=1100,
+        1100..=5000,
+        5..=4,
+        7..=u64::MAX,
+    ] {
         let (head, told, got) = read_range(store, &stream, versions.clone()).await;
-        assert_eq!((head, told), (1203, vec![1203]), "{versions:?}: the stream's version, once");
+        assert_eq!(
+            (head, told),
+            (1203, vec![1203]),
+            "{versions:?}: the stream's version, once"
+        );
         let want: Vec<u64> = (1..=1203).filter(|v| versions.contains(v)).collect();
         assert_eq!(
             got.iter().map(|e| e.stream_version).collect::<Vec<_>>(),
@@ -226,9 +241,14 @@ pub async fn stream_reads(store: &dyn EventStore) {
             let stored = &full[e.stream_version as usize - 1];
             let payload: serde_json::Value =
                 serde_json::from_str(&e.payload).expect("the payload is JSON text");
-            assert_eq!(payload, stored.payload, "{versions:?}: the payload as stored");
             assert_eq!(
-                e.clone().into_recorded(&stream).expect("the event reads whole"),
+                payload, stored.payload,
+                "{versions:?}: the payload as stored"
+            );
+            assert_eq!(
+                e.clone()
+                    .into_recorded(&stream)
+                    .expect("the event reads whole"),
                 *stored,
                 "{versions:?}: the event as read_stream reads it"
             );
@@ -493,7 +513,10 @@ pub async fn all_stream_under_concurrent_writers(store: Arc<dyn EventStore>) {
 pub async fn idempotent_command_ids(store: &dyn EventStore) {
     let stream = fresh_stream("conformance");
     let cid = Uuid::new_v4();
-    assert_eq!(store.command_result(&stream, cid.into()).await.unwrap(), None);
+    assert_eq!(
+        store.command_result(&stream, cid.into()).await.unwrap(),
+        None
+    );
     let first = store
         .append(
             &stream,

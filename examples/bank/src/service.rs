@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use cqrs_core::{
     CommandHandler, CommandOptions, CommandOutcome, Metadata, Runner, RunnerHandle, StreamId,
-    Subscriber,
+    StreamReaderExt, Subscriber,
 };
 use uuid::Uuid;
 
@@ -232,7 +232,12 @@ impl Bank {
             let out = run.await?;
             return Ok(done(out.version, out.position));
         };
-        if let Some(prev) = self.backend.events().command_result(stream, cid).await? {
+        if let Some(prev) = self
+            .backend
+            .events()
+            .command_result(stream, cid.into())
+            .await?
+        {
             self.check_request(stream, prev.version, request).await?;
             return Ok(done(prev.version, prev.position));
         }
