@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::aggregate::Aggregate;
 use crate::error::{Error, Result};
 use crate::event::{DomainEvent, ExpectedVersion, Metadata, NewEvent, StreamId};
-use crate::event_store::{CommandId, EventStore, StreamEvent, StreamItem};
+use crate::event_store::{CommandId, EventStore, Fingerprint, StreamEvent, StreamItem};
 use crate::store::{Snapshot, SnapshotStore};
 
 /// How often a command is re-run after a concurrency conflict, and how long to wait between.
@@ -48,6 +48,12 @@ pub struct CommandOptions {
     /// An id that makes the command idempotent on its stream: a second call with the same id
     /// appends nothing and returns the first result.
     pub command_id: Option<Uuid>,
+    /// The fingerprint of the request the command id stands for, kept by the store beside it:
+    /// the same id with another fingerprint fails with
+    /// [`Error::CommandIdReused`](crate::Error::CommandIdReused) instead of answering with the
+    /// first request's result. `None` takes any repeat of the id as the same request.
+    /// [`CommandHandler::execute_once`] sets it to the command's own fingerprint.
+    pub fingerprint: Option<Fingerprint>,
     /// Metadata stamped on every event the command produces. When `causation_id` is unset it
     /// becomes the command id.
     pub metadata: Metadata,
@@ -60,6 +66,26 @@ impl CommandOptions {
             command_id: Some(command_id),
             ..Default::default()
         }
+    }
+
+    /// Options with a command id for `request`: the store keeps the request's
+    /// [`Fingerprint`] beside the id, so that the id sent again with another request is refused.
+    /// Fingerprint what identifies the request to the caller (a request body, say); when that is
+    /// the command itself, [`CommandHandler::execute_once`] does it.
+    pub fn for_request<R: Serialize + ?Sized>(command_id: Uuid, request: &R) -> Result<Self> {
+        Ok(CommandOptions {
+            command_id: Some(command_id),
+            fingerprint: Some(Fingerprint::of(request)?),
+            ..Default::default()
+        })
+    }
+
+    /// The command id and fingerprint as the store takes them.
+    fn command(&self) -> Option<CommandId> {
+        self.command_id.map(|id| CommandId {
+            id,
+            fingerprint: self.fingerprint,
+        })
     }
 }
 
@@ -405,6 +431,57 @@ impl<A: Aggregate> CommandHandler<A> {
             .await
     }
 
+    /// Handles `command` on aggregate `id` once per `command_id`: a repeat of the same command
+    /// with the same id appends nothing and returns the first result; the same id with another
+    /// command fails with [`Error::CommandIdReused`](crate::Error::CommandIdReused) (as
+    /// [`CommandError::Store`]), with nothing written.
+    ///
+    /// The store keeps the [`Fingerprint`] of the command beside the id. It is the command's
+    /// and not the events', since the events a command yields depend on the state it meets: a
+    /// genuine repeat after the first one succeeded may yield other events, or a refusal.
+    ///
+    /// ```
+    /// # use cqrs_core::{Aggregate, DomainEvent};
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    /// # enum CounterEvent { Added { n: u64 } }
+    /// # impl DomainEvent for CounterEvent {}
+    /// # #[derive(Debug, Clone, Default)]
+    /// # struct Counter { total: u64 }
+    /// # impl Aggregate for Counter {
+    /// #     const TYPE: &'static str = "counter";
+    /// #     type Command = u64; type Event = CounterEvent; type Error = std::convert::Infallible;
+    /// #     fn handle(&self, n: &u64) -> Result<Vec<CounterEvent>, Self::Error> { Ok(vec![CounterEvent::Added { n: *n }]) }
+    /// #     fn apply(&mut self, CounterEvent::Added { n }: &CounterEvent) { self.total += n; }
+    /// # }
+    /// use std::sync::Arc;
+    /// use cqrs_core::{CommandError, CommandHandler, Error, InMemoryEventStore};
+    ///
+    /// # tokio::runtime::Runtime::new()?.block_on(async {
+    /// let counters = CommandHandler::<Counter>::new(Arc::new(InMemoryEventStore::new()));
+    /// let key = uuid::Uuid::new_v4();
+    /// counters.execute_once("c-1", &10, key).await?;
+    /// assert!(counters.execute_once("c-1", &10, key).await?.duplicate);
+    /// let other = counters.execute_once("c-1", &99, key).await.unwrap_err();
+    /// assert!(matches!(other, CommandError::Store(Error::CommandIdReused { .. })));
+    /// assert_eq!(counters.load("c-1").await?.0.total, 10);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn execute_once(
+        &self,
+        id: &str,
+        command: &A::Command,
+        command_id: Uuid,
+    ) -> Result<CommandOutcome, CommandError<A::Error>>
+    where
+        A::Command: Serialize,
+    {
+        let options = CommandOptions::for_request(command_id, command)?;
+        self.execute_with(id, command, options).await
+    }
+
     /// Handles `command` on aggregate `id` with a command id and metadata.
     pub async fn execute_with(
         &self,
@@ -413,8 +490,9 @@ impl<A: Aggregate> CommandHandler<A> {
         options: CommandOptions,
     ) -> Result<CommandOutcome, CommandError<A::Error>> {
         let stream = Self::stream(id);
-        if let Some(cid) = options.command_id
-            && let Some(prev) = self.store.command_result(&stream, cid.into()).await?
+        let command_id = options.command();
+        if let Some(cid) = command_id
+            && let Some(prev) = self.store.command_result(&stream, cid).await?
         {
             return Ok(CommandOutcome {
                 version: prev.version,
@@ -454,7 +532,7 @@ impl<A: Aggregate> CommandHandler<A> {
                     &stream,
                     ExpectedVersion::Exact(version),
                     new_events,
-                    options.command_id.map(CommandId::from),
+                    command_id,
                 )
                 .await
             {

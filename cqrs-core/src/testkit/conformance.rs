@@ -25,7 +25,9 @@ use uuid::Uuid;
 
 use crate::error::Error;
 use crate::event::{Cursor, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StreamId};
-use crate::event_store::{EventStore, StreamEvent, StreamItem, StreamReaderExt};
+use crate::event_store::{
+    CommandId, EventStore, Fingerprint, StreamEvent, StreamItem, StreamReaderExt,
+};
 use crate::store::{
     CheckpointStore, DeadLetter, DeadLetterStatus, DeadLetterStore, Snapshot, SnapshotStore,
 };
@@ -114,6 +116,8 @@ pub async fn event_store(store: Arc<dyn EventStore>) {
     all_stream_order_and_batches(&*store).await;
     all_stream_under_concurrent_writers(store.clone()).await;
     idempotent_command_ids(&*store).await;
+    command_id_fingerprints(&*store).await;
+    racing_repeats_of_a_command_id(store.clone()).await;
     duplicate_event_id_rejected(&*store).await;
     wake_ups_on_append(&*store).await;
 }
@@ -593,6 +597,172 @@ pub async fn idempotent_command_ids(store: &dyn EventStore) {
         .await
         .unwrap();
     assert_eq!(next.version, 3);
+}
+
+/// A command id is kept with the fingerprint of its request: the same id with the same
+/// fingerprint is a repeat, with another one [`Error::CommandIdReused`] and nothing written;
+/// an id without a fingerprint, on either side, accepts any repeat.
+pub async fn command_id_fingerprints(store: &dyn EventStore) {
+    let stream = fresh_stream("conformance");
+    let (a, b) = (
+        Fingerprint::of("request a").unwrap(),
+        Fingerprint::of("request b").unwrap(),
+    );
+    let id = Uuid::new_v4();
+    let first = store
+        .append(
+            &stream,
+            ExpectedVersion::NoStream,
+            vec![sample_event(1)],
+            Some(CommandId::with_fingerprint(id, a)),
+        )
+        .await
+        .unwrap();
+    let again = store
+        .append(
+            &stream,
+            ExpectedVersion::Any,
+            vec![sample_event(2)],
+            Some(CommandId::with_fingerprint(id, a)),
+        )
+        .await
+        .unwrap();
+    assert!(
+        again.duplicate && (again.version, again.position) == (first.version, first.position),
+        "the same id and fingerprint is a repeat: {again:?}"
+    );
+    let reused = |r: crate::Result<_>| matches!(r, Err(Error::CommandIdReused { stream: s, command_id }) if s == stream && command_id == id);
+    let other = store
+        .append(
+            &stream,
+            ExpectedVersion::Any,
+            vec![sample_event(3)],
+            Some(CommandId::with_fingerprint(id, b)),
+        )
+        .await;
+    assert!(
+        reused(other.map(|_| ())),
+        "the same id with another fingerprint is refused"
+    );
+    assert_eq!(
+        store.stream_version(&stream).await.unwrap(),
+        1,
+        "and writes nothing"
+    );
+    assert!(
+        reused(
+            store
+                .command_result(&stream, CommandId::with_fingerprint(id, b))
+                .await
+                .map(|_| ())
+        ),
+        "command_result refuses another fingerprint too"
+    );
+    let found = store
+        .command_result(&stream, CommandId::with_fingerprint(id, a))
+        .await
+        .unwrap()
+        .expect("kept");
+    assert_eq!(
+        (found.version, found.position),
+        (first.version, first.position)
+    );
+    let any = store
+        .command_result(&stream, CommandId::new(id))
+        .await
+        .unwrap();
+    assert!(
+        any.is_some(),
+        "an id without a fingerprint accepts the stored one"
+    );
+    // Recorded without a fingerprint: any request repeats it.
+    let plain = Uuid::new_v4();
+    store
+        .append(
+            &stream,
+            ExpectedVersion::Exact(1),
+            vec![sample_event(4)],
+            Some(CommandId::new(plain)),
+        )
+        .await
+        .unwrap();
+    let repeat = store
+        .append(
+            &stream,
+            ExpectedVersion::Any,
+            vec![sample_event(5)],
+            Some(CommandId::with_fingerprint(plain, b)),
+        )
+        .await
+        .unwrap();
+    assert!(
+        repeat.duplicate,
+        "a stored id without a fingerprint accepts any repeat"
+    );
+    // Per stream: the same id on another stream is another command.
+    let other_stream = fresh_stream("conformance");
+    let res = store
+        .append(
+            &other_stream,
+            ExpectedVersion::Any,
+            vec![sample_event(6)],
+            Some(CommandId::with_fingerprint(id, b)),
+        )
+        .await
+        .unwrap();
+    assert!(!res.duplicate);
+}
+
+/// Writers racing with one command id and two requests: exactly one appends; those with its
+/// fingerprint get its result as a repeat, the others [`Error::CommandIdReused`].
+pub async fn racing_repeats_of_a_command_id(store: Arc<dyn EventStore>) {
+    let stream = fresh_stream("conformance");
+    let id = Uuid::new_v4();
+    let fingerprints = [
+        Fingerprint::of("request a").unwrap(),
+        Fingerprint::of("request b").unwrap(),
+    ];
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let (store, stream) = (store.clone(), stream.clone());
+        let fingerprint = fingerprints[i % 2];
+        tasks.push(tokio::spawn(async move {
+            let res = store
+                .append(
+                    &stream,
+                    ExpectedVersion::Any,
+                    vec![sample_event(i as u64)],
+                    Some(CommandId::with_fingerprint(id, fingerprint)),
+                )
+                .await;
+            (fingerprint, res)
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        outcomes.push(t.await.expect("writer task"));
+    }
+    let winners: Vec<_> = outcomes
+        .iter()
+        .filter_map(|(f, r)| match r {
+            Ok(res) if !res.duplicate => Some((*f, *res)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(winners.len(), 1, "exactly one append: {outcomes:?}");
+    let (winner, first) = winners[0];
+    for (f, r) in &outcomes {
+        match r {
+            Ok(res) if res.duplicate => {
+                assert_eq!(*f, winner, "only the winner's request repeats");
+                assert_eq!((res.version, res.position), (first.version, first.position));
+            }
+            Ok(_) => {}
+            Err(Error::CommandIdReused { .. }) => assert_ne!(*f, winner),
+            Err(e) => panic!("a racing repeat failed otherwise: {e:?}"),
+        }
+    }
+    assert_eq!(store.stream_version(&stream).await.unwrap(), 1);
 }
 
 /// An event id already stored is refused, and the append writes nothing.

@@ -427,6 +427,7 @@ fn options(command_id: Option<Uuid>, request: &str) -> CommandOptions {
     }
     CommandOptions {
         command_id,
+        fingerprint: None,
         metadata,
     }
 }
