@@ -27,13 +27,11 @@ pub(crate) const INSERT_COMMAND: &str = "INSERT INTO commands (category, stream_
 /// The events of versions `?3..=?4` of the stream `(?1, ?2)`, each row with the stream's
 /// version (read in the same statement, so in the same snapshot) in front; one row with NULL
 /// event columns when the range holds no event.
-pub(crate) const READ_STREAM: &str = concat!(
-    "SELECT h.head, e.version, e.event_id, e.event_type, e.schema_version, e.payload, e.metadata, \
+pub(crate) const READ_STREAM: &str = "SELECT h.head, e.version, e.event_id, e.event_type, e.schema_version, e.payload, e.metadata, \
             e.recorded_at, e.position \
      FROM (SELECT COALESCE(MAX(version), 0) AS head FROM events WHERE category = ?1 AND stream_id = ?2) AS h \
      LEFT JOIN events AS e ON e.category = ?1 AND e.stream_id = ?2 AND e.version BETWEEN ?3 AND ?4 \
-     ORDER BY e.version"
-);
+     ORDER BY e.version";
 
 /// The all-stream after a position, in order.
 pub(crate) const READ_ALL: &str = concat!(
