@@ -11,7 +11,7 @@ use sqlx::Row;
 use crate::error::backend;
 use crate::event_store::PgEventStore;
 use crate::rows::{stream_event, to_u64};
-use crate::sql::{READ_STREAM, STREAM_VERSION};
+use crate::sql::{READ_SHORT_RANGE, READ_STREAM, SHORT_RANGE, STREAM_VERSION};
 
 /// A version as a `BIGINT` parameter, capped at the largest one (a range "to the end").
 fn capped(n: u64) -> i64 {
@@ -32,7 +32,12 @@ impl StreamReader for PgEventStore {
         if from <= to {
             // NOTE: each row becomes its event as it arrives and goes to the sink at once (a load
             // decodes it straight from the payload's text), while the server sends the next.
-            let mut rows = sqlx::query(READ_STREAM)
+            let sql = if to - from < SHORT_RANGE {
+                READ_SHORT_RANGE
+            } else {
+                READ_STREAM
+            };
+            let mut rows = sqlx::query(sql)
                 .bind(&stream.category)
                 .bind(&stream.id)
                 .bind(from)
@@ -44,13 +49,15 @@ impl StreamReader for PgEventStore {
                     head = Some(version);
                     sink(StreamItem::Version(version))?;
                 }
-                sink(StreamItem::Event(stream_event(stream, &row)?))?;
+                if let Some(event) = stream_event(stream, &row)? {
+                    sink(StreamItem::Event(event))?;
+                }
             }
         }
         if let Some(head) = head {
             return Ok(head);
         }
-        // An empty range, or none of its events stored: the version alone.
+        // An empty range, or a long one with none of its events stored: the version alone.
         let version: i64 = sqlx::query_scalar(STREAM_VERSION)
             .bind(&stream.category)
             .bind(&stream.id)

@@ -136,11 +136,15 @@ impl EventRow {
     }
 }
 
-/// A row of [`READ_STREAM`](crate::sql::READ_STREAM) of `stream` as a [`StreamEvent`], or
-/// [`Error::Corrupt`] naming it when a column is broken. The payload and the metadata are
-/// handed on as the stored text: a load decodes the payload straight from it.
-pub(crate) fn stream_event(stream: &StreamId, row: &PgRow) -> Result<StreamEvent> {
-    let version: i64 = row.try_get(1).map_err(|e| column(stream, 0, e))?;
+/// A row of [`READ_STREAM`](crate::sql::READ_STREAM) of `stream` as a [`StreamEvent`] (`None`
+/// for the row of an empty range), or [`Error::Corrupt`] naming it when a column is broken. The
+/// payload and the metadata are handed on as the stored text: a load decodes the payload
+/// straight from it.
+pub(crate) fn stream_event(stream: &StreamId, row: &PgRow) -> Result<Option<StreamEvent>> {
+    let version: Option<i64> = row.try_get(1).map_err(|e| column(stream, 0, e))?;
+    let Some(version) = version else {
+        return Ok(None);
+    };
     let at = version.max(0) as u64;
     let broken = |reason: String| Error::Corrupt {
         stream: stream.clone(),
@@ -153,7 +157,7 @@ pub(crate) fn stream_event(stream: &StreamId, row: &PgRow) -> Result<StreamEvent
     let JsonText(metadata) = row.try_get(6).map_err(get)?;
     let position: i64 = row.try_get(8).map_err(get)?;
     let Xid8(tx) = row.try_get(9).map_err(get)?;
-    Ok(StreamEvent {
+    Ok(Some(StreamEvent {
         stream_version: u64::try_from(version)
             .map_err(|_| broken("negative stream version".into()))?,
         event_id: row.try_get(2).map_err(get)?,
@@ -164,7 +168,7 @@ pub(crate) fn stream_event(stream: &StreamId, row: &PgRow) -> Result<StreamEvent
         metadata,
         recorded_at: row.try_get(7).map_err(get)?,
         cursor: Cursor::new(to_u64(tx), to_u64(position)),
-    })
+    }))
 }
 
 fn column(stream: &StreamId, version: u64, e: sqlx::Error) -> Error {

@@ -97,12 +97,12 @@ pub(crate) const COMMAND_RESULT: &str = "SELECT version, position, fingerprint F
 
 /// The events of versions `$3..=$4` of the stream `($1, $2)`, in order, each row with the
 /// stream's version in front (an uncorrelated subquery: computed once, in the statement's
-/// snapshot). Not held back by open transactions: a writer reads its own stream in full.
+/// snapshot), for ranges that hold events for sure (the ranges a load reads below the version it
+/// was told). Not held back by open transactions: a writer reads its own stream in full.
 ///
 /// NOTE: the order is the statement's own `ORDER BY`, which the index gives without a sort. A
-/// `UNION ALL` with a first row for the version would tell it also for an empty range, but the
-/// order of its rows is only kept in practice, and sorting them costs the server a sort of the
-/// whole range; an empty range asks for the version in a second statement instead.
+/// first row for the version joined with `UNION ALL` keeps its place only in practice, and
+/// ordering the union sorts the whole range on the server.
 pub(crate) const READ_STREAM: &str = concat!(
     "SELECT ",
     stream_version_sql!(),
@@ -111,6 +111,25 @@ pub(crate) const READ_STREAM: &str = concat!(
      FROM events WHERE stream_category = $1 AND stream_id = $2 \
      AND stream_version >= $3 AND stream_version <= $4 ORDER BY stream_version"
 );
+
+/// [`READ_STREAM`] for a short range that may hold no event (a load's first read, which also
+/// learns the version there, of a new stream or after an up-to-date snapshot): the version
+/// row is joined with the range's events, so that an empty range is one row of NULL events
+/// rather than a second statement. Ordering the join's rows costs the server a sort, cheap
+/// for a short range.
+pub(crate) const READ_SHORT_RANGE: &str = concat!(
+    "SELECT h.head, e.stream_version, e.event_id, e.event_type, e.schema_version, e.payload, \
+     e.metadata, e.recorded_at, e.position, e.tx_id \
+     FROM (SELECT ",
+    stream_version_sql!(),
+    " AS head) AS h \
+     LEFT JOIN events AS e ON e.stream_category = $1 AND e.stream_id = $2 \
+     AND e.stream_version >= $3 AND e.stream_version <= $4 \
+     ORDER BY e.stream_version"
+);
+
+/// The longest range read with [`READ_SHORT_RANGE`].
+pub(crate) const SHORT_RANGE: i64 = 1_000;
 
 /// The gap-safe all-stream read (guarantee 2). Every transaction below the snapshot's xmin has
 /// ended, so no event can still appear below that watermark; events are read in (transaction
