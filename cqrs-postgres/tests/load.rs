@@ -229,3 +229,27 @@ async fn loads_cancelled_at_any_point_leave_the_store_and_its_pool_working() {
         .unwrap();
     assert_eq!(one, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_migrations_leave_no_packed_blocks_nor_their_triggers() {
+    let db = support::TestDb::new().await;
+    let store = db.store("public").await;
+    let table: Option<String> = sqlx::query_scalar("SELECT to_regclass('event_blocks')::text")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(table, None, "event_blocks is dropped");
+    let triggers: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'events'::regclass AND NOT tgisinternal",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(triggers, 0, "no trigger left on events");
+    let functions: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_proc WHERE proname = 'event_blocks_forget'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(functions, 0, "the trigger function is dropped");
+}
