@@ -59,7 +59,10 @@
 //! - [`SqliteDatabase`] opens a file (created if missing; WAL mode, foreign keys, a busy
 //!   timeout) or `sqlite::memory:`, runs the embedded [`MIGRATOR`], and hands out the stores,
 //!   which are cheap views of it: [`SqliteEventStore`], [`SqliteSnapshotStore`],
-//!   [`SqliteCheckpointStore`], [`SqliteDeadLetterStore`].
+//!   [`SqliteCheckpointStore`], [`SqliteDeadLetterStore`]. The sources are laid out as
+//!   `cqrs-postgres`'s are (its hub is `PgDatabase`): `database.rs`, `event_store.rs`,
+//!   `append.rs`, `read_stream.rs`, `read_all.rs`, `sql.rs` (every statement of the event
+//!   store), `rows.rs`, `error.rs` (every result code).
 //! - Appends run one at a time on the one write connection in `BEGIN IMMEDIATE` transactions:
 //!   writers of the process queue instead of meeting `database is locked`, a lock held by
 //!   another process is waited for and retried, and positions follow commit order, so the
