@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cqrs_core::{
-    BoxError, CheckpointStore, Cursor, EventStore, ExpectedVersion, InMemoryCheckpointStore,
+    BoxError, CheckpointStore, Cursor, EventAppender, ExpectedVersion, InMemoryCheckpointStore,
     InMemoryDeadLetterStore, InMemoryEventStore, NewEvent, Projector, RecordedEvent, Result,
     Runner, RunnerConfig, RunnerHandle, StreamId, Subscriber,
 };

@@ -13,7 +13,10 @@ use uuid::Uuid;
 use crate::aggregate::Aggregate;
 use crate::error::{Error, Result};
 use crate::event::{DomainEvent, ExpectedVersion, Metadata, NewEvent, StreamId};
-use crate::store::{EventStore, LoadedEvent, Snapshot, SnapshotStore};
+use crate::event_store::{
+    CommandId, EventStore, Fingerprint, StreamEvent, StreamItem, StreamReaderExt,
+};
+use crate::store::{Snapshot, SnapshotStore};
 
 /// How often a command is re-run after a concurrency conflict, and how long to wait between.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +50,12 @@ pub struct CommandOptions {
     /// An id that makes the command idempotent on its stream: a second call with the same id
     /// appends nothing and returns the first result.
     pub command_id: Option<Uuid>,
+    /// The fingerprint of the request the command id stands for, kept by the store beside it:
+    /// the same id with another fingerprint fails with
+    /// [`Error::CommandIdReused`](crate::Error::CommandIdReused) instead of answering with the
+    /// first request's result. `None` takes any repeat of the id as the same request.
+    /// [`CommandHandler::execute_once`] sets it to the command's own fingerprint.
+    pub fingerprint: Option<Fingerprint>,
     /// Metadata stamped on every event the command produces. When `causation_id` is unset it
     /// becomes the command id.
     pub metadata: Metadata,
@@ -59,6 +68,26 @@ impl CommandOptions {
             command_id: Some(command_id),
             ..Default::default()
         }
+    }
+
+    /// Options with a command id for `request`: the store keeps the request's
+    /// [`Fingerprint`] beside the id, so that the id sent again with another request is refused.
+    /// Fingerprint what identifies the request to the caller (a request body, say); when that is
+    /// the command itself, [`CommandHandler::execute_once`] does it.
+    pub fn for_request<R: Serialize + ?Sized>(command_id: Uuid, request: &R) -> Result<Self> {
+        Ok(CommandOptions {
+            command_id: Some(command_id),
+            fingerprint: Some(Fingerprint::of(request)?),
+            ..Default::default()
+        })
+    }
+
+    /// The command id and fingerprint as the store takes them.
+    fn command(&self) -> Option<CommandId> {
+        self.command_id.map(|id| CommandId {
+            id,
+            fingerprint: self.fingerprint,
+        })
     }
 }
 
@@ -186,7 +215,7 @@ const MIN_RANGE: u64 = 500;
 const LOAD_PARALLELISM: usize = 2;
 
 /// A read of a range of versions of a stream, running (on another worker) while earlier events are
-/// applied; it decodes each piece as the store hands it over. Dropped (the load failed or was
+/// applied; it decodes each event as the store hands it over. Dropped (the load failed or was
 /// cancelled), it stops the read.
 struct Prefetch<E>(tokio::task::JoinHandle<Result<Vec<(u64, E)>>>);
 
@@ -203,8 +232,8 @@ impl<E: DomainEvent> Prefetch<E> {
             let expected = to_version.saturating_sub(from_version).saturating_add(1);
             let mut decoded = Vec::with_capacity(expected.min(MAX_RANGE) as usize);
             store
-                .read_stream_range_into(&stream, from_version, to_version, &mut |piece| {
-                    for e in piece.events {
+                .read_stream_into(&stream, from_version..=to_version, &mut |item| {
+                    if let StreamItem::Event(e) = item {
                         decoded.push((e.stream_version, decode_loaded(&stream, &e)?));
                     }
                     Ok(())
@@ -369,8 +398,9 @@ impl<A: Aggregate> CommandHandler<A> {
     ///
     /// The first read covers a short stream whole and tells the stream's version; a longer
     /// stream is read up to that version in ranges, [`load_parallelism`] at a time, starting as
-    /// soon as the first read has told the version. Each range is decoded piece by piece as the
-    /// store hands it over, on its own task, and applied in order. Events are immutable once
+    /// soon as the first read has told the version. Each range is decoded event by event as the
+    /// store hands it over, straight from the payload's text, on its own task, and applied in
+    /// order. Events are immutable once
     /// written, so ranges read in separate round trips join up exactly.
     ///
     /// [`load_parallelism`]: Self::with_load_parallelism
@@ -379,14 +409,20 @@ impl<A: Aggregate> CommandHandler<A> {
         let store = &self.store;
         let mut rest = RangeReads::<A::Event>::new(from + FIRST_RANGE, self.load_parallelism);
         let head = store
-            .read_stream_range_into(stream, from, from + FIRST_RANGE - 1, &mut |piece| {
-                rest.begin(store, stream, piece.stream_version);
-                for e in piece.events {
-                    let event = decode_loaded::<A::Event>(stream, &e)?;
-                    apply_next(stream, state, version, e.stream_version, &event)?;
-                }
-                Ok(())
-            })
+            .read_stream_into(
+                stream,
+                from..=from + FIRST_RANGE - 1,
+                &mut |item| match item {
+                    StreamItem::Version(head) => {
+                        rest.begin(store, stream, head);
+                        Ok(())
+                    }
+                    StreamItem::Event(e) => {
+                        let event = decode_loaded::<A::Event>(stream, &e)?;
+                        apply_next(stream, state, version, e.stream_version, &event)
+                    }
+                },
+            )
             .await?;
         rest.begin(store, stream, head);
         while let Some(read) = rest.reads.pop_front() {
@@ -408,6 +444,57 @@ impl<A: Aggregate> CommandHandler<A> {
             .await
     }
 
+    /// Handles `command` on aggregate `id` once per `command_id`: a repeat of the same command
+    /// with the same id appends nothing and returns the first result; the same id with another
+    /// command fails with [`Error::CommandIdReused`](crate::Error::CommandIdReused) (as
+    /// [`CommandError::Store`]), with nothing written.
+    ///
+    /// The store keeps the [`Fingerprint`] of the command beside the id. It is the command's
+    /// and not the events', since the events a command yields depend on the state it meets: a
+    /// genuine repeat after the first one succeeded may yield other events, or a refusal.
+    ///
+    /// ```
+    /// # use cqrs_core::{Aggregate, DomainEvent};
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    /// # enum CounterEvent { Added { n: u64 } }
+    /// # impl DomainEvent for CounterEvent {}
+    /// # #[derive(Debug, Clone, Default)]
+    /// # struct Counter { total: u64 }
+    /// # impl Aggregate for Counter {
+    /// #     const TYPE: &'static str = "counter";
+    /// #     type Command = u64; type Event = CounterEvent; type Error = std::convert::Infallible;
+    /// #     fn handle(&self, n: &u64) -> Result<Vec<CounterEvent>, Self::Error> { Ok(vec![CounterEvent::Added { n: *n }]) }
+    /// #     fn apply(&mut self, CounterEvent::Added { n }: &CounterEvent) { self.total += n; }
+    /// # }
+    /// use std::sync::Arc;
+    /// use cqrs_core::{CommandError, CommandHandler, Error, InMemoryEventStore};
+    ///
+    /// # tokio::runtime::Runtime::new()?.block_on(async {
+    /// let counters = CommandHandler::<Counter>::new(Arc::new(InMemoryEventStore::new()));
+    /// let key = uuid::Uuid::new_v4();
+    /// counters.execute_once("c-1", &10, key).await?;
+    /// assert!(counters.execute_once("c-1", &10, key).await?.duplicate);
+    /// let other = counters.execute_once("c-1", &99, key).await.unwrap_err();
+    /// assert!(matches!(other, CommandError::Store(Error::CommandIdReused { .. })));
+    /// assert_eq!(counters.load("c-1").await?.0.total, 10);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn execute_once(
+        &self,
+        id: &str,
+        command: &A::Command,
+        command_id: Uuid,
+    ) -> Result<CommandOutcome, CommandError<A::Error>>
+    where
+        A::Command: Serialize,
+    {
+        let options = CommandOptions::for_request(command_id, command)?;
+        self.execute_with(id, command, options).await
+    }
+
     /// Handles `command` on aggregate `id` with a command id and metadata.
     ///
     /// With a command id, a repeat of a command already handled on this stream appends nothing
@@ -421,7 +508,8 @@ impl<A: Aggregate> CommandHandler<A> {
         options: CommandOptions,
     ) -> Result<CommandOutcome, CommandError<A::Error>> {
         let stream = Self::stream(id);
-        if let Some(cid) = options.command_id
+        let command_id = options.command();
+        if let Some(cid) = command_id
             && let Some(prev) = self.store.command_result(&stream, cid).await?
         {
             return Ok(repeated(prev.version, prev.position));
@@ -452,7 +540,7 @@ impl<A: Aggregate> CommandHandler<A> {
                 // NOTE: a repeat of this command id that loaded after the first committed
                 // decides on the first one's effect (and is refused, say); the id, checked
                 // again now, tells it is a repeat.
-                if let Some(cid) = options.command_id
+                if let Some(cid) = command_id
                     && let Some(prev) = self.store.command_result(&stream, cid).await?
                 {
                     return Ok(repeated(prev.version, prev.position));
@@ -477,7 +565,7 @@ impl<A: Aggregate> CommandHandler<A> {
                     &stream,
                     ExpectedVersion::Exact(version),
                     new_events,
-                    options.command_id,
+                    command_id,
                 )
                 .await
             {
@@ -587,8 +675,8 @@ impl<A: Aggregate> CommandHandler<A> {
 }
 
 /// Decodes a loaded event of `stream` straight from its JSON text.
-fn decode_loaded<E: DomainEvent>(stream: &StreamId, e: &LoadedEvent) -> Result<E> {
-    E::decode_json(&e.event_type, &e.payload).map_err(|err| e.decode_error(stream, err))
+fn decode_loaded<E: DomainEvent>(stream: &StreamId, e: &StreamEvent) -> Result<E> {
+    e.decode(stream)
 }
 
 /// Applies the event of version `event_version` to `state` at `version`; an event at or below

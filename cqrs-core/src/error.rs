@@ -59,6 +59,15 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A command id already stored on the stream came again with another request (its
+    /// [`Fingerprint`](crate::Fingerprint) differs); nothing was written.
+    #[error("command id {command_id} on {stream} was first used for another request")]
+    CommandIdReused {
+        /// The stream the command was for.
+        stream: StreamId,
+        /// The command id used again.
+        command_id: uuid::Uuid,
+    },
     /// Something asked for (a dead letter, a stream) does not exist.
     #[error("not found: {0}")]
     NotFound(String),

@@ -89,9 +89,11 @@
 //! - [`Aggregate`] and [`DomainEvent`]: the write model. [`CommandHandler`] loads (snapshot plus
 //!   later events), decides, appends with optimistic concurrency, retries conflicts by a
 //!   [`RetryPolicy`], snapshots every N events, and honours command ids (idempotency).
-//! - [`EventStore`], [`SnapshotStore`], [`CheckpointStore`], [`DeadLetterStore`]: the storage
-//!   traits, at the serialized level so that back-ends know no user types. In-memory
-//!   implementations live here; PostgreSQL and SQLite in their own crates.
+//! - [`EventStore`]: the event store, by concern an [`EventAppender`], a [`StreamReader`] and an
+//!   [`AllStreamReader`] (seven methods for a new back-end), with conveniences in
+//!   [`StreamReaderExt`]. [`SnapshotStore`], [`CheckpointStore`], [`DeadLetterStore`]: the other
+//!   storage traits. All work at the serialized level, so back-ends know no user types.
+//!   In-memory implementations live here; PostgreSQL and SQLite in their own crates.
 //! - [`Projector`] and [`Subscriber`]: read models. [`Runner`] catches them up and follows live,
 //!   parks poison events as [`DeadLetter`]s, reports [`SubscriberStatus`] and lets callers
 //!   [`wait_for`](RunnerHandle::wait_for) a position. [`Replay`] rebuilds a read model from zero.
@@ -108,6 +110,7 @@ mod aggregate;
 mod command;
 mod error;
 mod event;
+mod event_store;
 mod inbox;
 mod lease;
 mod memory;
@@ -130,6 +133,10 @@ pub use error::{BoxError, Error, Result, error_chain, is_fenced_out};
 pub use event::{
     Cursor, DomainEvent, Envelope, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StreamId,
 };
+pub use event_store::{
+    AllStreamReader, AppendResult, CommandId, EventAppender, EventStore, Fingerprint, StreamEvent,
+    StreamItem, StreamReader, StreamReaderExt, StreamSink, WakeUps,
+};
 pub use inbox::{InMemoryInbox, InboxSubscriber};
 pub use lease::{Lease, Leases};
 pub use memory::{
@@ -139,8 +146,7 @@ pub use projector::{Checkpointed, Projector, Subscriber};
 pub use replay::{Replay, ReplayProgress, ReplayReport};
 pub use runner::{Runner, RunnerConfig, RunnerHandle, SubscriberStatus};
 pub use store::{
-    AppendResult, CheckpointStore, DeadLetter, DeadLetterStatus, DeadLetterStore, EventStore,
-    LoadSink, LoadedEvent, LoadedRange, LoadedText, Snapshot, SnapshotStore, WakeUps,
+    CheckpointStore, DeadLetter, DeadLetterStatus, DeadLetterStore, Snapshot, SnapshotStore,
 };
 pub use upcast::{Upcasters, UpcastingStore};
 

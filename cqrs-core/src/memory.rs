@@ -11,9 +11,12 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::event::{Cursor, ExpectedVersion, NewEvent, RecordedEvent, StreamId};
+use crate::event_store::{
+    AllStreamReader, AppendResult, CommandId, EventAppender, Fingerprint, StreamEvent, StreamItem,
+    StreamReader, StreamSink, WakeUps,
+};
 use crate::store::{
-    AppendResult, CheckpointStore, DeadLetter, DeadLetterStatus, DeadLetterStore, EventStore,
-    Snapshot, SnapshotStore, WakeUps,
+    CheckpointStore, DeadLetter, DeadLetterStatus, DeadLetterStore, Snapshot, SnapshotStore,
 };
 
 #[derive(Default)]
@@ -22,7 +25,7 @@ struct Log {
     events: Vec<RecordedEvent>,
     /// Per stream, the all-stream indexes of its events, in version order.
     streams: HashMap<StreamId, Vec<usize>>,
-    commands: HashMap<(StreamId, Uuid), AppendResult>,
+    commands: HashMap<(StreamId, Uuid), (AppendResult, Option<Fingerprint>)>,
     ids: HashSet<Uuid>,
 }
 
@@ -60,24 +63,38 @@ impl InMemoryEventStore {
     }
 }
 
+impl Log {
+    /// The first result of `command` on `stream`, if any; an error if it was for another
+    /// request.
+    fn repeat(&self, stream: &StreamId, command: CommandId) -> Result<Option<AppendResult>> {
+        let Some((prev, fingerprint)) = self.commands.get(&(stream.clone(), command.id)) else {
+            return Ok(None);
+        };
+        if !command.matches(*fingerprint) {
+            return Err(command.reused(stream));
+        }
+        Ok(Some(AppendResult {
+            duplicate: true,
+            ..*prev
+        }))
+    }
+}
+
 #[async_trait]
-impl EventStore for InMemoryEventStore {
+impl EventAppender for InMemoryEventStore {
     async fn append(
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        command_id: Option<Uuid>,
+        command: Option<CommandId>,
     ) -> Result<AppendResult> {
         let result = {
             let mut log = self.log.write().expect("log lock");
-            if let Some(cid) = command_id
-                && let Some(prev) = log.commands.get(&(stream.clone(), cid))
+            if let Some(command) = command
+                && let Some(prev) = log.repeat(stream, command)?
             {
-                return Ok(AppendResult {
-                    duplicate: true,
-                    ..*prev
-                });
+                return Ok(prev);
             }
             let actual = log.streams.get(stream).map_or(0, |v| v.len() as u64);
             if !expected.matches(actual) {
@@ -127,8 +144,9 @@ impl EventStore for InMemoryEventStore {
                 position,
                 duplicate: false,
             };
-            if let Some(cid) = command_id {
-                log.commands.insert((stream.clone(), cid), result);
+            if let Some(command) = command {
+                log.commands
+                    .insert((stream.clone(), command.id), (result, command.fingerprint));
             }
             result
         };
@@ -141,42 +159,50 @@ impl EventStore for InMemoryEventStore {
     async fn command_result(
         &self,
         stream: &StreamId,
-        command_id: Uuid,
+        command: CommandId,
     ) -> Result<Option<AppendResult>> {
-        let log = self.log.read().expect("log lock");
-        Ok(log
-            .commands
-            .get(&(stream.clone(), command_id))
-            .map(|r| AppendResult {
-                duplicate: true,
-                ..*r
-            }))
+        self.log.read().expect("log lock").repeat(stream, command)
     }
+}
 
-    async fn read_stream(
+#[async_trait]
+impl StreamReader for InMemoryEventStore {
+    async fn read_stream_into(
         &self,
         stream: &StreamId,
-        from_version: u64,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>> {
-        let log = self.log.read().expect("log lock");
-        let Some(indexes) = log.streams.get(stream) else {
-            return Ok(Vec::new());
+        versions: std::ops::RangeInclusive<u64>,
+        sink: &mut StreamSink<'_>,
+    ) -> Result<u64> {
+        // NOTE: copied out under the lock, handed over after it: a sink may take its time.
+        let (head, events) = {
+            let log = self.log.read().expect("log lock");
+            let indexes = log
+                .streams
+                .get(stream)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let head = indexes.len() as u64;
+            let (from, to) = (*versions.start(), (*versions.end()).min(head));
+            let events: Vec<StreamEvent> = if from > to {
+                Vec::new()
+            } else {
+                indexes[from.max(1) as usize - 1..to as usize]
+                    .iter()
+                    .map(|&i| StreamEvent::from_recorded(&log.events[i]))
+                    .collect()
+            };
+            (head, events)
         };
-        let skip = from_version.saturating_sub(1) as usize;
-        Ok(indexes
-            .iter()
-            .skip(skip)
-            .take(limit)
-            .map(|&i| log.events[i].clone())
-            .collect())
+        sink(StreamItem::Version(head))?;
+        for e in events {
+            sink(StreamItem::Event(e))?;
+        }
+        Ok(head)
     }
+}
 
-    async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
-        let log = self.log.read().expect("log lock");
-        Ok(log.streams.get(stream).map_or(0, |v| v.len() as u64))
-    }
-
+#[async_trait]
+impl AllStreamReader for InMemoryEventStore {
     async fn read_all(&self, after: Cursor, limit: usize) -> Result<Vec<RecordedEvent>> {
         let log = self.log.read().expect("log lock");
         let start = (after.position as usize).min(log.events.len());

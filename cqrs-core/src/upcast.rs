@@ -1,15 +1,18 @@
 //! Upcasting: old stored event shapes turned into the current one on read.
 
 use std::collections::HashMap;
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::Value;
-use uuid::Uuid;
 
 use crate::error::{BoxError, Result};
 use crate::event::{Cursor, ExpectedVersion, NewEvent, RecordedEvent, StreamId};
-use crate::store::{AppendResult, EventStore, LoadSink, LoadedEvent, LoadedRange, WakeUps};
+use crate::event_store::{
+    AllStreamReader, AppendResult, CommandId, EventAppender, EventStore, StreamEvent, StreamItem,
+    StreamReader, StreamSink, WakeUps,
+};
 
 type UpcastFn = dyn Fn(Value) -> Result<Value, BoxError> + Send + Sync;
 
@@ -110,109 +113,67 @@ impl<S: EventStore> UpcastingStore<S> {
         UpcastingStore { inner, upcasters }
     }
 
-    fn up_loaded(
-        &self,
-        stream: &StreamId,
-        mut events: Vec<LoadedEvent>,
-    ) -> Result<Vec<LoadedEvent>> {
-        for e in &mut events {
-            // NOTE: only an event with a step is parsed; the rest keep their text.
-            if !self.upcasters.applies(&e.event_type, e.schema_version) {
-                continue;
-            }
-            let upcast = serde_json::from_str(&e.payload)
-                .map_err(BoxError::from)
-                .and_then(|payload| {
-                    self.upcasters
-                        .upcast(&e.event_type, e.schema_version, payload)
-                })
-                .map_err(|err| e.decode_error(stream, err))?;
-            e.schema_version = upcast.0;
-            e.payload = upcast.1.to_string().into();
+    /// Upcasts an event of `stream` read as text; only an event with a step is parsed, the
+    /// rest keep their text.
+    fn up_text(&self, stream: &StreamId, e: &mut StreamEvent) -> Result<()> {
+        if !self.upcasters.applies(&e.event_type, e.schema_version) {
+            return Ok(());
         }
-        Ok(events)
-    }
-
-    fn up(&self, mut events: Vec<RecordedEvent>) -> Result<Vec<RecordedEvent>> {
-        for e in &mut events {
-            self.upcasters.apply(e)?;
-        }
-        Ok(events)
+        let (version, payload) = serde_json::from_str(&e.payload)
+            .map_err(BoxError::from)
+            .and_then(|payload| {
+                self.upcasters
+                    .upcast(&e.event_type, e.schema_version, payload)
+            })
+            .map_err(|err| e.decode_error(stream, err))?;
+        e.schema_version = version;
+        e.payload = payload.to_string();
+        Ok(())
     }
 }
 
 #[async_trait]
-impl<S: EventStore> EventStore for UpcastingStore<S> {
+impl<S: EventStore> EventAppender for UpcastingStore<S> {
     async fn append(
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        command_id: Option<Uuid>,
+        command: Option<CommandId>,
     ) -> Result<AppendResult> {
-        self.inner
-            .append(stream, expected, events, command_id)
-            .await
+        self.inner.append(stream, expected, events, command).await
     }
     async fn command_result(
         &self,
         stream: &StreamId,
-        command_id: Uuid,
+        command: CommandId,
     ) -> Result<Option<AppendResult>> {
-        self.inner.command_result(stream, command_id).await
+        self.inner.command_result(stream, command).await
     }
-    async fn read_stream(
+}
+
+#[async_trait]
+impl<S: EventStore> StreamReader for UpcastingStore<S> {
+    async fn read_stream_into(
         &self,
         stream: &StreamId,
-        from_version: u64,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>> {
-        self.up(self.inner.read_stream(stream, from_version, limit).await?)
-    }
-    async fn read_stream_for_load(
-        &self,
-        stream: &StreamId,
-        from_version: u64,
-        limit: usize,
-    ) -> Result<Vec<LoadedEvent>> {
-        let events = self
-            .inner
-            .read_stream_for_load(stream, from_version, limit)
-            .await?;
-        self.up_loaded(stream, events)
-    }
-    async fn read_stream_range_for_load(
-        &self,
-        stream: &StreamId,
-        from_version: u64,
-        to_version: u64,
-    ) -> Result<LoadedRange> {
-        let range = self
-            .inner
-            .read_stream_range_for_load(stream, from_version, to_version)
-            .await?;
-        Ok(LoadedRange::new(
-            self.up_loaded(stream, range.events)?,
-            range.stream_version,
-        ))
-    }
-    async fn read_stream_range_into(
-        &self,
-        stream: &StreamId,
-        from_version: u64,
-        to_version: u64,
-        sink: &mut LoadSink<'_>,
+        versions: RangeInclusive<u64>,
+        sink: &mut StreamSink<'_>,
     ) -> Result<u64> {
         self.inner
-            .read_stream_range_into(stream, from_version, to_version, &mut |piece| {
-                let events = self.up_loaded(stream, piece.events)?;
-                sink(LoadedRange::new(events, piece.stream_version))
+            .read_stream_into(stream, versions, &mut |item| match item {
+                StreamItem::Event(mut e) => {
+                    self.up_text(stream, &mut e)?;
+                    sink(StreamItem::Event(e))
+                }
+                version => sink(version),
             })
             .await
     }
-    async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
-        self.inner.stream_version(stream).await
-    }
+}
+
+#[async_trait]
+impl<S: EventStore> AllStreamReader for UpcastingStore<S> {
     async fn read_all(&self, after: Cursor, limit: usize) -> Result<Vec<RecordedEvent>> {
         let mut events = self.inner.read_all(after, limit).await?;
         for e in &mut events {

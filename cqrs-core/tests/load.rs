@@ -103,78 +103,68 @@ impl Observed {
 }
 
 #[async_trait::async_trait]
-impl EventStore for Observed {
+impl EventAppender for Observed {
     async fn append(
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        command_id: Option<uuid::Uuid>,
+        command: Option<CommandId>,
     ) -> Result<AppendResult> {
-        self.inner
-            .append(stream, expected, events, command_id)
-            .await
+        self.inner.append(stream, expected, events, command).await
     }
     async fn command_result(
         &self,
         stream: &StreamId,
-        command_id: uuid::Uuid,
+        command: CommandId,
     ) -> Result<Option<AppendResult>> {
-        self.inner.command_result(stream, command_id).await
+        self.inner.command_result(stream, command).await
     }
-    async fn read_stream(
+}
+
+#[async_trait::async_trait]
+impl StreamReader for Observed {
+    async fn read_stream_into(
         &self,
         stream: &StreamId,
-        from_version: u64,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>> {
-        self.inner.read_stream(stream, from_version, limit).await
-    }
-    async fn read_stream_for_load(
-        &self,
-        stream: &StreamId,
-        from_version: u64,
-        limit: usize,
-    ) -> Result<Vec<LoadedEvent>> {
+        versions: std::ops::RangeInclusive<u64>,
+        sink: &mut StreamSink<'_>,
+    ) -> Result<u64> {
         use std::sync::atomic::Ordering::SeqCst;
+        if self.version_first {
+            sink(StreamItem::Version(
+                self.inner.stream_version(stream).await?,
+            ))?;
+        }
         let now = self.running.fetch_add(1, SeqCst) + 1;
         self.most.fetch_max(now, SeqCst);
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        let mut events = self
+        let mut events = Vec::new();
+        let head = self
             .inner
-            .read_stream_for_load(stream, from_version, limit)
+            .read_stream_into(stream, versions, &mut |item| {
+                if let StreamItem::Event(e) = item {
+                    events.push(e);
+                }
+                Ok(())
+            })
             .await;
         self.running.fetch_sub(1, SeqCst);
-        if let (Ok(events), hide) = (&mut events, self.hide_every)
-            && hide > 0
-        {
-            events.retain(|e| e.stream_version % hide != 0);
+        let head = head?;
+        if !self.version_first {
+            sink(StreamItem::Version(head))?;
         }
-        events
-    }
-    async fn read_stream_range_into(
-        &self,
-        stream: &StreamId,
-        from_version: u64,
-        to_version: u64,
-        sink: &mut LoadSink<'_>,
-    ) -> Result<u64> {
-        if self.version_first {
-            sink(LoadedRange::new(
-                Vec::new(),
-                self.stream_version(stream).await?,
-            ))?;
+        for e in events {
+            if self.hide_every == 0 || e.stream_version % self.hide_every != 0 {
+                sink(StreamItem::Event(e))?;
+            }
         }
-        let range = self
-            .read_stream_range_for_load(stream, from_version, to_version)
-            .await?;
-        let head = range.stream_version;
-        sink(range)?;
         Ok(head)
     }
-    async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
-        self.inner.stream_version(stream).await
-    }
+}
+
+#[async_trait::async_trait]
+impl AllStreamReader for Observed {
     async fn read_all(&self, after: Cursor, limit: usize) -> Result<Vec<RecordedEvent>> {
         self.inner.read_all(after, limit).await
     }

@@ -430,6 +430,7 @@ impl Projector for Mirror {
         };
         let opts = CommandOptions {
             command_id: Some(command_id_for(event.event_id, "mirror")),
+            fingerprint: None,
             metadata: Metadata {
                 correlation_id: event.metadata.correlation_id,
                 causation_id: Some(event.event_id),

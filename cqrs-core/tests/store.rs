@@ -256,17 +256,26 @@ async fn an_upcaster_turns_a_v1_payload_into_v2_on_read() {
             }
         );
     }
-    // Loads read the cut-down events, upcast the same way.
-    let loaded = &store.read_stream_for_load(&stream, 1, 10).await.unwrap()[0];
-    assert_eq!(loaded.schema_version, 2);
-    let payload: serde_json::Value = serde_json::from_str(&loaded.payload).unwrap();
+    // Loads read the payload's text, upcast the same way.
+    let mut loaded = Vec::new();
+    store
+        .read_stream_into(&stream, 1..=10, &mut |item| {
+            if let StreamItem::Event(e) = item {
+                loaded.push(e);
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(loaded[0].schema_version, 2);
+    let payload: serde_json::Value = serde_json::from_str(&loaded[0].payload).unwrap();
     assert_eq!(payload, json!({ "amount": 250, "currency": "EUR" }));
     let failing = UpcastingStore::new(
         raw.clone(),
         Upcasters::new().register("Deposited", 1, |_| Err("no cents".into())),
     );
     let msg = failing
-        .read_stream_for_load(&stream, 1, 10)
+        .read_stream_into(&stream, 1..=10, &mut |_| Ok(()))
         .await
         .unwrap_err()
         .to_string();

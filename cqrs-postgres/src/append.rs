@@ -1,77 +1,21 @@
-//! The append path: one statement per append, its parameters and its outcomes.
+//! Appending: one statement per append (see `sql.rs`), its parameters, its outcomes and the
+//! retries of an append that lost a race.
 
-use cqrs_core::{AppendResult, Error, ExpectedVersion, NewEvent, Result, StreamId};
-use sqlx::PgExecutor;
+use async_trait::async_trait;
+use cqrs_core::{
+    AppendResult, CommandId, Error, EventAppender, ExpectedVersion, Fingerprint, NewEvent, Result,
+    StreamId, StreamReaderExt,
+};
+use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
+use crate::error::{Duplicate, backend, duplicate};
+use crate::event_store::PgEventStore;
 use crate::rows::{to_i64, to_u64};
+use crate::sql::{APPEND, APPEND_FAST, APPEND_ONE, COMMAND_RESULT};
 
-/// Appends a whole batch in one statement, hence in one implicit transaction and one round trip:
-/// a repeated command id returns the recorded result, a stale expected version inserts nothing,
-/// otherwise the events and the command id are inserted together. A writer that races past the
-/// version check runs into the unique key on `(stream, version)` instead.
-const APPEND: &str = concat!(
-    r#"
-WITH prev AS (
-    SELECT version, position FROM commands
-    WHERE $4::uuid IS NOT NULL AND stream_category = $1 AND stream_id = $2 AND command_id = $4
-), cur AS (
-    SELECT "#,
-    stream_version_sql!(),
-    r#" AS v
-), ok AS (
-    SELECT v FROM cur WHERE NOT EXISTS (SELECT 1 FROM prev) AND ($3::int8 IS NULL OR v = $3)
-), ins AS (
-    INSERT INTO events (stream_category, stream_id, stream_version, event_id, event_type, schema_version, payload, metadata)
-    SELECT $1, $2, ok.v + e.ord, e.event_id, e.event_type, e.schema_version, e.payload, e.metadata
-    FROM ok CROSS JOIN UNNEST($5::uuid[], $6::text[], $7::int4[], $8::text[]::json[], $9::text[]::json[])
-        WITH ORDINALITY AS e(event_id, event_type, schema_version, payload, metadata, ord)
-    ORDER BY e.ord
-    RETURNING stream_version, position
-), last AS (
-    SELECT MAX(stream_version) AS version, MAX(position) AS position FROM ins
-), cmd AS (
-    INSERT INTO commands (stream_category, stream_id, command_id, version, position)
-    SELECT $1, $2, $4, version, position FROM last WHERE $4::uuid IS NOT NULL AND version IS NOT NULL
-)
-SELECT (SELECT v FROM cur), (SELECT version FROM last), (SELECT position FROM last),
-       (SELECT version FROM prev), (SELECT position FROM prev)
-"#
-);
-
-/// [`APPEND`] for an append without a command id: the version check and the insert only, the
-/// cheapest statement that keeps the promises. No row back means the expected version did not
-/// hold.
-const APPEND_FAST: &str = concat!(
-    r#"
-WITH cur AS (
-    SELECT "#,
-    stream_version_sql!(),
-    r#" AS v
-)
-INSERT INTO events (stream_category, stream_id, stream_version, event_id, event_type, schema_version, payload, metadata)
-SELECT $1, $2, cur.v + e.ord, e.event_id, e.event_type, e.schema_version, e.payload, e.metadata
-FROM cur CROSS JOIN UNNEST($4::uuid[], $5::text[], $6::int4[], $7::text[]::json[], $8::text[]::json[])
-    WITH ORDINALITY AS e(event_id, event_type, schema_version, payload, metadata, ord)
-WHERE $3::int8 IS NULL OR cur.v = $3
-ORDER BY e.ord
-RETURNING stream_version, position
-"#
-);
-
-/// [`APPEND_FAST`] for the commonest append, one event: the same check and insert with plain
-/// parameters, sparing both ends the arrays and the `UNNEST`.
-const APPEND_ONE: &str = concat!(
-    r#"
-INSERT INTO events (stream_category, stream_id, stream_version, event_id, event_type, schema_version, payload, metadata)
-SELECT $1, $2, cur.v + 1, $4, $5, $6, $7::text::json, $8::text::json
-FROM (SELECT "#,
-    stream_version_sql!(),
-    r#" AS v) AS cur
-WHERE $3::int8 IS NULL OR cur.v = $3
-RETURNING stream_version, position
-"#
-);
+/// How often an `ExpectedVersion::Any` append is retried after losing a race on the version.
+const ANY_RETRIES: u32 = 20;
 
 /// The columns of a batch, one array each, for `UNNEST`.
 pub(crate) struct Columns {
@@ -117,6 +61,8 @@ impl Columns {
 pub(crate) enum Appended {
     /// Written (or, with `duplicate`, written before under the same command id).
     Done(AppendResult),
+    /// The command id was recorded before with another fingerprint; nothing was written.
+    Reused,
     /// The expected version did not hold; the actual one when the statement knows it.
     Stale(Option<u64>),
 }
@@ -136,9 +82,9 @@ pub(crate) async fn run_append<'e>(
     stream: &StreamId,
     expected: Option<i64>,
     cols: &Columns,
-    command_id: Option<Uuid>,
+    command: Option<CommandId>,
 ) -> std::result::Result<Appended, sqlx::Error> {
-    let Some(cid) = command_id else {
+    let Some(command) = command else {
         let one = (
             &cols.ids[..],
             &cols.types[..],
@@ -180,26 +126,39 @@ pub(crate) async fn run_append<'e>(
             None => Appended::Stale(None),
         });
     };
-    let row =
-        sqlx::query_as::<_, (i64, Option<i64>, Option<i64>, Option<i64>, Option<i64>)>(APPEND)
-            .bind(&stream.category)
-            .bind(&stream.id)
-            .bind(expected)
-            .bind(cid)
-            .bind(&cols.ids)
-            .bind(&cols.types)
-            .bind(&cols.schema_versions)
-            .bind(&cols.payloads)
-            .bind(&cols.metadata)
-            .fetch_one(exec)
-            .await?;
+    type Row = (
+        i64,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<Uuid>,
+    );
+    let row = sqlx::query_as::<_, Row>(APPEND)
+        .bind(&stream.category)
+        .bind(&stream.id)
+        .bind(expected)
+        .bind(command.id)
+        .bind(&cols.ids)
+        .bind(&cols.types)
+        .bind(&cols.schema_versions)
+        .bind(&cols.payloads)
+        .bind(&cols.metadata)
+        .bind(command.fingerprint.map(|f| f.as_uuid()))
+        .fetch_one(exec)
+        .await?;
     Ok(match row {
-        (_, _, _, Some(version), Some(position)) => Appended::Done(AppendResult {
+        (_, _, _, Some(_), Some(_), fingerprint)
+            if !command.matches(fingerprint.map(Fingerprint::from_uuid)) =>
+        {
+            Appended::Reused
+        }
+        (_, _, _, Some(version), Some(position), _) => Appended::Done(AppendResult {
             version: to_u64(version),
             position: to_u64(position),
             duplicate: true,
         }),
-        (_, Some(version), Some(position), _, _) => Appended::Done(AppendResult {
+        (_, Some(version), Some(position), _, _, _) => Appended::Done(AppendResult {
             version: to_u64(version),
             position: to_u64(position),
             duplicate: false,
@@ -212,4 +171,198 @@ pub(crate) fn event_id_taken(stream: &StreamId) -> Error {
     Error::Invalid(format!(
         "an event id of this append to {stream} is already stored"
     ))
+}
+
+/// The error of an append whose command id came with another fingerprint.
+fn reused(stream: &StreamId, command: Option<CommandId>) -> Error {
+    // NOTE: only an append with a command id can find one reused.
+    command.map_or_else(
+        || Error::Invalid("a command id reused without one".into()),
+        |c| c.reused(stream),
+    )
+}
+
+/// The first result of `command` on `stream`, if any; [`Error::CommandIdReused`] if it was
+/// recorded with another fingerprint.
+async fn command_row<'e>(
+    exec: impl PgExecutor<'e>,
+    stream: &StreamId,
+    command: CommandId,
+) -> Result<Option<AppendResult>> {
+    let row: Option<(i64, i64, Option<Uuid>)> = sqlx::query_as(COMMAND_RESULT)
+        .bind(&stream.category)
+        .bind(&stream.id)
+        .bind(command.id)
+        .fetch_optional(exec)
+        .await
+        .map_err(backend)?;
+    let Some((version, position, fingerprint)) = row else {
+        return Ok(None);
+    };
+    if !command.matches(fingerprint.map(Fingerprint::from_uuid)) {
+        return Err(command.reused(stream));
+    }
+    Ok(Some(AppendResult {
+        version: to_u64(version),
+        position: to_u64(position),
+        duplicate: true,
+    }))
+}
+
+impl PgEventStore {
+    /// Appends inside the caller's open transaction (or on any connection), with the same
+    /// statement as [`append`](EventAppender::append): the events commit or roll back with the
+    /// caller's other writes, and subscribers see them once that transaction commits.
+    ///
+    /// A lost race on the version aborts the caller's transaction: it fails with
+    /// [`Error::Conflict`] and the caller rolls back. Call [`wake`](crate::PgDatabase::wake)
+    /// after the commit to wake subscribers at once.
+    pub async fn append_in(
+        &self,
+        conn: &mut PgConnection,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        command: Option<CommandId>,
+    ) -> Result<AppendResult> {
+        if events.is_empty() {
+            return Err(Error::Invalid("append_in needs at least one event".into()));
+        }
+        let cols = Columns::new(events)?;
+        match run_append(conn, stream, expected_param(expected)?, &cols, command).await {
+            Ok(Appended::Done(res)) => Ok(res),
+            Ok(Appended::Reused) => Err(reused(stream, command)),
+            Ok(Appended::Stale(Some(actual))) => Err(Error::Conflict {
+                stream: stream.clone(),
+                expected,
+                actual,
+            }),
+            Ok(Appended::Stale(None)) => Err(self.conflict(stream, expected).await?),
+            Err(err) => Err(self.refused(stream, expected, err).await?),
+        }
+    }
+
+    /// The core error of an append the database refused inside a caller's transaction.
+    async fn refused(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        err: sqlx::Error,
+    ) -> Result<Error> {
+        Ok(match duplicate(&err) {
+            Some(Duplicate::StreamVersion) => self.conflict(stream, expected).await?,
+            Some(Duplicate::EventId) => event_id_taken(stream),
+            _ => backend(err),
+        })
+    }
+
+    async fn conflict(&self, stream: &StreamId, expected: ExpectedVersion) -> Result<Error> {
+        let actual = self.stream_version(stream).await?;
+        Ok(Error::Conflict {
+            stream: stream.clone(),
+            expected,
+            actual,
+        })
+    }
+
+    /// An append of no events: checks the command id and the expected version, writes nothing.
+    async fn append_nothing(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        command: Option<CommandId>,
+    ) -> Result<AppendResult> {
+        if let Some(command) = command
+            && let Some(prev) = self.command_result(stream, command).await?
+        {
+            return Ok(prev);
+        }
+        let actual = self.stream_version(stream).await?;
+        if !expected.matches(actual) {
+            return Err(Error::Conflict {
+                stream: stream.clone(),
+                expected,
+                actual,
+            });
+        }
+        Ok(AppendResult {
+            version: actual,
+            position: 0,
+            duplicate: false,
+        })
+    }
+}
+
+#[async_trait]
+impl EventAppender for PgEventStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        command: Option<CommandId>,
+    ) -> Result<AppendResult> {
+        if events.is_empty() {
+            return self.append_nothing(stream, expected, command).await;
+        }
+        let expected_version = expected_param(expected)?;
+        let cols = Columns::new(events)?;
+        let inner = &self.db.inner;
+        let mut retries = 0;
+        loop {
+            let mut conn = inner.appends.take(&inner.pool).await.map_err(backend)?;
+            let ran = run_append(conn.conn(), stream, expected_version, &cols, command).await;
+            if ran.is_ok() {
+                conn.done();
+            }
+            let err = match ran {
+                Ok(Appended::Done(res)) => {
+                    if !res.duplicate {
+                        inner.notifier.appended();
+                    }
+                    return Ok(res);
+                }
+                Ok(Appended::Reused) => return Err(reused(stream, command)),
+                Ok(Appended::Stale(Some(actual))) => {
+                    return Err(Error::Conflict {
+                        stream: stream.clone(),
+                        expected,
+                        actual,
+                    });
+                }
+                Ok(Appended::Stale(None)) => return Err(self.conflict(stream, expected).await?),
+                Err(e) => e,
+            };
+            let Some(dup) = duplicate(&err) else {
+                return Err(backend(err));
+            };
+            // NOTE: a concurrent append of the same command may have won the race on the
+            // version key or on the command key; its result is the answer either way.
+            if let Some(command) = command
+                && let Some(prev) = self.command_result(stream, command).await?
+            {
+                return Ok(prev);
+            }
+            match dup {
+                Duplicate::EventId => return Err(event_id_taken(stream)),
+                Duplicate::StreamVersion if expected != ExpectedVersion::Any => {
+                    return Err(self.conflict(stream, expected).await?);
+                }
+                // NOTE: an `Any` append lost a race on the version, or the command key was taken
+                // by an append that then rolled back: both are cured by going again.
+                Duplicate::StreamVersion | Duplicate::Command => retries += 1,
+            }
+            if retries > ANY_RETRIES {
+                return Err(backend(err));
+            }
+        }
+    }
+
+    async fn command_result(
+        &self,
+        stream: &StreamId,
+        command: CommandId,
+    ) -> Result<Option<AppendResult>> {
+        command_row(&self.db.inner.pool, stream, command).await
+    }
 }

@@ -6,8 +6,8 @@ use cqrs_core::{Error, Result};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
-/// The migrations of the event store, packed-block, checkpoint, snapshot, dead-letter, lease
-/// and inbox tables.
+/// The migrations of the event store, checkpoint, snapshot, dead-letter, lease and inbox
+/// tables.
 ///
 /// Every name in them is unqualified, so they create the tables in the schema the
 /// connection's `search_path` selects; [`migrate`] runs them in a chosen schema.
@@ -25,17 +25,9 @@ pub struct PgConfig {
     /// again (at most 8) out of the pool, so that an append is one round trip: the server may
     /// see up to twice this number, plus the wake-up listener.
     pub max_connections: u32,
-    /// Whether [`PgEventStore::connect`](crate::PgEventStore::connect) creates the schema and
+    /// Whether [`PgDatabase::connect`](crate::PgDatabase::connect) creates the schema and
     /// runs [`MIGRATOR`] (true by default).
     pub migrate: bool,
-    /// Whether loads keep the complete blocks of 500 events of a long stream they read also
-    /// packed, one row per block in `event_blocks`, so that later loads read a block as one row
-    /// (true by default; see [`PgEventStore::read_stream_range_into`]). Off, nothing is packed
-    /// (blocks already packed are still read); the price of on is a second copy of a long
-    /// stream's types and payloads.
-    ///
-    /// [`PgEventStore::read_stream_range_into`]: crate::PgEventStore#method.read_stream_range_into
-    pub pack_blocks: bool,
 }
 
 impl Default for PgConfig {
@@ -44,7 +36,6 @@ impl Default for PgConfig {
             schema: "public".into(),
             max_connections: 10,
             migrate: true,
-            pack_blocks: true,
         }
     }
 }
@@ -67,13 +58,6 @@ impl PgConfig {
     /// Sets whether connecting migrates the schema.
     pub fn migrate(mut self, migrate: bool) -> Self {
         self.migrate = migrate;
-        self
-    }
-
-    /// Sets whether loads pack the complete blocks of long streams they read (see
-    /// [`pack_blocks`](Self::pack_blocks)).
-    pub fn pack_blocks(mut self, pack: bool) -> Self {
-        self.pack_blocks = pack;
         self
     }
 }

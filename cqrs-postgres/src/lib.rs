@@ -4,8 +4,8 @@
 //! ```no_run
 //! use std::sync::Arc;
 //! use std::time::Duration;
-//! use cqrs_core::{BoxError, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Runner, StreamId};
-//! use cqrs_postgres::{PgConfig, PgEventStore, PgProjector};
+//! use cqrs_core::{BoxError, EventAppender, ExpectedVersion, NewEvent, RecordedEvent, Runner, StreamId};
+//! use cqrs_postgres::{PgConfig, PgDatabase, PgProjector};
 //! use sqlx::PgConnection;
 //!
 //! // A read model kept in the same database, updated in the checkpoint's transaction.
@@ -28,15 +28,15 @@
 //! # tokio::runtime::Runtime::new()?.block_on(async {
 //! let url = std::env::var("DATABASE_URL")?;
 //! // Creates the schema `bank`, runs the migrations, starts the wake-up listener.
-//! let store = PgEventStore::connect(&url, PgConfig::with_schema("bank")).await?;
+//! let db = PgDatabase::connect(&url, PgConfig::with_schema("bank")).await?;
 //! sqlx::query("CREATE TABLE IF NOT EXISTS deposits (account TEXT PRIMARY KEY, n BIGINT NOT NULL)")
-//!     .execute(store.pool())
+//!     .execute(db.pool())
 //!     .await?;
 //!
-//! let leases = store.leases();
-//! let runner = Runner::new(Arc::new(store.clone()), Arc::new(store.dead_letters()))
+//! let (store, leases) = (db.events(), db.leases());
+//! let runner = Runner::new(Arc::new(store.clone()), Arc::new(db.dead_letters()))
 //!     .with_leases(Arc::new(leases.clone()))
-//!     .with(store.transactional(Deposits).fenced_by(leases))
+//!     .with(db.transactional(Deposits).fenced_by(leases))
 //!     .start();
 //!
 //! let stream = StreamId::new("account", "a1");
@@ -44,7 +44,7 @@
 //!     .append(&stream, ExpectedVersion::Any, vec![NewEvent::new("Deposited", serde_json::json!({"amount": 5}))], None)
 //!     .await?;
 //! runner.wait_for("deposits", out.position, Duration::from_secs(5)).await?;
-//! println!("{:#?}", store.diagnostics().await?);
+//! println!("{:#?}", db.diagnostics().await?);
 //! runner.shutdown().await;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! # })?;
@@ -52,6 +52,9 @@
 //! ```
 //!
 //! # Overview
+//! - [`PgDatabase`]: the hub (pool, schema, wake-up listener) that hands out the stores, laid
+//!   out as `cqrs-sqlite`'s `SqliteDatabase` is: `append.rs`, `read_stream.rs`, `read_all.rs`,
+//!   `sql.rs` (every statement), `rows.rs`, `error.rs` (every SQLSTATE).
 //! - [`PgEventStore`]: the [`EventStore`](cqrs_core::EventStore). An append is one statement
 //!   (so one implicit transaction and one round trip): it checks the command id and the expected
 //!   version, inserts every event through `UNNEST` and records the command id. The unique key on
@@ -75,23 +78,14 @@
 //! - Payloads and metadata are `json` columns: the text the writer sent, validated on insert,
 //!   returned as stored (turning `jsonb` back into text cost the server a third of a stream
 //!   read). `->`/`->>` work on them; cast to `jsonb` for containment or a GIN index.
-//! - Loads: a stream's version is its last row (one index step, also inside the append); a
-//!   long stream is read in ranges of versions
-//!   ([`read_stream_range_into`](cqrs_core::EventStore::read_stream_range_into)), each
-//!   sent as rows of up to 500 events each (a couple of dozen rows instead of thousands) and
-//!   handed over row by row as they arrive; a load's first read hands over the stream's version
-//!   before its events, so the rest of a long stream is asked for at once.
-//! - Packed blocks: the whole blocks of 500 events (versions 1–500, 501–1,000, ...) that a load
-//!   reads are also kept packed, one row per block in `event_blocks` (types and payloads each
-//!   joined into one text), and later loads read a block as that one row: about a third of the
-//!   server's work for a long stream. The packing runs on a task of its own after the load
-//!   (one at a time per store, ten blocks at most; [`PgEventStore::wait_for_packing`]), under
-//!   share locks on the rows it packs. `events` stays the record: triggers forget every block
-//!   whose rows are updated, deleted or truncated (the store never does; hand edits may), and a
-//!   block that does not split into its versions is read as rows. The price is a second copy of
-//!   a long stream's types and payloads (compressed); [`PgConfig::pack_blocks`] turns packing
-//!   off. Packing needs the `UPDATE` privilege on `events` (for the row locks); without it, loads
-//!   read rows as before.
+//! - Stream reads ([`StreamReader`](cqrs_core::StreamReader)): one statement per range, its
+//!   rows in version order from the index, each carrying the stream's version (one index step,
+//!   computed once); each row goes to the reader as it arrives, its payload as the stored
+//!   text, which a load decodes straight into the domain event. A command handler reads a long
+//!   stream in several ranges at once. Snapshots shorten long loads.
+//! - Idempotency: a command id is recorded with the fingerprint of its request in the append's
+//!   statement; the same id with another fingerprint is
+//!   [`Error::CommandIdReused`](cqrs_core::Error::CommandIdReused), with nothing written.
 //! - Wake-ups: appends signal local subscribers at once and other processes by
 //!   `LISTEN`/`NOTIFY` (sent after commit, at most one per 3 ms); the listener reconnects by itself and
 //!   wakes everyone after a reconnection. Runners still poll as a fallback.
@@ -116,49 +110,42 @@
 //! [`RecordedEvent::decode`](cqrs_core::RecordedEvent::decode) as
 //! [`Error::Decode`](cqrs_core::Error::Decode) naming stream, version and type, so the runner
 //! parks it; a command handler's load fails with the same error. Metadata that does not parse
-//! makes `read_stream` fail with
+//! makes [`read_stream`](cqrs_core::StreamReaderExt::read_stream) fail with
 //! [`Error::Corrupt`](cqrs_core::Error::Corrupt) naming stream and version, and so does a
 //! payload nested too deep to parse; `read_all` hands such an event on, with empty metadata
 //! holding the raw value under [`CORRUPT_METADATA_KEY`], or with a `null` payload and the reason
 //! under [`CORRUPT_PAYLOAD_KEY`], so that no subscriber stalls on it.
 
-/// SQL for the version of the stream `($1, $2)`: its last row's, 0 for no stream.
-///
-/// NOTE: the last row, `ORDER BY stream_version DESC LIMIT 1`, is one step down the index.
-/// `MAX(stream_version)` is planned for the row count statistics give a stream (a handful), and
-/// on a long stream the plain aggregate then reads every row of it (5 ms for 10,000 events).
-macro_rules! stream_version_sql {
-    () => {
-        "COALESCE((SELECT stream_version FROM events WHERE stream_category = $1 AND stream_id = $2 \
-         ORDER BY stream_version DESC LIMIT 1), 0)"
-    };
-}
-
 mod append;
 mod append_conns;
 mod checkpoint;
 mod config;
+mod database;
 mod dead_letter;
 mod diagnostics;
 mod error;
+mod event_store;
 mod inbox;
 mod lease;
 mod notify;
 mod projector;
+mod read_all;
+mod read_stream;
 mod rows;
 mod snapshot;
-mod store;
+mod sql;
 
 pub use checkpoint::PgCheckpointStore;
 pub use config::{MIGRATOR, PgConfig, migrate, schema_options};
+pub use database::PgDatabase;
 pub use dead_letter::PgDeadLetterStore;
 pub use diagnostics::{LeaseHolder, OpenTransaction, PgDiagnostics, SubscriberLag, diagnose};
 pub use error::PgError;
+pub use event_store::PgEventStore;
 pub use lease::PgLeases;
 pub use projector::{PgProjector, PgTransactional};
 pub use rows::{CORRUPT_METADATA_KEY, CORRUPT_PAYLOAD_KEY};
 pub use snapshot::PgSnapshotStore;
-pub use store::PgEventStore;
 
 // Re-exported so that users name the same sqlx as this crate.
 pub use sqlx;

@@ -6,7 +6,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use cqrs_core::testkit::conformance::sample_event;
-use cqrs_core::{EventStore, ExpectedVersion, StreamId};
+use cqrs_core::{EventAppender, ExpectedVersion, StreamId, StreamReaderExt};
 use cqrs_postgres::{PgConfig, PgEventStore, sqlx};
 
 const TASKS: u64 = 4;

@@ -6,7 +6,7 @@ mod support;
 use std::sync::Arc;
 
 use cqrs_core::testkit::conformance;
-use cqrs_core::{EventStore, ExpectedVersion, StreamId};
+use cqrs_core::{EventAppender, ExpectedVersion, StreamId, StreamReaderExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn event_store_passes_the_conformance_suite() {
@@ -95,7 +95,7 @@ async fn racing_repeats_of_one_command_append_once() {
                     conformance::sample_event(i + 10),
                 ];
                 store
-                    .append(&stream, ExpectedVersion::Any, events, Some(command))
+                    .append(&stream, ExpectedVersion::Any, events, Some(command.into()))
                     .await
             }));
         }

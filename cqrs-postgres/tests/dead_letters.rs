@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use cqrs_core::testkit::FaultyLink;
 use cqrs_core::testkit::conformance::sample_event;
 use cqrs_core::{
-    BoxError, Cursor, DeadLetter, DeadLetterStatus, DeadLetterStore, Error, EventStore,
-    ExpectedVersion, RecordedEvent, Replay, Runner, RunnerConfig, StreamId, Subscriber,
+    AllStreamReader, BoxError, Cursor, DeadLetter, DeadLetterStatus, DeadLetterStore, Error,
+    EventAppender, ExpectedVersion, RecordedEvent, Replay, Runner, RunnerConfig, StreamId,
+    Subscriber,
 };
 use cqrs_postgres::sqlx::{self, PgConnection};
 use cqrs_postgres::{PgConfig, PgDeadLetterStore, PgEventStore, PgProjector};

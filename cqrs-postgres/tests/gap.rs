@@ -7,7 +7,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use cqrs_core::testkit::conformance::sample_event;
-use cqrs_core::{Cursor, EventStore, ExpectedVersion, RecordedEvent, StreamId};
+use cqrs_core::{
+    AllStreamReader, Cursor, EventAppender, EventStore, ExpectedVersion, RecordedEvent, StreamId,
+};
 use cqrs_postgres::sqlx;
 use uuid::Uuid;
 

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cqrs_core::testkit::conformance::sample_event;
-use cqrs_core::{DeadLetterStore, EventStore, ExpectedVersion, Runner, StreamId};
+use cqrs_core::{
+    AllStreamReader, DeadLetterStore, EventAppender, ExpectedVersion, Runner, StreamId,
+};
 use uuid::Uuid;
 
 const WRITERS: u64 = 4;
@@ -40,7 +42,7 @@ async fn terminated_sessions_lose_and_repeat_nothing() {
                     let events: Vec<_> =
                         (0..PER_APPEND).map(|i| sample_event(a * 100 + i)).collect();
                     match store
-                        .append(&stream, ExpectedVersion::Any, events, Some(command))
+                        .append(&stream, ExpectedVersion::Any, events, Some(command.into()))
                         .await
                     {
                         Ok(_) => break,

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use cqrs_core::testkit::conformance::sample_event;
 use cqrs_core::{
-    Cursor, DeadLetterStore, EventStore, ExpectedVersion, Leases, Runner, RunnerHandle, StreamId,
-    Subscriber,
+    AllStreamReader, Cursor, DeadLetterStore, EventAppender, ExpectedVersion, Leases, Runner,
+    RunnerHandle, StreamId, Subscriber,
 };
 use cqrs_postgres::{PgEventStore, sqlx};
 use tokio::runtime::{Builder, Runtime};

@@ -1,13 +1,14 @@
-//! Loading long streams: the handler reads ranges in parallel, the store sends them in chunks;
-//! the result is the same as a fold over the stream read in order, also when rows are missing.
+//! Loading long streams: the handler reads ranges in parallel, the store hands each event over
+//! as its row arrives; the result is the same as a fold over the stream read in order, also
+//! when rows are missing.
 
 mod support;
 
 use std::sync::Arc;
 
 use cqrs_core::{
-    Aggregate, CommandHandler, DomainEvent, EventStore, ExpectedVersion, LoadedEvent, NewEvent,
-    StreamId,
+    Aggregate, CommandHandler, DomainEvent, EventStore, ExpectedVersion, NewEvent, StreamEvent,
+    StreamId, StreamItem, StreamReaderExt,
 };
 use serde::{Deserialize, Serialize};
 
@@ -97,8 +98,7 @@ async fn long_streams_load_as_a_fold_over_the_stream_even_with_rows_missing() {
     .await
     .unwrap();
 
-    // An event type holding the separator the chunked read joins types with: its chunk is
-    // read again row by row.
+    // An event type holding a control character (0x1E, once the separator of packed blocks).
     sqlx::query("UPDATE events SET event_type = E'Odd\\x1eType' WHERE stream_id = 'long' AND stream_version = 4321")
         .execute(store.pool())
         .await
@@ -110,25 +110,20 @@ async fn long_streams_load_as_a_fold_over_the_stream_even_with_rows_missing() {
         .unwrap();
     for id in ["long", "gappy"] {
         let stream = StreamId::new(Tally::TYPE, id);
-        let full: Vec<LoadedEvent> = store
-            .read_stream(&stream, 1, 1_000_000)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(LoadedEvent::from)
-            .collect();
+        let full = store.read_stream(&stream, 1, 1_000_000).await.unwrap();
         for (from, to) in [(1, 10_000), (2, 3001), (590, 3050), (3001, 3701)] {
             let want: Vec<_> = full
                 .iter()
                 .filter(|e| e.stream_version >= from && e.stream_version <= to)
                 .cloned()
                 .collect();
-            let got = store
-                .read_stream_range_for_load(&stream, from, to)
-                .await
-                .unwrap();
-            assert!(got.events == want, "{id} {from}..={to}");
-            assert_eq!(got.stream_version, full.last().unwrap().stream_version);
+            let (versions, events) = range(&store, &stream, from, to).await;
+            let got = events
+                .into_iter()
+                .map(|e| e.into_recorded(&stream).unwrap())
+                .collect::<Vec<_>>();
+            assert!(got == want, "{id} {from}..={to}");
+            assert_eq!(versions, [full.last().unwrap().stream_version]);
         }
     }
     sqlx::query("UPDATE events SET event_type = 'Added' WHERE stream_version = 4321")
@@ -153,34 +148,55 @@ async fn long_streams_load_as_a_fold_over_the_stream_even_with_rows_missing() {
     assert_eq!((gappy.count, version), (4_000 - 41 - 1 - 701, 4_000));
 }
 
+/// What one stream read of `from..=to` hands over: the versions it told, and the events.
+async fn range(
+    store: &dyn EventStore,
+    stream: &StreamId,
+    from: u64,
+    to: u64,
+) -> (Vec<u64>, Vec<StreamEvent>) {
+    let (mut versions, mut events) = (Vec::new(), Vec::new());
+    let head = store
+        .read_stream_into(stream, from..=to, &mut |item| {
+            match item {
+                StreamItem::Version(v) => versions.push(v),
+                StreamItem::Event(e) => {
+                    assert!(!versions.is_empty(), "the version comes first");
+                    events.push(e);
+                }
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(versions.last(), Some(&head));
+    (versions, events)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_range_is_handed_over_chunk_by_chunk_and_a_short_one_tells_the_version_first() {
+async fn a_range_tells_the_version_first_then_hands_over_its_events_in_order() {
     let db = support::TestDb::new().await;
     let store = db.store("public").await;
     fill(&store, "pieces", 1_300).await;
     let stream = StreamId::new(Tally::TYPE, "pieces");
-    for (from, to, want) in [
-        // Plain rows: the stream's version from the first row, then the events.
-        (1, 500, vec![(0, 1_300), (500, 1_300)]),
-        // Chunks that end where blocks of 500 versions end, each handed over as it comes.
-        (1, 1_200, vec![(500, 1_300), (500, 1_300), (200, 1_300)]),
-        (801, 5_000, vec![(200, 1_300), (300, 1_300)]),
+    #[allow(clippy::reversed_empty_ranges)]
+    for (from, to, n) in [
+        (1, 500, 500),
+        (1, 1_200, 1_200),
+        (801, 5_000, 500),
+        (1_301, 2_000, 0),
+        (7, 6, 0),
     ] {
-        let mut pieces = Vec::new();
-        let mut next = from;
-        let head = store
-            .read_stream_range_into(&stream, from, to, &mut |piece| {
-                for e in &piece.events {
-                    assert_eq!(e.stream_version, next, "versions in order across pieces");
-                    next += 1;
-                }
-                pieces.push((piece.events.len(), piece.stream_version));
-                Ok(())
-            })
-            .await
-            .unwrap();
-        assert_eq!((pieces, head), (want, 1_300), "{from}..={to}");
+        let (versions, events) = range(&store, &stream, from, to).await;
+        assert_eq!(versions, [1_300], "{from}..={to}: the version, once");
+        assert_eq!(
+            events.iter().map(|e| e.stream_version).collect::<Vec<_>>(),
+            (from..from + n).collect::<Vec<_>>(),
+            "{from}..={to}: the events in order"
+        );
     }
+    let (versions, events) = range(&store, &StreamId::new(Tally::TYPE, "none"), 1, 500).await;
+    assert_eq!((versions, events.len()), (vec![0], 0), "no stream");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,4 +228,28 @@ async fn loads_cancelled_at_any_point_leave_the_store_and_its_pool_working() {
         .await
         .unwrap();
     assert_eq!(one, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_migrations_leave_no_packed_blocks_nor_their_triggers() {
+    let db = support::TestDb::new().await;
+    let store = db.store("public").await;
+    let table: Option<String> = sqlx::query_scalar("SELECT to_regclass('event_blocks')::text")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(table, None, "event_blocks is dropped");
+    let triggers: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'events'::regclass AND NOT tgisinternal",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(triggers, 0, "no trigger left on events");
+    let functions: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_proc WHERE proname = 'event_blocks_forget'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(functions, 0, "the trigger function is dropped");
 }

@@ -5,7 +5,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use cqrs_core::{Cursor, EventStore, ExpectedVersion, NewEvent, StreamId};
+use cqrs_core::{
+    AllStreamReader, Cursor, EventAppender, ExpectedVersion, NewEvent, StreamId, StreamReaderExt,
+};
 use cqrs_postgres::sqlx::{self, Connection, PgConnection};
 use cqrs_postgres::{PgConfig, PgError, PgEventStore};
 use support::cluster::Server;

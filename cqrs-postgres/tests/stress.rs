@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cqrs_core::testkit::conformance::sample_event;
-use cqrs_core::{Cursor, DeadLetterStore, EventStore, ExpectedVersion, Runner, StreamId};
+use cqrs_core::{AllStreamReader, Cursor, DeadLetterStore, ExpectedVersion, Runner, StreamId};
 use support::Rng;
 use uuid::Uuid;
 

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use cqrs_core::testkit::conformance::sample_event;
 use cqrs_core::{
-    BoxError, Cursor, EventStore, ExpectedVersion, RecordedEvent, StreamId, Subscriber,
+    BoxError, Cursor, EventAppender, ExpectedVersion, RecordedEvent, StreamId, StreamReaderExt,
+    Subscriber,
 };
 use cqrs_postgres::PgProjector;
 use cqrs_postgres::sqlx::{self, PgConnection};

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use cqrs_core::{
-    BoxError, Cursor, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Replay, RunnerConfig,
-    StreamId,
+    AllStreamReader, BoxError, Cursor, EventAppender, ExpectedVersion, NewEvent, RecordedEvent,
+    Replay, RunnerConfig, StreamId,
 };
 use cqrs_sqlite::{SqliteConfig, SqliteDatabase, SqliteProjector};
 use serde_json::json;

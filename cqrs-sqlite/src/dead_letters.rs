@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::database::SqliteDatabase;
 use crate::error::{Failure, retry_busy, to_i64};
-use crate::events::{format_time, parse_time};
+use crate::rows::{format_time, parse_time};
 
 /// The dead-letter store of a [`SqliteDatabase`].
 ///

@@ -4,7 +4,7 @@
 //! ```
 //! use std::sync::Arc;
 //! use std::time::Duration;
-//! use cqrs_core::{BoxError, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Runner, StreamId};
+//! use cqrs_core::{BoxError, EventAppender, ExpectedVersion, NewEvent, RecordedEvent, Runner, StreamId};
 //! use cqrs_sqlite::{SqliteDatabase, SqliteProjector};
 //! use sqlx::SqliteConnection;
 //!
@@ -59,7 +59,10 @@
 //! - [`SqliteDatabase`] opens a file (created if missing; WAL mode, foreign keys, a busy
 //!   timeout) or `sqlite::memory:`, runs the embedded [`MIGRATOR`], and hands out the stores,
 //!   which are cheap views of it: [`SqliteEventStore`], [`SqliteSnapshotStore`],
-//!   [`SqliteCheckpointStore`], [`SqliteDeadLetterStore`].
+//!   [`SqliteCheckpointStore`], [`SqliteDeadLetterStore`]. The sources are laid out as
+//!   `cqrs-postgres`'s are (its hub is `PgDatabase`): `database.rs`, `event_store.rs`,
+//!   `append.rs`, `read_stream.rs`, `read_all.rs`, `sql.rs` (every statement of the event
+//!   store), `rows.rs`, `error.rs` (every result code).
 //! - Appends run one at a time on the one write connection in `BEGIN IMMEDIATE` transactions:
 //!   writers of the process queue instead of meeting `database is locked`, a lock held by
 //!   another process is waited for and retried, and positions follow commit order, so the
@@ -85,19 +88,24 @@
 //!   query through [`SqliteDatabase::pool`] while holding [`SqliteDatabase::begin_write`]'s
 //!   transaction in the same task.
 
+mod append;
 mod database;
 mod dead_letters;
 mod error;
-mod events;
+mod event_store;
 mod inbox;
 mod lease;
 mod projector;
+mod read_all;
+mod read_stream;
+mod rows;
+mod sql;
 mod stores;
 mod watcher;
 
 pub use database::{MIGRATOR, SqliteConfig, SqliteDatabase};
 pub use dead_letters::SqliteDeadLetterStore;
-pub use events::SqliteEventStore;
+pub use event_store::SqliteEventStore;
 pub use lease::SqliteLeases;
 pub use projector::{SqliteProjector, SqliteTransactional};
 pub use stores::{SqliteCheckpointStore, SqliteSnapshotStore};

@@ -7,7 +7,7 @@ use sqlx::SqliteConnection;
 
 use crate::database::SqliteDatabase;
 use crate::error::{Failure, retry_busy, to_i64, to_u64};
-use crate::events::format_time;
+use crate::rows::format_time;
 
 /// The snapshot store of a [`SqliteDatabase`]: the latest snapshot per stream.
 #[derive(Debug, Clone)]

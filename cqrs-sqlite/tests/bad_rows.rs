@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cqrs_core::{
-    CheckpointStore, CommandError, CommandHandler, Cursor, DeadLetterStore, Error, EventStore,
-    ExpectedVersion, NewEvent, Runner, RunnerConfig, StreamId,
+    AllStreamReader, CheckpointStore, CommandError, CommandHandler, Cursor, DeadLetterStore, Error,
+    EventAppender, ExpectedVersion, NewEvent, Runner, RunnerConfig, StreamId, StreamReaderExt,
 };
 use cqrs_sqlite::SqliteDatabase;
 use serde_json::json;

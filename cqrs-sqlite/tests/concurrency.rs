@@ -7,8 +7,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use cqrs_core::{
-    CommandError, CommandHandler, Cursor, EventStore, ExpectedVersion, NewEvent, RetryPolicy,
-    StreamId,
+    AllStreamReader, CommandError, CommandHandler, Cursor, EventAppender, EventStore,
+    ExpectedVersion, NewEvent, RetryPolicy, StreamId, StreamReaderExt,
 };
 use cqrs_sqlite::{SqliteConfig, SqliteDatabase};
 use serde_json::json;
@@ -253,7 +253,12 @@ async fn racing_repeats_of_one_command_append_once() {
             tasks.push(tokio::spawn(async move {
                 let events = vec![NewEvent::new("Added", json!({ "writer": w }))];
                 store
-                    .append(&stream, ExpectedVersion::Any, events, Some(command_id))
+                    .append(
+                        &stream,
+                        ExpectedVersion::Any,
+                        events,
+                        Some(command_id.into()),
+                    )
                     .await
                     .unwrap()
             }));

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cqrs_core::{
-    CheckpointStore, CommandHandler, Cursor, DeadLetterStore, EventStore, Runner, RunnerConfig,
-    StreamId,
+    AllStreamReader, CheckpointStore, CommandHandler, Cursor, DeadLetterStore, EventStore, Runner,
+    RunnerConfig, StreamId, StreamReaderExt,
 };
 use cqrs_sqlite::{SqliteConfig, SqliteDatabase};
 use support::Counter;

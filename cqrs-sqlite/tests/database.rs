@@ -2,7 +2,7 @@
 
 mod support;
 
-use cqrs_core::{EventStore, ExpectedVersion, NewEvent, StreamId};
+use cqrs_core::{EventAppender, ExpectedVersion, NewEvent, StreamId, StreamReaderExt};
 use cqrs_sqlite::{MIGRATOR, SqliteConfig, SqliteDatabase};
 use serde_json::json;
 use support::file_db;

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cqrs_core::{
-    BoxError, DeadLetter, DeadLetterStatus, DeadLetterStore, Error, EventStore, ExpectedVersion,
+    BoxError, DeadLetter, DeadLetterStatus, DeadLetterStore, Error, EventAppender, ExpectedVersion,
     NewEvent, RecordedEvent, Replay, Runner, RunnerConfig, StreamId,
 };
 use cqrs_sqlite::{SqliteConfig, SqliteDatabase, SqliteDeadLetterStore, SqliteProjector};

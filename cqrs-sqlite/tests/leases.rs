@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cqrs_core::{
-    BoxError, EventStore, ExpectedVersion, Leases, NewEvent, RecordedEvent, Runner, RunnerConfig,
-    StreamId,
+    AllStreamReader, BoxError, EventAppender, ExpectedVersion, Leases, NewEvent, RecordedEvent,
+    Runner, RunnerConfig, StreamId,
 };
 use cqrs_sqlite::{SqliteConfig, SqliteDatabase, SqliteProjector};
 use serde_json::json;

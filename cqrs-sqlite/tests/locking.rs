@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 mod support;
 
-use cqrs_core::{Error, EventStore, ExpectedVersion, NewEvent, StreamId};
+use cqrs_core::{
+    AllStreamReader, Error, EventAppender, ExpectedVersion, NewEvent, StreamId, StreamReaderExt,
+};
 use cqrs_sqlite::{SqliteConfig, SqliteDatabase};
 use serde_json::json;
 

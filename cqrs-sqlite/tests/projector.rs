@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use cqrs_core::{
-    BoxError, Cursor, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Replay, Runner,
-    RunnerConfig, RunnerHandle, StreamId, Subscriber,
+    AllStreamReader, BoxError, Cursor, EventAppender, EventStore, ExpectedVersion, NewEvent,
+    RecordedEvent, Replay, Runner, RunnerConfig, RunnerHandle, StreamId, StreamReaderExt,
+    Subscriber,
 };
 use cqrs_sqlite::{SqliteDatabase, SqliteProjector};
 use serde_json::json;

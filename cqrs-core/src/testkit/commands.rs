@@ -16,6 +16,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -27,7 +28,10 @@ use crate::aggregate::Aggregate;
 use crate::command::{CommandError, CommandHandler, CommandOptions, RetryPolicy};
 use crate::error::Result;
 use crate::event::{Cursor, DomainEvent, ExpectedVersion, NewEvent, RecordedEvent, StreamId};
-use crate::store::{AppendResult, EventStore, LoadSink, LoadedEvent, LoadedRange, WakeUps};
+use crate::event_store::{
+    AllStreamReader, AppendResult, CommandId, EventAppender, EventStore, StreamReader, StreamSink,
+    WakeUps,
+};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 enum WalletEvent {
@@ -244,24 +248,22 @@ struct HoldFirstCheck {
 }
 
 #[async_trait]
-impl EventStore for HoldFirstCheck {
+impl EventAppender for HoldFirstCheck {
     async fn append(
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        command_id: Option<Uuid>,
+        command: Option<CommandId>,
     ) -> Result<AppendResult> {
-        self.inner
-            .append(stream, expected, events, command_id)
-            .await
+        self.inner.append(stream, expected, events, command).await
     }
     async fn command_result(
         &self,
         stream: &StreamId,
-        command_id: Uuid,
+        command: CommandId,
     ) -> Result<Option<AppendResult>> {
-        let found = self.inner.command_result(stream, command_id).await?;
+        let found = self.inner.command_result(stream, command).await?;
         let gate = self.gate.lock().expect("gate").take();
         if let Some((held, go)) = gate {
             let _ = held.send(());
@@ -269,48 +271,22 @@ impl EventStore for HoldFirstCheck {
         }
         Ok(found)
     }
-    async fn read_stream(
+}
+
+#[async_trait]
+impl StreamReader for HoldFirstCheck {
+    async fn read_stream_into(
         &self,
         stream: &StreamId,
-        from_version: u64,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>> {
-        self.inner.read_stream(stream, from_version, limit).await
-    }
-    async fn read_stream_for_load(
-        &self,
-        stream: &StreamId,
-        from_version: u64,
-        limit: usize,
-    ) -> Result<Vec<LoadedEvent>> {
-        self.inner
-            .read_stream_for_load(stream, from_version, limit)
-            .await
-    }
-    async fn read_stream_range_for_load(
-        &self,
-        stream: &StreamId,
-        from_version: u64,
-        to_version: u64,
-    ) -> Result<LoadedRange> {
-        self.inner
-            .read_stream_range_for_load(stream, from_version, to_version)
-            .await
-    }
-    async fn read_stream_range_into(
-        &self,
-        stream: &StreamId,
-        from_version: u64,
-        to_version: u64,
-        sink: &mut LoadSink<'_>,
+        versions: RangeInclusive<u64>,
+        sink: &mut StreamSink<'_>,
     ) -> Result<u64> {
-        self.inner
-            .read_stream_range_into(stream, from_version, to_version, sink)
-            .await
+        self.inner.read_stream_into(stream, versions, sink).await
     }
-    async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
-        self.inner.stream_version(stream).await
-    }
+}
+
+#[async_trait]
+impl AllStreamReader for HoldFirstCheck {
     async fn read_all(&self, after: Cursor, limit: usize) -> Result<Vec<RecordedEvent>> {
         self.inner.read_all(after, limit).await
     }

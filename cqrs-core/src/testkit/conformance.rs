@@ -25,9 +25,11 @@ use uuid::Uuid;
 
 use crate::error::Error;
 use crate::event::{Cursor, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StreamId};
+use crate::event_store::{
+    CommandId, EventStore, Fingerprint, StreamEvent, StreamItem, StreamReaderExt,
+};
 use crate::store::{
-    CheckpointStore, DeadLetter, DeadLetterStatus, DeadLetterStore, EventStore, LoadedEvent,
-    LoadedRange, Snapshot, SnapshotStore,
+    CheckpointStore, DeadLetter, DeadLetterStatus, DeadLetterStore, Snapshot, SnapshotStore,
 };
 
 fn fresh_stream(category: &str) -> StreamId {
@@ -108,12 +110,14 @@ async fn read_all_of(
 /// Runs every event-store check.
 pub async fn event_store(store: Arc<dyn EventStore>) {
     append_and_read(&*store).await;
-    load_reads(&*store).await;
+    stream_reads(&*store).await;
     expected_versions(&*store).await;
     racing_writers(store.clone()).await;
     all_stream_order_and_batches(&*store).await;
     all_stream_under_concurrent_writers(store.clone()).await;
     idempotent_command_ids(&*store).await;
+    command_id_fingerprints(&*store).await;
+    racing_repeats_of_a_command_id(store.clone()).await;
     duplicate_event_id_rejected(&*store).await;
     wake_ups_on_append(&*store).await;
 }
@@ -173,11 +177,39 @@ pub async fn append_and_read(store: &dyn EventStore) {
     );
 }
 
-/// The reads a load makes (from a version with a limit, and bounded ranges) return what
-/// `read_stream` returns, cut down, with the payload as its JSON text.
-pub async fn load_reads(store: &dyn EventStore) {
+/// What one [`read_stream_into`](crate::StreamReader::read_stream_into) of `versions` hands
+/// its sink: the versions it told, and the events.
+async fn read_range(
+    store: &dyn EventStore,
+    stream: &StreamId,
+    versions: std::ops::RangeInclusive<u64>,
+) -> (u64, Vec<u64>, Vec<StreamEvent>) {
+    let (mut told, mut events) = (Vec::new(), Vec::new());
+    let head = store
+        .read_stream_into(stream, versions.clone(), &mut |item| {
+            match item {
+                StreamItem::Version(v) => {
+                    assert!(
+                        events.is_empty(),
+                        "{versions:?}: the version comes before the events"
+                    );
+                    told.push(v);
+                }
+                StreamItem::Event(e) => events.push(e),
+            }
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("read_stream_into({versions:?}): {e}"));
+    (head, told, events)
+}
+
+/// A stream read of any range tells the stream's version once, first, then hands over the
+/// events of the range in order, as `read_stream` reads them, the payload and the metadata as
+/// their JSON text; an error from the sink ends the read.
+pub async fn stream_reads(store: &dyn EventStore) {
     let stream = fresh_stream("conformance");
-    // Enough events for a store that reads ranges in chunks to use several, and a partial one.
+    // Enough events for a store that reads long ranges in pieces to use several.
     let events: Vec<_> = (0..1203).map(sample_event).collect();
     for batch in events.chunks(400) {
         store
@@ -186,95 +218,67 @@ pub async fn load_reads(store: &dyn EventStore) {
             .expect("append");
     }
     let full = store.read_stream(&stream, 1, 10_000).await.unwrap();
-    let want = |from: u64, to: u64| -> Vec<LoadedEvent> {
-        full.iter()
-            .filter(|e| e.stream_version >= from && e.stream_version <= to)
-            .cloned()
-            .map(LoadedEvent::from)
-            .collect()
-    };
-    let by_limit = store.read_stream_for_load(&stream, 7, 500).await.unwrap();
-    assert_eq!(by_limit, want(7, 506), "read_stream_for_load(7, 500)");
-    for e in &by_limit {
-        let payload: serde_json::Value =
-            serde_json::from_str(&e.payload).expect("the payload is JSON text");
-        let stored = &full[e.stream_version as usize - 1];
-        assert_eq!(payload, stored.payload);
-    }
-    for (from, to) in [
-        (1, 1203),
-        (1, 250),
-        (251, 900),
-        (999, 1100),
-        (1100, 5000),
-        (5, 4),
+    assert_eq!(full.len(), 1203);
+    #[allow(clippy::reversed_empty_ranges)]
+    for versions in [
+        1..=1203,
+        1..=250,
+        251..=900,
+        999..=1100,
+        1100..=5000,
+        5..=4,
+        7..=u64::MAX,
     ] {
-        let got = store
-            .read_stream_range_for_load(&stream, from, to)
-            .await
-            .unwrap();
+        let (head, told, got) = read_range(store, &stream, versions.clone()).await;
         assert_eq!(
-            got,
-            LoadedRange::new(want(from, to), 1203),
-            "read_stream_range_for_load({from}, {to})"
+            (head, told),
+            (1203, vec![1203]),
+            "{versions:?}: the stream's version, once"
         );
-        let mut pieces = Vec::new();
-        let head = store
-            .read_stream_range_into(&stream, from, to, &mut |piece| {
-                pieces.push(piece);
-                Ok(())
-            })
-            .await
-            .unwrap();
-        assert_eq!(head, 1203, "read_stream_range_into({from}, {to})");
-        assert!(
-            pieces.iter().all(|p| p.stream_version == 1203),
-            "read_stream_range_into({from}, {to}): every piece tells the stream's version"
-        );
+        let want: Vec<u64> = (1..=1203).filter(|v| versions.contains(v)).collect();
         assert_eq!(
-            pieces
-                .into_iter()
-                .flat_map(|p| p.events)
-                .collect::<Vec<_>>(),
-            want(from, to),
-            "read_stream_range_into({from}, {to}): the pieces in order"
+            got.iter().map(|e| e.stream_version).collect::<Vec<_>>(),
+            want,
+            "{versions:?}: the events of the range, in order"
         );
+        for e in got {
+            let stored = &full[e.stream_version as usize - 1];
+            let payload: serde_json::Value =
+                serde_json::from_str(&e.payload).expect("the payload is JSON text");
+            assert_eq!(
+                payload, stored.payload,
+                "{versions:?}: the payload as stored"
+            );
+            assert_eq!(
+                e.clone()
+                    .into_recorded(&stream)
+                    .expect("the event reads whole"),
+                *stored,
+                "{versions:?}: the event as read_stream reads it"
+            );
+        }
     }
     // An error from the sink ends the read and comes back.
     let mut calls = 0;
     let refused = store
-        .read_stream_range_into(&stream, 1, 1203, &mut |_| {
+        .read_stream_into(&stream, 1..=1203, &mut |item| {
             calls += 1;
-            Err(Error::Backend("the sink refused".into()))
+            match item {
+                StreamItem::Version(_) => Ok(()),
+                StreamItem::Event(_) => Err(Error::Backend("the sink refused".into())),
+            }
         })
         .await;
     assert!(
         matches!(&refused, Err(Error::Backend(e)) if e.to_string() == "the sink refused"),
         "{refused:?}"
     );
-    assert_eq!(calls, 1, "no piece after the sink's error");
+    assert_eq!(calls, 2, "nothing after the sink's error");
     let empty = fresh_stream("conformance");
-    assert_eq!(
-        store
-            .read_stream_range_for_load(&empty, 1, 1000)
-            .await
-            .unwrap(),
-        LoadedRange::new(Vec::new(), 0)
-    );
-    let mut events = 0;
-    let head = store
-        .read_stream_range_into(&empty, 1, 1000, &mut |piece| {
-            assert_eq!(piece.stream_version, 0);
-            events += piece.events.len();
-            Ok(())
-        })
-        .await
-        .unwrap();
-    assert_eq!(
-        (head, events),
-        (0, 0),
-        "read_stream_range_into of no stream"
-    );
+    let (head, told, got) = read_range(store, &empty, 1..=1000).await;
+    assert_eq!((head, told, got), (0, vec![0], Vec::new()), "no stream");
+    assert_eq!(store.stream_version(&empty).await.unwrap(), 0);
+    assert_eq!(store.stream_version(&stream).await.unwrap(), 1203);
 }
 
 /// Expected versions: exact, no stream, any; a mismatch writes nothing.
@@ -513,13 +517,16 @@ pub async fn all_stream_under_concurrent_writers(store: Arc<dyn EventStore>) {
 pub async fn idempotent_command_ids(store: &dyn EventStore) {
     let stream = fresh_stream("conformance");
     let cid = Uuid::new_v4();
-    assert_eq!(store.command_result(&stream, cid).await.unwrap(), None);
+    assert_eq!(
+        store.command_result(&stream, cid.into()).await.unwrap(),
+        None
+    );
     let first = store
         .append(
             &stream,
             ExpectedVersion::NoStream,
             vec![sample_event(1), sample_event(2)],
-            Some(cid),
+            Some(cid.into()),
         )
         .await
         .unwrap();
@@ -529,7 +536,7 @@ pub async fn idempotent_command_ids(store: &dyn EventStore) {
             &stream,
             ExpectedVersion::Any,
             vec![sample_event(3)],
-            Some(cid),
+            Some(cid.into()),
         )
         .await
         .unwrap();
@@ -547,7 +554,7 @@ pub async fn idempotent_command_ids(store: &dyn EventStore) {
             &stream,
             ExpectedVersion::NoStream,
             vec![sample_event(3)],
-            Some(cid),
+            Some(cid.into()),
         )
         .await
         .unwrap();
@@ -561,7 +568,7 @@ pub async fn idempotent_command_ids(store: &dyn EventStore) {
         "nothing new appended"
     );
     let found = store
-        .command_result(&stream, cid)
+        .command_result(&stream, cid.into())
         .await
         .unwrap()
         .expect("command result kept");
@@ -575,7 +582,7 @@ pub async fn idempotent_command_ids(store: &dyn EventStore) {
             &other,
             ExpectedVersion::Any,
             vec![sample_event(4)],
-            Some(cid),
+            Some(cid.into()),
         )
         .await
         .unwrap();
@@ -585,11 +592,177 @@ pub async fn idempotent_command_ids(store: &dyn EventStore) {
             &stream,
             ExpectedVersion::Exact(2),
             vec![sample_event(5)],
-            Some(Uuid::new_v4()),
+            Some(Uuid::new_v4().into()),
         )
         .await
         .unwrap();
     assert_eq!(next.version, 3);
+}
+
+/// A command id is kept with the fingerprint of its request: the same id with the same
+/// fingerprint is a repeat, with another one [`Error::CommandIdReused`] and nothing written;
+/// an id without a fingerprint, on either side, accepts any repeat.
+pub async fn command_id_fingerprints(store: &dyn EventStore) {
+    let stream = fresh_stream("conformance");
+    let (a, b) = (
+        Fingerprint::of("request a").unwrap(),
+        Fingerprint::of("request b").unwrap(),
+    );
+    let id = Uuid::new_v4();
+    let first = store
+        .append(
+            &stream,
+            ExpectedVersion::NoStream,
+            vec![sample_event(1)],
+            Some(CommandId::with_fingerprint(id, a)),
+        )
+        .await
+        .unwrap();
+    let again = store
+        .append(
+            &stream,
+            ExpectedVersion::Any,
+            vec![sample_event(2)],
+            Some(CommandId::with_fingerprint(id, a)),
+        )
+        .await
+        .unwrap();
+    assert!(
+        again.duplicate && (again.version, again.position) == (first.version, first.position),
+        "the same id and fingerprint is a repeat: {again:?}"
+    );
+    let reused = |r: crate::Result<_>| matches!(r, Err(Error::CommandIdReused { stream: s, command_id }) if s == stream && command_id == id);
+    let other = store
+        .append(
+            &stream,
+            ExpectedVersion::Any,
+            vec![sample_event(3)],
+            Some(CommandId::with_fingerprint(id, b)),
+        )
+        .await;
+    assert!(
+        reused(other.map(|_| ())),
+        "the same id with another fingerprint is refused"
+    );
+    assert_eq!(
+        store.stream_version(&stream).await.unwrap(),
+        1,
+        "and writes nothing"
+    );
+    assert!(
+        reused(
+            store
+                .command_result(&stream, CommandId::with_fingerprint(id, b))
+                .await
+                .map(|_| ())
+        ),
+        "command_result refuses another fingerprint too"
+    );
+    let found = store
+        .command_result(&stream, CommandId::with_fingerprint(id, a))
+        .await
+        .unwrap()
+        .expect("kept");
+    assert_eq!(
+        (found.version, found.position),
+        (first.version, first.position)
+    );
+    let any = store
+        .command_result(&stream, CommandId::new(id))
+        .await
+        .unwrap();
+    assert!(
+        any.is_some(),
+        "an id without a fingerprint accepts the stored one"
+    );
+    // Recorded without a fingerprint: any request repeats it.
+    let plain = Uuid::new_v4();
+    store
+        .append(
+            &stream,
+            ExpectedVersion::Exact(1),
+            vec![sample_event(4)],
+            Some(CommandId::new(plain)),
+        )
+        .await
+        .unwrap();
+    let repeat = store
+        .append(
+            &stream,
+            ExpectedVersion::Any,
+            vec![sample_event(5)],
+            Some(CommandId::with_fingerprint(plain, b)),
+        )
+        .await
+        .unwrap();
+    assert!(
+        repeat.duplicate,
+        "a stored id without a fingerprint accepts any repeat"
+    );
+    // Per stream: the same id on another stream is another command.
+    let other_stream = fresh_stream("conformance");
+    let res = store
+        .append(
+            &other_stream,
+            ExpectedVersion::Any,
+            vec![sample_event(6)],
+            Some(CommandId::with_fingerprint(id, b)),
+        )
+        .await
+        .unwrap();
+    assert!(!res.duplicate);
+}
+
+/// Writers racing with one command id and two requests: exactly one appends; those with its
+/// fingerprint get its result as a repeat, the others [`Error::CommandIdReused`].
+pub async fn racing_repeats_of_a_command_id(store: Arc<dyn EventStore>) {
+    let stream = fresh_stream("conformance");
+    let id = Uuid::new_v4();
+    let fingerprints = [
+        Fingerprint::of("request a").unwrap(),
+        Fingerprint::of("request b").unwrap(),
+    ];
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let (store, stream) = (store.clone(), stream.clone());
+        let fingerprint = fingerprints[i % 2];
+        tasks.push(tokio::spawn(async move {
+            let res = store
+                .append(
+                    &stream,
+                    ExpectedVersion::Any,
+                    vec![sample_event(i as u64)],
+                    Some(CommandId::with_fingerprint(id, fingerprint)),
+                )
+                .await;
+            (fingerprint, res)
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        outcomes.push(t.await.expect("writer task"));
+    }
+    let winners: Vec<_> = outcomes
+        .iter()
+        .filter_map(|(f, r)| match r {
+            Ok(res) if !res.duplicate => Some((*f, *res)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(winners.len(), 1, "exactly one append: {outcomes:?}");
+    let (winner, first) = winners[0];
+    for (f, r) in &outcomes {
+        match r {
+            Ok(res) if res.duplicate => {
+                assert_eq!(*f, winner, "only the winner's request repeats");
+                assert_eq!((res.version, res.position), (first.version, first.position));
+            }
+            Ok(_) => {}
+            Err(Error::CommandIdReused { .. }) => assert_ne!(*f, winner),
+            Err(e) => panic!("a racing repeat failed otherwise: {e:?}"),
+        }
+    }
+    assert_eq!(store.stream_version(&stream).await.unwrap(), 1);
 }
 
 /// An event id already stored is refused, and the append writes nothing.

@@ -160,7 +160,7 @@ impl Projector for TransferProcess {
 
 #[cfg(test)]
 mod tests {
-    use cqrs_core::{EventStore, InMemoryEventStore, StreamId};
+    use cqrs_core::{AllStreamReader, InMemoryEventStore, StreamId, StreamReaderExt};
 
     use super::*;
     use crate::domain::transfer::TransferEvent;

@@ -326,6 +326,7 @@ impl Bank {
 fn options(command_id: Option<Uuid>, correlation_id: Option<Uuid>) -> CommandOptions {
     CommandOptions {
         command_id,
+        fingerprint: None,
         metadata: Metadata {
             correlation_id,
             ..Metadata::default()

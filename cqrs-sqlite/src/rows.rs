@@ -1,0 +1,128 @@
+//! Stored rows turned into core values, with broken rows named rather than panicking, and the
+//! store's time format.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use cqrs_core::{Cursor, Error, Metadata, RecordedEvent, Result, StreamEvent, StreamId};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+use uuid::Uuid;
+
+use crate::error::to_u64;
+
+/// Formats a time the way the store keeps it: RFC 3339 in UTC with nanoseconds, a fixed width
+/// that sorts as text.
+pub(crate) fn format_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Nanos, true)
+}
+
+pub(crate) fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// The checks of the columns every event row has, naming the row when one is broken.
+struct Columns<'a> {
+    stream: &'a StreamId,
+    raw_version: i64,
+}
+
+impl Columns<'_> {
+    fn corrupt(&self, reason: String) -> Error {
+        Error::Corrupt {
+            stream: self.stream.clone(),
+            version: self.raw_version.max(0) as u64,
+            reason,
+        }
+    }
+
+    fn version(&self) -> Result<u64> {
+        let v = self.raw_version;
+        to_u64(v).ok_or_else(|| self.corrupt(format!("negative version {v}")))
+    }
+
+    fn position(&self, position: i64) -> Result<u64> {
+        to_u64(position).ok_or_else(|| self.corrupt(format!("negative position {position}")))
+    }
+
+    fn schema_version(&self, schema_version: i64) -> Result<u32> {
+        u32::try_from(schema_version)
+            .map_err(|_| self.corrupt(format!("schema version {schema_version} out of range")))
+    }
+
+    fn event_id(&self, event_id: &str) -> Result<Uuid> {
+        Uuid::parse_str(event_id).map_err(|e| self.corrupt(format!("event id {event_id:?}: {e}")))
+    }
+
+    fn recorded_at(&self, recorded_at: &str) -> Result<DateTime<Utc>> {
+        parse_time(recorded_at)
+            .ok_or_else(|| self.corrupt(format!("recorded_at {recorded_at:?} is not RFC 3339")))
+    }
+}
+
+fn get<'r, T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>>(
+    row: &'r SqliteRow,
+    i: usize,
+) -> Result<T> {
+    row.try_get(i).map_err(Error::backend)
+}
+
+/// Turns a row of [`READ_ALL`](crate::sql::READ_ALL) back into a [`RecordedEvent`].
+///
+/// The payload is handed on as stored (it is valid JSON: the table checks it), so a payload that
+/// no longer fits its type fails later, in [`RecordedEvent::decode`], naming the stream, version
+/// and type. Columns only the store writes (id, time, metadata) that do not parse make the row
+/// [`Error::Corrupt`], naming the stream and version.
+pub(crate) fn event_from_row(row: &SqliteRow) -> Result<RecordedEvent> {
+    let stream = StreamId::new(get::<String>(row, 2)?, get::<String>(row, 3)?);
+    let c = Columns {
+        stream: &stream,
+        raw_version: get(row, 4)?,
+    };
+    let stream_version = c.version()?;
+    let position = c.position(get(row, 0)?)?;
+    let schema_version = c.schema_version(get(row, 6)?)?;
+    let event_id = c.event_id(get::<&str>(row, 1)?)?;
+    let recorded_at = c.recorded_at(get::<&str>(row, 9)?)?;
+    let payload = serde_json::from_str(get::<&str>(row, 7)?)
+        .map_err(|e| c.corrupt(format!("payload is not JSON: {e}")))?;
+    let metadata: Metadata = serde_json::from_str(get::<&str>(row, 8)?)
+        .map_err(|e| c.corrupt(format!("metadata does not parse: {e}")))?;
+    Ok(RecordedEvent {
+        event_id,
+        stream_version,
+        cursor: Cursor::new(0, position),
+        recorded_at,
+        event_type: get(row, 5)?,
+        schema_version,
+        payload,
+        metadata,
+        stream,
+    })
+}
+
+/// Turns the event columns of a row of [`READ_STREAM`](crate::sql::READ_STREAM) (from column 1
+/// on) into a [`StreamEvent`]; `None` for the row of a range without events. The payload and
+/// the metadata are handed on as stored (the table checks that they are JSON).
+pub(crate) fn stream_event_from_row(
+    stream: &StreamId,
+    row: &SqliteRow,
+) -> Result<Option<StreamEvent>> {
+    let Some(raw_version) = get::<Option<i64>>(row, 1)? else {
+        return Ok(None);
+    };
+    let c = Columns {
+        stream,
+        raw_version,
+    };
+    Ok(Some(StreamEvent {
+        stream_version: c.version()?,
+        event_id: c.event_id(get::<&str>(row, 2)?)?,
+        event_type: get(row, 3)?,
+        schema_version: c.schema_version(get(row, 4)?)?,
+        payload: get(row, 5)?,
+        metadata: get(row, 6)?,
+        recorded_at: c.recorded_at(get::<&str>(row, 7)?)?,
+        cursor: Cursor::new(0, c.position(get(row, 8)?)?),
+    }))
+}
