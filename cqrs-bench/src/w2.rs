@@ -23,11 +23,6 @@ const SNAPSHOT_SCHEMA: u32 = 1;
 #[derive(Debug)]
 pub(crate) struct W2Run {
     pub(crate) no_snapshot_ms: f64,
-    /// The first command after the stream was written: it reads the rows, and its load starts
-    /// packing blocks (which later commands find packed).
-    pub(crate) first_ms: f64,
-    /// Commands with packing off and no packed blocks: every range read from the rows.
-    pub(crate) unpacked_ms: f64,
     pub(crate) snapshot_ms: f64,
     pub(crate) new_stream_ms: f64,
     /// L2: the stream's rows read with one plain query, the store's columns decoded.
@@ -71,17 +66,6 @@ pub(crate) async fn run(db: &Db, run: usize) -> Result<W2Run, BenchError> {
         let handler = CommandHandler::<Account>::new(shared.clone());
         let id = format!("new-{i}");
         fresh.push(timed(handler.execute(&id, &AccountCommand::Open(i + 1))).await?);
-    }
-
-    let first_ms = plain[0].as_secs_f64() * 1000.0;
-    // NOTE: packed blocks are gone; every load reads the rows, so this second series measures
-    // the same path as the first (kept until the report drops the column).
-    let mut unpacked = Vec::with_capacity(SAMPLES);
-    for i in 0..SAMPLES {
-        let handler = CommandHandler::<Account>::new(shared.clone());
-        unpacked.push(
-            timed(handler.execute(long, &AccountCommand::Deposit(0, LONG + SAMPLES + i))).await?,
-        );
     }
 
     let pool = db.plain_pool(store.schema(), 1).await?;
@@ -142,8 +126,6 @@ pub(crate) async fn run(db: &Db, run: usize) -> Result<W2Run, BenchError> {
     db.finish(store).await?;
     Ok(W2Run {
         no_snapshot_ms: median_ms(&mut plain),
-        first_ms,
-        unpacked_ms: median_ms(&mut unpacked),
         snapshot_ms: median_ms(&mut snap),
         new_stream_ms: median_ms(&mut fresh),
         raw_read_ms: median_ms(&mut raw),
