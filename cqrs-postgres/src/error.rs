@@ -79,7 +79,6 @@ pub(crate) fn duplicate(err: &sqlx::Error) -> Option<Duplicate> {
 /// Whether `err` says the connection failed rather than the statement: an I/O or protocol
 /// failure, a pool that gave no connection in time, or a SQLSTATE of class 08 or of a session
 /// the server shut down.
-#[allow(dead_code)] // NOTE: for the transactional projector's check, which still matches codes itself.
 pub(crate) fn is_connection_lost(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Protocol(_) => true,

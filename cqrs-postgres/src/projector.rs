@@ -10,9 +10,10 @@ use cqrs_core::{
 };
 use sqlx::{PgConnection, PgPool};
 
+use crate::error::is_connection_lost;
 use crate::lease::PgLeases;
 use crate::rows::to_i64;
-use crate::{checkpoint, dead_letter};
+use crate::{checkpoint, dead_letters};
 
 /// A projector whose read model lives in PostgreSQL: its handlers run in the transaction that
 /// also writes its checkpoint. Run it with [`PgTransactional`].
@@ -264,14 +265,7 @@ fn is_connection_error(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(err);
     while let Some(e) = cur {
         if let Some(sqlx_err) = e.downcast_ref::<sqlx::Error>() {
-            return match sqlx_err {
-                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Protocol(_) => true,
-                // Class 08: connection exception; 57P01-57P03: the server shuts the session down.
-                sqlx::Error::Database(db) => db.code().is_some_and(|c| {
-                    c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")
-                }),
-                _ => false,
-            };
+            return is_connection_lost(sqlx_err);
         }
         cur = e.source();
     }
@@ -340,7 +334,7 @@ impl<P: PgProjector> Subscriber for PgTransactional<P> {
         // NOTE: both steps are idempotent (one letter per event, a checkpoint that never goes
         // back), so a COMMIT with no answer is simply tried again.
         let mut tx = self.pool.begin().await?;
-        dead_letter::park(&mut *tx, &letter).await?;
+        dead_letters::park(&mut *tx, &letter).await?;
         self.save(&mut tx, to).await?;
         tx.commit().await?;
         Ok(())
@@ -355,7 +349,7 @@ impl<P: PgProjector> Subscriber for PgTransactional<P> {
         _dead_letters: &dyn DeadLetterStore,
     ) -> Result<(), BoxError> {
         let mut tx = self.pool.begin().await?;
-        if !dead_letter::remove(&mut *tx, letter.id).await? {
+        if !dead_letters::remove(&mut *tx, letter.id).await? {
             return Ok(());
         }
         self.projector
@@ -376,7 +370,7 @@ impl<P: PgProjector> Subscriber for PgTransactional<P> {
             .bind(self.projector.name())
             .execute(&mut *tx)
             .await?;
-        dead_letter::clear(&mut *tx, self.projector.name()).await?;
+        dead_letters::clear(&mut *tx, self.projector.name()).await?;
         tx.commit().await?;
         Ok(())
     }
