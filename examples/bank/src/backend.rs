@@ -1,24 +1,27 @@
 //! The database behind the service, chosen by its URL: the embedded SQLite store (a file, or
 //! memory) or PostgreSQL. Everything above this module sees core traits, the read models'
-//! [`Queries`] and the idempotency keys.
+//! [`Queries`] and the refused idempotency keys.
 
 use std::sync::Arc;
 
 use cqrs_core::{
-    CheckpointStore, DeadLetterStore, Error, EventStore, Leases, Result, SnapshotStore, Subscriber,
+    CheckpointStore, DeadLetterStore, Error, EventStore, Fingerprint, Leases, Result,
+    SnapshotStore, Subscriber,
 };
 use cqrs_postgres::{PgConfig, PgEventStore, PgLeases};
 use cqrs_sqlite::SqliteDatabase;
 use sqlx::{Database, Executor, IntoArguments, Postgres, Sqlite};
+use uuid::Uuid;
 
-use crate::idempotency::{self, Keys};
+use crate::error::BankError;
+use crate::idempotency;
 use crate::readmodel::{Queries, ReadModel, SqlProjection};
 
 /// The default database: the embedded store in `./bank.db`.
 pub const DEFAULT_DATABASE: &str = "sqlite:bank.db?mode=rwc";
 
 /// An open database: the event store and its companions, the read models' queries and the
-/// idempotency keys.
+/// refused idempotency keys.
 #[derive(Clone)]
 pub struct Backend {
     db: Db,
@@ -28,7 +31,6 @@ pub struct Backend {
     dead_letters: Arc<dyn DeadLetterStore>,
     leases: Option<Arc<dyn Leases>>,
     queries: Arc<dyn Queries>,
-    keys: Arc<dyn Keys>,
 }
 
 /// What only the database's own types can do: run a transactional projector, close.
@@ -72,7 +74,6 @@ impl Backend {
                 dead_letters: Arc::new(pg.dead_letters()),
                 leases: Some(Arc::new(leases.clone())),
                 queries: Arc::new(pg.pool().clone()),
-                keys: Arc::new(pg.pool().clone()),
                 db: Db::Postgres(pg, leases),
             })
         } else {
@@ -87,7 +88,6 @@ impl Backend {
                 dead_letters: Arc::new(db.dead_letters()),
                 leases: db.leases().map(|l| Arc::new(l) as Arc<dyn Leases>),
                 queries: Arc::new(db.pool().clone()),
-                keys: Arc::new(db.clone()),
                 db: Db::Sqlite(db),
             })
         }
@@ -133,9 +133,30 @@ impl Backend {
         &*self.queries
     }
 
-    /// The idempotency keys.
-    pub(crate) fn keys(&self) -> &dyn Keys {
-        &*self.keys
+    /// The refusal remembered for idempotency key `id` sent with the request of `fingerprint`,
+    /// after remembering `refused` if the key has none yet (see `idempotency::refusal`).
+    pub(crate) async fn refusal(
+        &self,
+        id: Uuid,
+        fingerprint: Fingerprint,
+        refused: Option<&BankError>,
+    ) -> Result<Option<BankError>> {
+        // NOTE: SQLite has one write lock: a key is written in a transaction of the store's
+        // writer, queued behind the store's own writes, never through the pool of readers.
+        let first = match &self.db {
+            Db::Sqlite(db) => {
+                let mut tx = db.begin_write().await?;
+                let first = idempotency::refusal::<Sqlite>(&mut tx, id, fingerprint, refused);
+                let first = first.await?;
+                tx.commit().await.map_err(Error::backend)?;
+                first
+            }
+            Db::Postgres(pg, _) => {
+                let mut conn = pg.pool().acquire().await.map_err(Error::backend)?;
+                idempotency::refusal::<Postgres>(&mut conn, id, fingerprint, refused).await?
+            }
+        };
+        Ok(first)
     }
 
     /// The transactional subscriber maintaining `model`. On PostgreSQL it commits only while
@@ -159,7 +180,7 @@ impl Backend {
     }
 }
 
-/// Creates the read-model tables and the idempotency keys' table, if missing.
+/// Creates the read-model tables and the refused idempotency keys' table, if missing.
 async fn create_tables<DB>(conn: &mut DB::Connection) -> Result<()>
 where
     DB: Database,

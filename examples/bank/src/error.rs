@@ -52,10 +52,18 @@ pub enum BankError {
     },
     /// The store failed (500).
     #[error("storage error")]
-    Store(#[from] cqrs_core::Error),
+    Store(#[source] cqrs_core::Error),
 }
 
 impl BankError {
+    /// The 422 for an idempotency key sent again with another request.
+    pub fn key_reused() -> Self {
+        rule(
+            "idempotency_key_reused",
+            "this Idempotency-Key was first used for another request",
+        )
+    }
+
     /// A 400 for an invalid field.
     pub fn invalid(message: impl Into<String>) -> Self {
         BankError::Invalid {
@@ -164,6 +172,17 @@ impl From<TransferError> for BankError {
     }
 }
 
+impl From<cqrs_core::Error> for BankError {
+    fn from(e: cqrs_core::Error) -> Self {
+        match e {
+            // NOTE: the store keeps the fingerprint of a keyed command's request, and so
+            // tells the key sent with another request.
+            cqrs_core::Error::CommandIdReused { .. } => BankError::key_reused(),
+            e => BankError::Store(e),
+        }
+    }
+}
+
 impl<E: Into<BankError>> From<CommandError<E>> for BankError {
     fn from(e: CommandError<E>) -> Self {
         match e {
@@ -172,7 +191,7 @@ impl<E: Into<BankError>> From<CommandError<E>> for BankError {
                 code: "conflict",
                 message: "concurrent updates kept conflicting; try again".into(),
             },
-            CommandError::Store(e) => BankError::Store(e),
+            CommandError::Store(e) => e.into(),
             _ => BankError::Store(cqrs_core::Error::Invalid("unexpected command error".into())),
         }
     }

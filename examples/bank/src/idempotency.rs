@@ -2,16 +2,18 @@
 //! answer, and nothing runs twice; the key sent with another request is refused (422
 //! `idempotency_key_reused`).
 //!
-//! One table, `idempotency_keys`, holds the request each key was first used for and, if the
-//! command was refused, the refusal (a refusal writes no events, so only this table knows
-//! it). A success needs nothing here: the command carries the key's id as its command id, and
-//! the event store answers a repeat with the first append's result.
+//! A keyed command carries the key's id as its command id and the [`Fingerprint`] of its
+//! request (the operation and its arguments): the event store answers a repeat with the first
+//! append's result and the key with another request with [`Error::CommandIdReused`]. A
+//! refusal writes no events, so the store cannot remember it: one table, `refused_keys`,
+//! holds each refused key with its request's fingerprint and the refusal.
 
-use cqrs_core::{Error, Result, async_trait};
-use cqrs_sqlite::SqliteDatabase;
-use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, PgPool, Postgres, Sqlite, Type};
+use cqrs_core::{Error, Fingerprint, Result};
+use serde::Serialize;
+use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
 
+use crate::backend::Backend;
 use crate::error::BankError;
 
 /// The namespace of ids derived from idempotency keys.
@@ -22,131 +24,87 @@ pub(crate) fn key_id(scope: &str, key: &str) -> Uuid {
     Uuid::new_v5(&KEY_NAMESPACE, format!("{scope}\n{key}").as_bytes())
 }
 
-pub(crate) const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS idempotency_keys (id TEXT PRIMARY KEY, \
-     request TEXT NOT NULL, status BIGINT, code TEXT, message TEXT)";
+/// A key's command id (within `scope`) and the fingerprint of its `request`.
+pub(crate) type Keyed = (Uuid, Fingerprint);
 
-/// Claims a key for a request; the first claim stays, and is returned either way.
-const CLAIM: &str = "INSERT INTO idempotency_keys (id, request) VALUES ($1, $2) \
-     ON CONFLICT (id) DO UPDATE SET request = idempotency_keys.request \
-     RETURNING request, status, code, message";
-
-const REFUSED: &str =
-    "UPDATE idempotency_keys SET status = $1, code = $2, message = $3 WHERE id = $4";
-
-/// The first use of a key: the request, and the refusal it got, if any.
-type Claim = (String, Option<i64>, Option<String>, Option<String>);
-
-/// Where the keys are kept: PostgreSQL, or the SQLite store.
-#[async_trait]
-pub(crate) trait Keys: Send + Sync + std::fmt::Debug {
-    /// Claims key `id` for `request`; returns the first claim.
-    async fn claim(&self, id: Uuid, request: &str) -> Result<Claim>;
-    /// Records that the request of key `id` was refused with `refusal`.
-    async fn refused(&self, id: Uuid, refusal: &BankError) -> Result<()>;
+/// The command id and request fingerprint of `key` (if any), within `scope`.
+pub(crate) fn keyed(
+    scope: &str,
+    key: Option<&str>,
+    request: &impl Serialize,
+) -> Result<Option<Keyed>> {
+    key.map(|k| Ok((key_id(scope, k), Fingerprint::of(request)?)))
+        .transpose()
 }
 
-/// Runs `command`, sent with the key whose id is `key` (if any) for `request` (the request
-/// and its arguments, say `deposit 100`), once.
-///
-/// NOTE: the one place a key is checked. When the event store keeps a fingerprint of the
-/// request beside the command id, the claim's comparison becomes the store's error and the
-/// table keeps refusals only.
+pub(crate) const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS refused_keys (id TEXT PRIMARY KEY, \
+     fingerprint TEXT NOT NULL, status BIGINT NOT NULL, code TEXT NOT NULL, message TEXT NOT NULL)";
+
+/// Runs `command`, sent with `key` (if any), once: a key refused before gets its refusal
+/// again (or `idempotency_key_reused` for another request), and a refusal is remembered.
 pub(crate) async fn once<T>(
-    keys: &dyn Keys,
-    key: Option<Uuid>,
-    request: &str,
+    backend: &Backend,
+    key: Option<Keyed>,
     command: impl Future<Output = Result<T, BankError>>,
 ) -> Result<T, BankError> {
-    let Some(id) = key else {
+    let Some((id, fingerprint)) = key else {
         return command.await;
     };
-    let (first, status, code, message) = keys.claim(id, request).await?;
-    if first != request {
-        return Err(BankError::Rule {
-            code: "idempotency_key_reused",
-            message: "this Idempotency-Key was first used for another request".into(),
-        });
-    }
-    if let Some(status) = status {
-        let status = u16::try_from(status).unwrap_or(422);
-        let code = code.unwrap_or_default();
-        return Err(BankError::repeated(
-            status,
-            &code,
-            message.unwrap_or_default(),
-        ));
+    if let Some(first) = backend.refusal(id, fingerprint, None).await? {
+        return Err(first);
     }
     match command.await {
+        // NOTE: two refusals of one key racing: the first remembered is the answer.
         Err(e) if e.is_final() => {
-            keys.refused(id, &e).await?;
-            Err(e)
+            let first = backend.refusal(id, fingerprint, Some(&e)).await?;
+            Err(first.unwrap_or(e))
         }
         done => done,
     }
 }
 
-/// Claims key `id` for `request` on `conn`; returns the first claim.
-async fn claim<DB>(conn: &mut DB::Connection, id: Uuid, request: &str) -> Result<Claim>
-where
-    DB: Database,
-    DB::Arguments: IntoArguments<DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    String: for<'q> Encode<'q, DB> + Type<DB>,
-    for<'r> Claim: FromRow<'r, DB::Row>,
-{
-    let q = sqlx::query_as(CLAIM)
-        .bind(id.to_string())
-        .bind(request.to_owned());
-    q.fetch_one(&mut *conn).await.map_err(Error::backend)
-}
-
-/// Records on `conn` that the request of key `id` was refused with `refusal`.
-async fn refuse<DB>(conn: &mut DB::Connection, id: Uuid, refusal: &BankError) -> Result<()>
+/// The refusal remembered on `conn` for key `id` sent with the request of `fingerprint`,
+/// after remembering `refused` if the key has none yet: the first refusal stays.
+pub(crate) async fn refusal<DB>(
+    conn: &mut DB::Connection,
+    id: Uuid,
+    fingerprint: Fingerprint,
+    refused: Option<&BankError>,
+) -> Result<Option<BankError>>
 where
     DB: Database,
     DB::Arguments: IntoArguments<DB>,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     i64: for<'q> Encode<'q, DB> + Type<DB>,
     String: for<'q> Encode<'q, DB> + Type<DB>,
+    for<'r> (String, i64, String, String): FromRow<'r, DB::Row>,
 {
-    sqlx::query(REFUSED)
-        .bind(i64::from(refusal.status()))
-        .bind(refusal.code().to_owned())
-        .bind(refusal.to_string())
-        .bind(id.to_string())
-        .execute(&mut *conn)
+    let (id, ours) = (id.to_string(), fingerprint.as_uuid().to_string());
+    let query = match refused {
+        None => sqlx::query_as(
+            "SELECT fingerprint, status, code, message FROM refused_keys WHERE id = $1",
+        )
+        .bind(id),
+        Some(e) => sqlx::query_as(
+            "INSERT INTO refused_keys (id, fingerprint, status, code, message) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (id) DO UPDATE SET fingerprint = refused_keys.fingerprint \
+             RETURNING fingerprint, status, code, message",
+        )
+        .bind(id)
+        .bind(ours.clone())
+        .bind(i64::from(e.status()))
+        .bind(e.code().to_owned())
+        .bind(e.to_string()),
+    };
+    let row: Option<(String, i64, String, String)> = query
+        .fetch_optional(&mut *conn)
         .await
         .map_err(Error::backend)?;
-    Ok(())
-}
-
-#[async_trait]
-impl Keys for PgPool {
-    async fn claim(&self, id: Uuid, request: &str) -> Result<Claim> {
-        let mut conn = self.acquire().await.map_err(Error::backend)?;
-        claim::<Postgres>(&mut conn, id, request).await
-    }
-
-    async fn refused(&self, id: Uuid, refusal: &BankError) -> Result<()> {
-        let mut conn = self.acquire().await.map_err(Error::backend)?;
-        refuse::<Postgres>(&mut conn, id, refusal).await
-    }
-}
-
-// NOTE: SQLite has one write lock: a key is written in a transaction of the store's writer,
-// queued behind the store's own writes, never through the pool of readers.
-#[async_trait]
-impl Keys for SqliteDatabase {
-    async fn claim(&self, id: Uuid, request: &str) -> Result<Claim> {
-        let mut tx = self.begin_write().await?;
-        let first = claim::<Sqlite>(&mut tx, id, request).await?;
-        tx.commit().await.map_err(Error::backend)?;
-        Ok(first)
-    }
-
-    async fn refused(&self, id: Uuid, refusal: &BankError) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        refuse::<Sqlite>(&mut tx, id, refusal).await?;
-        tx.commit().await.map_err(Error::backend)
-    }
+    Ok(row.map(|(first, status, code, message)| {
+        if first != ours {
+            return BankError::key_reused();
+        }
+        BankError::repeated(u16::try_from(status).unwrap_or(422), &code, message)
+    }))
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cqrs_core::{
-    Checkpointed, CommandHandler, CommandOptions, Metadata, RetryPolicy, Runner, RunnerConfig,
-    RunnerHandle, Subscriber,
+    Checkpointed, CommandHandler, CommandId, CommandOptions, Metadata, RetryPolicy, Runner,
+    RunnerConfig, RunnerHandle, Subscriber,
 };
 use uuid::Uuid;
 
@@ -17,7 +17,7 @@ use crate::domain::account::{Account, AccountCommand, AccountStatus};
 use crate::domain::money::Amount;
 use crate::domain::transfer::{Transfer, TransferCommand, TransferError};
 use crate::error::BankError;
-use crate::idempotency::{key_id, once};
+use crate::idempotency::{Keyed, key_id, keyed, once};
 use crate::process::TransferProcess;
 use crate::readmodel::{AccountView, LargeWithdrawalView, ReadModel, StatementLine, TransferView};
 
@@ -129,13 +129,12 @@ impl Bank {
     /// Opens an account for `owner`. With an idempotency key, the account id derives from it.
     pub async fn open_account(&self, owner: &str, key: Option<&str>) -> Result<Opened, BankError> {
         let id = key.map_or_else(Uuid::new_v4, |k| key_id("account", k));
-        let cid = key.map(|k| key_id("open", k));
+        let keyed = keyed("open", key, &("open", owner))?;
         let cmd = AccountCommand::Open {
             owner: owner.into(),
         };
-        let request = format!("open {owner:?}");
-        once(self.backend.keys(), cid, &request, async {
-            let opts = options(cid, Some(id));
+        once(&self.backend, keyed, async {
+            let opts = options(keyed, Some(id));
             let (handler, id_text) = (&self.handlers.accounts, id.to_string());
             let out = handler.execute_with(&id_text, &cmd, opts).await?;
             Ok(Opened {
@@ -186,13 +185,9 @@ impl Bank {
         cmd: AccountCommand,
         key: Option<&str>,
     ) -> Result<Written, BankError> {
-        let cid = key.map(|k| key_id(&format!("{op} {id}"), k));
-        let request = match amount {
-            Some(a) => format!("{op} {}", a.get()),
-            None => op.to_owned(),
-        };
-        once(self.backend.keys(), cid, &request, async {
-            let opts = options(cid, None);
+        let keyed = keyed(&format!("{op} {id}"), key, &(op, amount))?;
+        once(&self.backend, keyed, async {
+            let opts = options(keyed, None);
             let (handler, id_text) = (&self.handlers.accounts, id.to_string());
             let out = handler.execute_with(&id_text, &cmd, opts).await?;
             Ok(Written {
@@ -212,21 +207,25 @@ impl Bank {
         key: Option<&str>,
     ) -> Result<Accepted, BankError> {
         let id = key.map_or_else(Uuid::new_v4, |k| key_id("transfer", k));
-        let cid = key.map(|k| key_id("transfer start", k));
-        let request = format!("transfer {from} {to} {}", amount.get());
-        once(self.backend.keys(), cid, &request, async {
-            if from == to {
-                return Err(TransferError::SameAccount.into());
-            }
-            for account in [from, to] {
-                let (state, _) = self.handlers.accounts.load(&account.to_string()).await?;
-                if state.status == AccountStatus::New {
-                    return Err(BankError::NotFound("account"));
+        let keyed = keyed("transfer start", key, &("transfer", from, to, amount))?;
+        once(&self.backend, keyed, async {
+            let (handler, id_text) = (&self.handlers.transfers, id.to_string());
+            // NOTE: these checks are the service's, not the aggregate's: the store, which
+            // knows the key's success, answers first, so that a repeat skips them and the
+            // key with another request is refused as reused.
+            let stream = CommandHandler::<Transfer>::stream(&id_text);
+            let done = match keyed {
+                Some((cid, fp)) => {
+                    let cid = CommandId::with_fingerprint(cid, fp);
+                    self.backend.events().command_result(&stream, cid).await?
                 }
+                None => None,
+            };
+            if done.is_none() {
+                self.check_transfer(from, to).await?;
             }
             let cmd = TransferCommand::Start { from, to, amount };
-            let opts = options(cid, Some(id));
-            let (handler, id_text) = (&self.handlers.transfers, id.to_string());
+            let opts = options(keyed, Some(id));
             let out = handler.execute_with(&id_text, &cmd, opts).await?;
             Ok(Accepted {
                 id,
@@ -234,6 +233,20 @@ impl Bank {
             })
         })
         .await
+    }
+
+    /// Whether a transfer from `from` to `to` may start: two accounts, both open once.
+    async fn check_transfer(&self, from: Uuid, to: Uuid) -> Result<(), BankError> {
+        if from == to {
+            return Err(TransferError::SameAccount.into());
+        }
+        for account in [from, to] {
+            let (state, _) = self.handlers.accounts.load(&account.to_string()).await?;
+            if state.status == AccountStatus::New {
+                return Err(BankError::NotFound("account"));
+            }
+        }
+        Ok(())
     }
 
     /// Waits until `model` has passed global position `after` (504 after the read timeout).
@@ -321,12 +334,12 @@ impl Bank {
     }
 }
 
-/// A command's options: its id (from an idempotency key) and the correlation id of what it
-/// starts (an account, a transfer).
-fn options(command_id: Option<Uuid>, correlation_id: Option<Uuid>) -> CommandOptions {
+/// A command's options: its id and its request's fingerprint (from an idempotency key) and
+/// the correlation id of what it starts (an account, a transfer).
+fn options(keyed: Option<Keyed>, correlation_id: Option<Uuid>) -> CommandOptions {
     CommandOptions {
-        command_id,
-        fingerprint: None,
+        command_id: keyed.map(|(id, _)| id),
+        fingerprint: keyed.map(|(_, fp)| fp),
         metadata: Metadata {
             correlation_id,
             ..Metadata::default()

@@ -506,6 +506,14 @@ async fn idempotency(c: &Client) {
         )
         .await;
     assert_eq!(reused(&t3), want, "{:?}", t3.1);
+    // Also when the other request fails the service's own checks (same account, missing
+    // account), and the first request still gets its first answer afterwards.
+    let same = json!({"from": id, "to": id, "amount": 20});
+    let t4 = c.post_key("/transfers", same, &tkey).await;
+    assert_eq!(reused(&t4), want, "{:?}", t4.1);
+    let first = json!({"from": id, "to": other, "amount": 20});
+    let t5 = c.post_key("/transfers", first, &tkey).await;
+    assert_eq!((t5.0, &t5.1), (StatusCode::ACCEPTED, &t1.1));
     c.settle().await;
     let (_, a) = c.get(&format!("/accounts/{id}")).await;
     assert_eq!((&a["owner"], &a["balance"]), (&json!("ida"), &json!(50)));
