@@ -31,8 +31,8 @@ pub(crate) mod sqlstate {
 pub enum PgError {
     /// The server is in recovery (a hot standby). Its snapshots do not list the transactions
     /// in flight on the primary, so the all-stream watermark cannot be told there: reading the
-    /// all-stream ([`read_all`](cqrs_core::EventStore::read_all),
-    /// [`cursor_of`](cqrs_core::EventStore::cursor_of), subscribers, [`diagnose`](crate::diagnose))
+    /// all-stream ([`read_all`](cqrs_core::AllStreamReader::read_all),
+    /// [`cursor_of`](cqrs_core::AllStreamReader::cursor_of), subscribers, [`diagnose`](crate::diagnose))
     /// is refused rather than let a subscriber pass events of open transactions for good. Loading
     /// aggregates and reading one stream work there.
     #[error(
