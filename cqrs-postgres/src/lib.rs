@@ -118,7 +118,7 @@
 
 mod append;
 mod append_conns;
-mod checkpoint;
+mod checkpoints;
 mod config;
 mod database;
 mod dead_letters;
@@ -132,10 +132,10 @@ mod projector;
 mod read_all;
 mod read_stream;
 mod rows;
-mod snapshot;
+mod snapshots;
 mod sql;
 
-pub use checkpoint::PgCheckpointStore;
+pub use checkpoints::PgCheckpointStore;
 pub use config::{MIGRATOR, PgConfig, migrate, schema_options};
 pub use database::PgDatabase;
 pub use dead_letters::PgDeadLetterStore;
@@ -145,7 +145,7 @@ pub use event_store::PgEventStore;
 pub use lease::PgLeases;
 pub use projector::{PgProjector, PgTransactional};
 pub use rows::{CORRUPT_METADATA_KEY, CORRUPT_PAYLOAD_KEY};
-pub use snapshot::PgSnapshotStore;
+pub use snapshots::PgSnapshotStore;
 
 // Re-exported so that users name the same sqlx as this crate.
 pub use sqlx;

@@ -13,7 +13,7 @@ use sqlx::{PgConnection, PgPool};
 use crate::error::is_connection_lost;
 use crate::lease::PgLeases;
 use crate::rows::to_i64;
-use crate::{checkpoint, dead_letters};
+use crate::{checkpoints, dead_letters};
 
 /// A projector whose read model lives in PostgreSQL: its handlers run in the transaction that
 /// also writes its checkpoint. Run it with [`PgTransactional`].
@@ -279,7 +279,7 @@ impl<P: PgProjector> Subscriber for PgTransactional<P> {
     }
 
     async fn checkpoint(&self) -> Result<Cursor> {
-        checkpoint::load(&self.pool, self.projector.name()).await
+        checkpoints::load(&self.pool, self.projector.name()).await
     }
 
     async fn process(&self, events: &[RecordedEvent], to: Cursor) -> Result<(), BoxError> {

@@ -89,6 +89,7 @@
 //!   transaction in the same task.
 
 mod append;
+mod checkpoints;
 mod database;
 mod dead_letters;
 mod error;
@@ -99,13 +100,14 @@ mod projector;
 mod read_all;
 mod read_stream;
 mod rows;
+mod snapshots;
 mod sql;
-mod stores;
 mod watcher;
 
+pub use checkpoints::SqliteCheckpointStore;
 pub use database::{MIGRATOR, SqliteConfig, SqliteDatabase};
 pub use dead_letters::SqliteDeadLetterStore;
 pub use event_store::SqliteEventStore;
 pub use lease::SqliteLeases;
 pub use projector::{SqliteProjector, SqliteTransactional};
-pub use stores::{SqliteCheckpointStore, SqliteSnapshotStore};
+pub use snapshots::SqliteSnapshotStore;

@@ -8,11 +8,11 @@ use cqrs_core::{
 use sqlx::SqliteConnection;
 use tokio::sync::OnceCell;
 
+use crate::checkpoints::{delete_checkpoint, load_checkpoint, save_checkpoint};
 use crate::database::SqliteDatabase;
 use crate::dead_letters;
 use crate::error::{Failure, retry_busy};
 use crate::lease::SqliteLeases;
-use crate::stores::{delete_checkpoint, load_checkpoint, save_checkpoint};
 
 /// Runs `$body` (an async block given `$conn`, the connection) in a `BEGIN IMMEDIATE`
 /// transaction of `$db` and commits it; the whole is retried while another process holds the
