@@ -175,15 +175,14 @@ impl StreamEvent {
         }
     }
 
-    /// The whole event of `stream`, payload and metadata parsed; [`Error::Corrupt`] naming it
-    /// when either does not parse.
+    /// The whole event of `stream`, its metadata parsed (the payload stays text, decoded when
+    /// the event is); [`Error::Corrupt`] naming it when the metadata does not parse.
     pub fn into_recorded(self, stream: &StreamId) -> Result<RecordedEvent> {
         let corrupt = |what: &str, e: serde_json::Error| Error::Corrupt {
             stream: stream.clone(),
             version: self.stream_version,
             reason: format!("{what} does not parse: {e}"),
         };
-        let payload = serde_json::from_str(&self.payload).map_err(|e| corrupt("payload", e))?;
         // NOTE: the empty object, what most events carry, without the parser.
         let metadata = if self.metadata == "{}" {
             Metadata::default()
@@ -198,12 +197,12 @@ impl StreamEvent {
             recorded_at: self.recorded_at,
             event_type: self.event_type,
             schema_version: self.schema_version,
-            payload,
+            payload: self.payload,
             metadata,
         })
     }
 
-    /// The event of a [`RecordedEvent`], its payload and metadata written back to text.
+    /// The event of a [`RecordedEvent`], its metadata written back to text.
     pub fn from_recorded(event: &RecordedEvent) -> Self {
         StreamEvent {
             event_id: event.event_id,
@@ -212,7 +211,7 @@ impl StreamEvent {
             recorded_at: event.recorded_at,
             event_type: event.event_type.clone(),
             schema_version: event.schema_version,
-            payload: event.payload.to_string(),
+            payload: event.payload.clone(),
             metadata: serde_json::to_string(&event.metadata).unwrap_or_else(|_| "{}".into()),
         }
     }

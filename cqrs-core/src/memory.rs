@@ -128,7 +128,7 @@ impl EventAppender for InMemoryEventStore {
                     recorded_at: now,
                     event_type: e.event_type,
                     schema_version: e.schema_version,
-                    payload: e.payload,
+                    payload: e.payload.to_string(),
                     metadata: e.metadata,
                 });
                 log.streams.entry(stream.clone()).or_default().push(index);

@@ -83,19 +83,18 @@ impl Upcasters {
     }
 
     /// Upcasts a recorded event in place; a failing step gives a decode error naming the event.
+    /// Only an event with a step is parsed; the rest keep their text.
     pub fn apply(&self, event: &mut RecordedEvent) -> Result<()> {
-        if self.steps.is_empty() {
+        if !self.applies(&event.event_type, event.schema_version) {
             return Ok(());
         }
-        let payload = std::mem::take(&mut event.payload);
-        match self.upcast(&event.event_type, event.schema_version, payload) {
-            Ok((v, p)) => {
-                event.schema_version = v;
-                event.payload = p;
-                Ok(())
-            }
-            Err(e) => Err(event.decode_error(e)),
-        }
+        let (version, payload) = serde_json::from_str(&event.payload)
+            .map_err(BoxError::from)
+            .and_then(|payload| self.upcast(&event.event_type, event.schema_version, payload))
+            .map_err(|e| event.decode_error(e))?;
+        event.schema_version = version;
+        event.payload = payload.to_string();
+        Ok(())
     }
 }
 

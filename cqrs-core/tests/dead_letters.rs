@@ -42,7 +42,7 @@ impl Projector for Counter {
                 reason: "epoch 1 is stale".into(),
             }));
         }
-        if self.poisoned.load(Ordering::SeqCst) && event.payload["poison"] == true {
+        if self.poisoned.load(Ordering::SeqCst) && event.payload_value()?["poison"] == true {
             return Err("cannot count a poisoned event".into());
         }
         self.seen.fetch_add(1, Ordering::SeqCst);

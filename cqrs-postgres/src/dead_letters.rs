@@ -3,7 +3,6 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_core::{DeadLetter, DeadLetterStatus, DeadLetterStore, Error, RecordedEvent, Result};
-use serde_json::Value;
 use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
@@ -32,7 +31,7 @@ impl PgDeadLetterStore {
         status: Option<DeadLetterStatus>,
     ) -> Result<Vec<DeadLetter>> {
         let rows: Vec<Row> = sqlx::query_as(
-            "SELECT id, subscriber, event, error, attempts, parked_at, status FROM dead_letters \
+            "SELECT id, subscriber, event::text, error, attempts, parked_at, status FROM dead_letters \
              WHERE ($1::text IS NULL OR subscriber = $1) AND ($2::text IS NULL OR status = $2) \
              ORDER BY seq",
         )
@@ -52,10 +51,10 @@ fn status_name(status: DeadLetterStatus) -> &'static str {
     }
 }
 
-type Row = (Uuid, String, Value, String, i32, DateTime<Utc>, String);
+type Row = (Uuid, String, String, String, i32, DateTime<Utc>, String);
 
 fn letter((id, subscriber, event, error, attempts, parked_at, status): Row) -> Result<DeadLetter> {
-    let event: RecordedEvent = serde_json::from_value(event)
+    let event: RecordedEvent = serde_json::from_str(&event)
         .map_err(|e| Error::Invalid(format!("dead letter {id} holds an unreadable event: {e}")))?;
     let status = if status == "retry_requested" {
         DeadLetterStatus::RetryRequested
@@ -78,14 +77,14 @@ fn letter((id, subscriber, event, error, attempts, parked_at, status): Row) -> R
 /// NOTE: keyed by subscriber and event position: parking the same event again updates the
 /// letter there is, which keeps its id and its place (`seq`) in the oldest-first order.
 pub(crate) async fn park<'e>(exec: impl PgExecutor<'e>, l: &DeadLetter) -> Result<()> {
-    let event = serde_json::to_value(&l.event).map_err(|source| Error::Serialize {
+    let event = serde_json::to_string(&l.event).map_err(|source| Error::Serialize {
         event_type: l.event.event_type.clone(),
         source,
     })?;
     sqlx::query(
         "INSERT INTO dead_letters (id, subscriber, stream_category, stream_id, stream_version, position, \
          event_type, event, error, attempts, parked_at, status) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12) \
          ON CONFLICT (subscriber, position) DO UPDATE SET event = EXCLUDED.event, \
          error = EXCLUDED.error, attempts = EXCLUDED.attempts, parked_at = EXCLUDED.parked_at, \
          status = EXCLUDED.status",
@@ -160,7 +159,7 @@ impl DeadLetterStore for PgDeadLetterStore {
 
     async fn find(&self, subscriber: &str, position: u64) -> Result<Option<DeadLetter>> {
         let row: Option<Row> = sqlx::query_as(
-            "SELECT id, subscriber, event, error, attempts, parked_at, status FROM dead_letters \
+            "SELECT id, subscriber, event::text, error, attempts, parked_at, status FROM dead_letters \
              WHERE subscriber = $1 AND position = $2",
         )
         .bind(subscriber)

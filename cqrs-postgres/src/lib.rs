@@ -111,10 +111,10 @@
 //! [`Error::Decode`](cqrs_core::Error::Decode) naming stream, version and type, so the runner
 //! parks it; a command handler's load fails with the same error. Metadata that does not parse
 //! makes [`read_stream`](cqrs_core::StreamReaderExt::read_stream) fail with
-//! [`Error::Corrupt`](cqrs_core::Error::Corrupt) naming stream and version, and so does a
-//! payload nested too deep to parse; `read_all` hands such an event on, with empty metadata
-//! holding the raw value under [`CORRUPT_METADATA_KEY`], or with a `null` payload and the reason
-//! under [`CORRUPT_PAYLOAD_KEY`], so that no subscriber stalls on it.
+//! [`Error::Corrupt`](cqrs_core::Error::Corrupt) naming stream and version; `read_all` hands such
+//! an event on, with empty metadata holding the raw value under [`CORRUPT_METADATA_KEY`], so that
+//! no subscriber stalls on it. A payload is handed on as the text stored, even one nested too
+//! deep to parse: decoding it gives the [`Error::Decode`](cqrs_core::Error::Decode).
 
 mod append;
 mod append_conns;
@@ -144,7 +144,7 @@ pub use error::PgError;
 pub use event_store::PgEventStore;
 pub use lease::PgLeases;
 pub use projector::{PgProjector, PgTransactional};
-pub use rows::{CORRUPT_METADATA_KEY, CORRUPT_PAYLOAD_KEY};
+pub use rows::CORRUPT_METADATA_KEY;
 pub use snapshots::PgSnapshotStore;
 
 // Re-exported so that users name the same sqlx as this crate.

@@ -14,11 +14,6 @@ use uuid::Uuid;
 /// metadata is empty then.
 pub const CORRUPT_METADATA_KEY: &str = "cqrs_corrupt_metadata";
 
-/// Key of [`Metadata::extra`](cqrs_core::Metadata::extra) under which `read_all` tells why the
-/// payload of an event could not be read (nested deeper than the JSON parser allows); the
-/// payload is `null` then, so that decoding it fails and the subscriber parks the event.
-pub const CORRUPT_PAYLOAD_KEY: &str = "cqrs_corrupt_payload";
-
 /// One row of the events table, as [`READ_ALL`](crate::sql::READ_ALL) selects it.
 #[derive(Debug)]
 pub(crate) struct EventRow {
@@ -79,14 +74,14 @@ impl EventRow {
         }
     }
 
-    /// The event; a broken payload or metadata is handed on as described at
-    /// [`CORRUPT_PAYLOAD_KEY`] and [`CORRUPT_METADATA_KEY`], other broken columns are
+    /// The event, its payload as the stored text (decoded when the event is); broken metadata is
+    /// handed on as described at [`CORRUPT_METADATA_KEY`], other broken columns are
     /// [`Error::Corrupt`] naming its stream and version.
     ///
     /// The all-stream reads this way: an error there would stop every subscriber at the row
     /// for good, while an event handed on can be handled or parked by each subscriber.
     pub(crate) fn into_recorded_lenient(self) -> Result<RecordedEvent> {
-        let mut metadata = match parse_metadata(&self.metadata.0) {
+        let metadata = match parse_metadata(&self.metadata.0) {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(stream = %self.stream(), version = self.stream_version, error = %e,
@@ -99,21 +94,10 @@ impl EventRow {
                 m
             }
         };
-        let payload = match serde_json::from_str::<Value>(&self.payload.0) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(stream = %self.stream(), version = self.stream_version, error = %e,
-                    "event payload does not parse; handing the event on without it");
-                metadata
-                    .extra
-                    .insert(CORRUPT_PAYLOAD_KEY.into(), Value::String(e.to_string()));
-                Value::Null
-            }
-        };
-        self.into_recorded_with(payload, metadata)
+        self.into_recorded_with(metadata)
     }
 
-    fn into_recorded_with(self, payload: Value, metadata: Metadata) -> Result<RecordedEvent> {
+    fn into_recorded_with(self, metadata: Metadata) -> Result<RecordedEvent> {
         let stream_version = u64::try_from(self.stream_version)
             .map_err(|_| self.corrupt("negative stream version"))?;
         let schema_version = u32::try_from(self.schema_version)
@@ -130,7 +114,7 @@ impl EventRow {
             recorded_at: self.recorded_at,
             event_type: self.event_type,
             schema_version,
-            payload,
+            payload: self.payload.0,
             metadata,
         })
     }

@@ -21,7 +21,7 @@
 //!         Ok(())
 //!     }
 //!     async fn handle(&self, conn: &mut SqliteConnection, event: &RecordedEvent) -> Result<(), BoxError> {
-//!         let amount = event.payload["amount"].as_i64().ok_or("no amount")?;
+//!         let amount = event.payload_value()?["amount"].as_i64().ok_or("no amount")?;
 //!         sqlx::query("INSERT INTO totals VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET total = total + excluded.total")
 //!             .bind(&event.stream.id).bind(amount)
 //!             .execute(conn).await?;

@@ -84,10 +84,13 @@ pub(crate) fn event_from_row(row: &SqliteRow) -> Result<RecordedEvent> {
     let schema_version = c.schema_version(get(row, 6)?)?;
     let event_id = c.event_id(get::<&str>(row, 1)?)?;
     let recorded_at = c.recorded_at(get::<&str>(row, 9)?)?;
-    let payload = serde_json::from_str(get::<&str>(row, 7)?)
-        .map_err(|e| c.corrupt(format!("payload is not JSON: {e}")))?;
-    let metadata: Metadata = serde_json::from_str(get::<&str>(row, 8)?)
-        .map_err(|e| c.corrupt(format!("metadata does not parse: {e}")))?;
+    let payload: String = get(row, 7)?;
+    let metadata = match get::<&str>(row, 8)? {
+        // NOTE: the empty object, what most events carry, without the parser.
+        "{}" => Metadata::default(),
+        text => serde_json::from_str(text)
+            .map_err(|e| c.corrupt(format!("metadata does not parse: {e}")))?,
+    };
     Ok(RecordedEvent {
         event_id,
         stream_version,

@@ -100,7 +100,8 @@ fn reopen_and_check(path: &Path, acked: Vec<Acked>) {
                 .unwrap_or_else(|| panic!("acknowledged event {id} v{version} lost"));
             assert_eq!(e.stream_version, *version);
             assert_eq!(
-                e.payload["n"], *n,
+                e.payload_value().unwrap()["n"],
+                *n,
                 "event {id} v{version} holds what was appended"
             );
         }

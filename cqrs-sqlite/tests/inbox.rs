@@ -37,7 +37,9 @@ impl SqliteProjector for Total {
         conn: &mut SqliteConnection,
         event: &RecordedEvent,
     ) -> Result<(), BoxError> {
-        let amount = event.payload["amount"].as_i64().ok_or("no amount")?;
+        let amount = event.payload_value()?["amount"]
+            .as_i64()
+            .ok_or("no amount")?;
         sqlx::query("UPDATE total SET sum = sum + ? WHERE id = 1")
             .bind(amount)
             .execute(conn)
@@ -64,7 +66,7 @@ fn delivered(amount: i64) -> RecordedEvent {
         recorded_at: Utc::now(),
         event_type: "Deposited".into(),
         schema_version: 1,
-        payload: json!({ "amount": amount }),
+        payload: json!({ "amount": amount }).to_string(),
         metadata: Metadata::default(),
     }
 }

@@ -44,7 +44,7 @@ impl SqliteProjector for Strict {
             .bind(event.position() as i64)
             .execute(&mut *conn)
             .await?;
-        if event.payload["fail"] == json!(true) {
+        if event.payload_value()?["fail"] == json!(true) {
             return Err("refused".into());
         }
         Ok(())
@@ -237,7 +237,7 @@ impl SqliteProjector for Picky {
         conn: &mut SqliteConnection,
         event: &RecordedEvent,
     ) -> Result<(), BoxError> {
-        if event.payload["fail"] == json!(true) && !self.fixed.load(Ordering::SeqCst) {
+        if event.payload_value()?["fail"] == json!(true) && !self.fixed.load(Ordering::SeqCst) {
             return Err("not yet".into());
         }
         sqlx::query("INSERT INTO picked VALUES (?)")

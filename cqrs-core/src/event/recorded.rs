@@ -26,8 +26,11 @@ pub struct RecordedEvent {
     pub event_type: String,
     /// Schema version of `payload`.
     pub schema_version: u32,
-    /// The JSON payload.
-    pub payload: Value,
+    /// The JSON payload, as the text the store holds. [`decode`](Self::decode) reads it straight
+    /// into the domain event, with no [`Value`] tree in between; [`payload_value`](Self::payload_value)
+    /// parses it when a tree is wanted.
+    #[serde(with = "json_text")]
+    pub payload: String,
     /// Correlation, causation and free entries.
     pub metadata: Metadata,
 }
@@ -44,7 +47,7 @@ impl RecordedEvent {
     /// stream, version and type.
     pub fn decode<E: DomainEvent>(&self) -> Result<Envelope<E>> {
         let payload =
-            E::decode(&self.event_type, &self.payload).map_err(|e| self.decode_error(e))?;
+            E::decode_json(&self.event_type, &self.payload).map_err(|e| self.decode_error(e))?;
         Ok(Envelope {
             event_id: self.event_id,
             stream: self.stream.clone(),
@@ -54,6 +57,18 @@ impl RecordedEvent {
             metadata: self.metadata.clone(),
             payload,
         })
+    }
+
+    /// The payload parsed into a JSON tree, for code that reads events of no one domain type
+    /// (a generic projector, a tool). [`Error::Decode`] naming the event when it does not parse.
+    ///
+    /// ```
+    /// let event = cqrs_core::testkit::sample_recorded_event(); // a deposit of 5
+    /// assert_eq!(event.payload_value()?["amount"], 5);
+    /// # Ok::<(), cqrs_core::Error>(())
+    /// ```
+    pub fn payload_value(&self) -> Result<Value> {
+        serde_json::from_str(&self.payload).map_err(|e| self.decode_error(e))
     }
 
     /// Decodes the event if it belongs to aggregate type `A`, else gives `None`.
@@ -94,4 +109,28 @@ pub struct Envelope<E> {
     pub metadata: Metadata,
     /// The domain event.
     pub payload: E,
+}
+
+/// The payload's text written and read as the JSON value it is, so that a serialized
+/// [`RecordedEvent`] (a dead letter, say) keeps the shape it had when the payload was a tree.
+mod json_text {
+    use serde::de::IgnoredAny;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_json::value::RawValue;
+
+    pub(super) fn serialize<S: Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
+        // NOTE: text the parser refuses (nested deeper than it allows) is kept as a JSON string
+        // rather than lost, so a dead letter of such an event still carries it. `IgnoredAny`
+        // walks the value under the parser's depth limit, which a `RawValue` alone does not.
+        match serde_json::from_str::<IgnoredAny>(text)
+            .and_then(|_| serde_json::from_str::<&RawValue>(text))
+        {
+            Ok(raw) => raw.serialize(s),
+            Err(_) => s.serialize_str(text),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        Ok(Box::<RawValue>::deserialize(d)?.get().to_owned())
+    }
 }

@@ -148,7 +148,11 @@ pub async fn append_and_read(store: &dyn EventStore) {
         assert_eq!(r.event_id, e.event_id);
         assert_eq!(r.event_type, e.event_type);
         assert_eq!(r.schema_version, e.schema_version);
-        assert_eq!(r.payload, e.payload, "payload must round-trip exactly");
+        assert_eq!(
+            r.payload_value().unwrap(),
+            e.payload,
+            "payload must round-trip exactly"
+        );
         assert_eq!(r.metadata, e.metadata, "metadata must round-trip exactly");
         assert!(
             r.recorded_at >= before && r.recorded_at <= Utc::now() + chrono::Duration::seconds(5)
@@ -243,10 +247,8 @@ pub async fn stream_reads(store: &dyn EventStore) {
         );
         for e in got {
             let stored = &full[e.stream_version as usize - 1];
-            let payload: serde_json::Value =
-                serde_json::from_str(&e.payload).expect("the payload is JSON text");
             assert_eq!(
-                payload, stored.payload,
+                e.payload, stored.payload,
                 "{versions:?}: the payload as stored"
             );
             assert_eq!(
@@ -863,7 +865,7 @@ fn letter(subscriber: &str, n: u64) -> DeadLetter {
             recorded_at: Utc::now(),
             event_type: e.event_type,
             schema_version: e.schema_version,
-            payload: e.payload,
+            payload: e.payload.to_string(),
             metadata: e.metadata,
         },
         error: format!("boom {n}: caused by ✗"),
@@ -891,7 +893,7 @@ pub async fn dead_letter_store(store: &dyn DeadLetterStore) {
         vec![a1.id, a2.id],
         "oldest first, one subscriber"
     );
-    assert_eq!(listed[0].event, a1.event, "the parked event is kept whole");
+    assert_kept(&listed[0].event, &a1.event);
     assert_eq!(listed[0].error, a1.error);
     assert_eq!(listed[0].attempts, 5);
     let all = store.list(None).await.unwrap();
@@ -920,7 +922,7 @@ pub async fn dead_letter_store(store: &dyn DeadLetterStore) {
         vec![(a1.id, DeadLetterStatus::RetryRequested)],
         "only the letters asked to retry"
     );
-    assert_eq!(retry[0].event, a1.event, "kept whole");
+    assert_kept(&retry[0].event, &a1.event);
     assert!(store.retry_requested(&b).await.unwrap().is_empty());
     let mut again = a1.clone();
     again.attempts = 6;
@@ -985,4 +987,19 @@ pub async fn dead_letter_store(store: &dyn DeadLetterStore) {
     assert!(store.list(Some(&b)).await.unwrap().is_empty());
     assert_eq!(store.list(Some(&a)).await.unwrap().len(), 1);
     assert_eq!(store.clear(&a).await.unwrap(), 1);
+}
+
+/// A parked event kept whole. NOTE: a store may keep the payload in a JSON type of its own,
+/// which respaces it: the payload must mean the same, the rest must be equal.
+fn assert_kept(kept: &RecordedEvent, parked: &RecordedEvent) {
+    assert_eq!(
+        kept.payload_value().unwrap(),
+        parked.payload_value().unwrap(),
+        "the parked event's payload is kept"
+    );
+    let blank = |e: &RecordedEvent| RecordedEvent {
+        payload: String::new(),
+        ..e.clone()
+    };
+    assert_eq!(blank(kept), blank(parked), "the parked event is kept whole");
 }

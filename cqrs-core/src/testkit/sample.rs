@@ -28,7 +28,7 @@ pub fn sample_recorded_event() -> RecordedEvent {
             .with_timezone(&Utc),
         event_type: "Deposited".into(),
         schema_version: 2,
-        payload: json!({"amount": 5}),
+        payload: r#"{"amount":5}"#.to_owned(),
         metadata,
     }
 }

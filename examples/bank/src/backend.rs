@@ -188,7 +188,10 @@ where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
 {
     let tables = ReadModel::ALL.map(ReadModel::schema);
-    for ddl in tables.into_iter().chain([idempotency::SCHEMA]) {
+    // NOTE: earlier versions kept refused keys in `idempotent_refusals` (now `refused_keys`,
+    // beside the store's request fingerprints); a database they created loses the old copy.
+    let retired = "DROP TABLE IF EXISTS idempotent_refusals";
+    for ddl in tables.into_iter().chain([idempotency::SCHEMA, retired]) {
         sqlx::query(ddl)
             .execute(&mut *conn)
             .await

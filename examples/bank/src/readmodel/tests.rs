@@ -26,7 +26,7 @@ fn recorded(
         recorded_at: chrono::Utc::now(),
         event_type: new.event_type,
         schema_version: 1,
-        payload: new.payload,
+        payload: new.payload.to_string(),
         metadata: new.metadata,
     }
 }
