@@ -85,15 +85,26 @@ impl Upcasters {
     /// Upcasts a recorded event in place; a failing step gives a decode error naming the event.
     /// Only an event with a step is parsed; the rest keep their text.
     pub fn apply(&self, event: &mut RecordedEvent) -> Result<()> {
-        if !self.applies(&event.event_type, event.schema_version) {
+        self.upcast_text(
+            &event.event_type,
+            &mut event.schema_version,
+            &mut event.payload,
+        )
+        .map_err(|e| event.decode_error(e))
+    }
+
+    /// Upcasts a payload held as text in place, parsing it only when a step applies.
+    fn upcast_text(
+        &self,
+        event_type: &str,
+        version: &mut u32,
+        payload: &mut String,
+    ) -> Result<(), BoxError> {
+        if !self.applies(event_type, *version) {
             return Ok(());
         }
-        let (version, payload) = serde_json::from_str(&event.payload)
-            .map_err(BoxError::from)
-            .and_then(|payload| self.upcast(&event.event_type, event.schema_version, payload))
-            .map_err(|e| event.decode_error(e))?;
-        event.schema_version = version;
-        event.payload = payload.to_string();
+        let (v, p) = self.upcast(event_type, *version, serde_json::from_str(payload)?)?;
+        (*version, *payload) = (v, p.to_string());
         Ok(())
     }
 }
@@ -115,19 +126,9 @@ impl<S: EventStore> UpcastingStore<S> {
     /// Upcasts an event of `stream` read as text; only an event with a step is parsed, the
     /// rest keep their text.
     fn up_text(&self, stream: &StreamId, e: &mut StreamEvent) -> Result<()> {
-        if !self.upcasters.applies(&e.event_type, e.schema_version) {
-            return Ok(());
-        }
-        let (version, payload) = serde_json::from_str(&e.payload)
-            .map_err(BoxError::from)
-            .and_then(|payload| {
-                self.upcasters
-                    .upcast(&e.event_type, e.schema_version, payload)
-            })
-            .map_err(|err| e.decode_error(stream, err))?;
-        e.schema_version = version;
-        e.payload = payload.to_string();
-        Ok(())
+        self.upcasters
+            .upcast_text(&e.event_type, &mut e.schema_version, &mut e.payload)
+            .map_err(|err| e.decode_error(stream, err))
     }
 }
 
