@@ -25,8 +25,19 @@ pub async fn seed(
     streams: usize,
     per_stream: usize,
 ) -> u64 {
+    append_rounds(store, category, streams, 0..per_stream).await
+}
+
+/// Appends the `rounds` of [`seed`] (round n: version n of each of `streams` streams) to any
+/// store, round-robin; returns the last position.
+pub async fn append_rounds<S: EventAppender + ?Sized>(
+    store: &S,
+    category: &str,
+    streams: usize,
+    rounds: std::ops::Range<usize>,
+) -> u64 {
     let mut last = 0;
-    for v in 0..per_stream {
+    for v in rounds {
         for s in 0..streams {
             let stream = StreamId::new(category, format!("s{s}"));
             let event = NewEvent::new("Noted", serde_json::json!({"stream": s, "n": v}));

@@ -6,9 +6,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cqrs_core::{
-    BoxError, EventAppender, ExpectedVersion, NewEvent, RecordedEvent, Runner, StreamId,
-};
+use cqrs_broker::testkit::append_rounds;
+use cqrs_core::{BoxError, RecordedEvent, Runner};
 use cqrs_postgres::{PgProjector, sqlx};
 use cqrs_rabbitmq::{RabbitConsumer, RabbitQueue, RabbitRelay, exchange_for};
 use integration_tests::{PgSchema, SqliteFile};
@@ -91,41 +90,17 @@ async fn events_cross_from_sqlite_through_rabbitmq_into_postgres_once_each_and_i
         .start();
 
     let events = sender.events();
-    let mut last = 0;
-    for round in 0..PER_STREAM {
-        for s in 0..STREAMS {
-            let stream = StreamId::new(CATEGORY, format!("p-{s}"));
-            let e = NewEvent::new("Moved", serde_json::json!({ "round": round }));
-            last = events
-                .append(&stream, ExpectedVersion::Exact(round as u64), vec![e], None)
-                .await
-                .expect("append")
-                .position;
-        }
-        if round == PER_STREAM / 2 {
-            // The receiving process dies mid-stream; what it had not acknowledged comes again.
-            until("some deliveries", async || {
-                received(receiver.pool()).await > 0
-            })
-            .await;
-            consumer.abort();
-            break;
-        }
-    }
+    append_rounds(&events, CATEGORY, STREAMS, 0..PER_STREAM / 2 + 1).await;
+    // The receiving process dies mid-stream; what it had not acknowledged comes again.
+    until("some deliveries", async || {
+        received(receiver.pool()).await > 0
+    })
+    .await;
+    consumer.abort();
     let consumer = RabbitConsumer::new(amqp_url(), queue.clone(), receiver.transactional(Received))
         .with_prefetch(20)
         .start();
-    for round in PER_STREAM / 2 + 1..PER_STREAM {
-        for s in 0..STREAMS {
-            let stream = StreamId::new(CATEGORY, format!("p-{s}"));
-            let e = NewEvent::new("Moved", serde_json::json!({ "round": round }));
-            last = events
-                .append(&stream, ExpectedVersion::Exact(round as u64), vec![e], None)
-                .await
-                .expect("append")
-                .position;
-        }
-    }
+    let last = append_rounds(&events, CATEGORY, STREAMS, PER_STREAM / 2 + 1..PER_STREAM).await;
     runner
         .wait_for("relay", last, Duration::from_secs(60))
         .await
