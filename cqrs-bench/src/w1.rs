@@ -48,6 +48,9 @@ impl<S: Subscriber> Subscriber for Timed<S> {
     fn name(&self) -> &str {
         self.inner.name()
     }
+    fn sequenced(&self) -> bool {
+        self.inner.sequenced()
+    }
     async fn checkpoint(&self) -> CoreResult<Cursor> {
         self.inner.checkpoint().await
     }

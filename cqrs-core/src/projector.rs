@@ -30,6 +30,14 @@ use crate::store::{CheckpointStore, DeadLetter, DeadLetterStore};
 pub trait Subscriber: Send + Sync {
     /// The stable name, the key of the checkpoint and of the dead letters.
     fn name(&self) -> &str;
+    /// Whether a parked event holds back the rest of its stream (the default): its stream's
+    /// later events are parked behind it as [held](crate::DeadLetterStatus::Held) letters,
+    /// and delivered in order once it is retried or removed, so that the subscriber sees
+    /// every stream in order. Return `false` (unsequenced) where order does not matter: a
+    /// parked event then lets its stream's later events pass.
+    fn sequenced(&self) -> bool {
+        true
+    }
     /// The cursor after the last event whose effect is committed.
     async fn checkpoint(&self) -> Result<Cursor>;
     /// Handles `events` in order, then records `to` as the checkpoint. `events` may be empty
@@ -109,6 +117,11 @@ pub trait Subscriber: Send + Sync {
 pub trait Projector: Send + Sync {
     /// The stable name.
     fn name(&self) -> &str;
+    /// Whether a parked event holds back the rest of its stream; see
+    /// [`Subscriber::sequenced`]. The default is `true`.
+    fn sequenced(&self) -> bool {
+        true
+    }
     /// Handles one event.
     async fn handle(&self, event: &RecordedEvent) -> Result<(), BoxError>;
     /// Handles events in order; by default one by one.
@@ -129,6 +142,9 @@ impl<P: Projector + ?Sized> Projector for Arc<P> {
     fn name(&self) -> &str {
         (**self).name()
     }
+    fn sequenced(&self) -> bool {
+        (**self).sequenced()
+    }
     async fn handle(&self, event: &RecordedEvent) -> Result<(), BoxError> {
         (**self).handle(event).await
     }
@@ -144,6 +160,9 @@ impl<P: Projector + ?Sized> Projector for Arc<P> {
 impl<S: Subscriber + ?Sized> Subscriber for Arc<S> {
     fn name(&self) -> &str {
         (**self).name()
+    }
+    fn sequenced(&self) -> bool {
+        (**self).sequenced()
     }
     async fn checkpoint(&self) -> Result<Cursor> {
         (**self).checkpoint().await
@@ -207,6 +226,9 @@ impl<P: Projector, C: CheckpointStore> Checkpointed<P, C> {
 impl<P: Projector, C: CheckpointStore> Subscriber for Checkpointed<P, C> {
     fn name(&self) -> &str {
         self.projector.name()
+    }
+    fn sequenced(&self) -> bool {
+        self.projector.sequenced()
     }
     async fn checkpoint(&self) -> Result<Cursor> {
         self.checkpoints.load(self.projector.name()).await

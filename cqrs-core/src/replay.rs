@@ -100,11 +100,7 @@ impl Replay {
         };
         Replay {
             store,
-            processor: Processor {
-                dead_letters,
-                config,
-                status: None,
-            },
+            processor: Processor::new(dead_letters, config),
         }
     }
 
@@ -130,6 +126,8 @@ impl Replay {
                 source,
             })?;
         let head = self.store.head_position().await?;
+        let mut processor = self.processor.clone();
+        processor.blocked.clear();
         let (_stop_tx, mut stop) = watch::channel(false);
         let mut cursor = Cursor::START;
         let (mut events, mut parked) = (0, 0);
@@ -141,7 +139,7 @@ impl Replay {
             if batch.is_empty() {
                 break;
             }
-            let out = self.processor.process(sub, &batch, &mut stop).await?;
+            let out = processor.process(sub, &batch, &mut stop).await?;
             if out.fenced {
                 return Err(Error::FencedOut {
                     subscriber: sub.name().to_owned(),

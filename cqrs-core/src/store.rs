@@ -55,6 +55,12 @@ pub enum DeadLetterStatus {
     Parked,
     /// An operator asked for another try; the runner of its subscriber will pick it up.
     RetryRequested,
+    /// Held behind an earlier dead letter of its stream (a [sequenced] subscriber keeps a
+    /// stream's order): delivered by the runner once the letters before it are handled or
+    /// removed. Its error names the event it waits behind.
+    ///
+    /// [sequenced]: crate::Subscriber::sequenced
+    Held,
 }
 
 /// An event a subscriber could not handle, parked with the error.

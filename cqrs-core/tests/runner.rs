@@ -138,12 +138,32 @@ struct Picky {
     poisoned: AtomicBool,
     attempts: AtomicUsize,
     handled: Mutex<HashSet<uuid::Uuid>>,
+    sequenced: bool,
+    /// The versions of the poisoned stream that took effect, in the order they did.
+    order: Mutex<Vec<u64>>,
+}
+
+impl Picky {
+    fn new(poisoned_stream: &str, sequenced: bool) -> Self {
+        Picky {
+            inner: Balances::named("picky"),
+            poisoned_stream: poisoned_stream.into(),
+            poisoned: AtomicBool::new(true),
+            attempts: AtomicUsize::new(0),
+            handled: Mutex::default(),
+            sequenced,
+            order: Mutex::default(),
+        }
+    }
 }
 
 #[async_trait::async_trait]
 impl Projector for Picky {
     fn name(&self) -> &str {
         "picky"
+    }
+    fn sequenced(&self) -> bool {
+        self.sequenced
     }
     async fn handle(&self, event: &RecordedEvent) -> Result<(), BoxError> {
         if event.stream.id == self.poisoned_stream
@@ -156,21 +176,18 @@ impl Projector for Picky {
         if !self.handled.lock().unwrap().insert(event.event_id) {
             return Ok(());
         }
+        if event.stream.id == self.poisoned_stream {
+            self.order.lock().unwrap().push(event.stream_version);
+        }
         self.inner.handle(event).await
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_poison_event_is_parked_while_the_rest_goes_on() {
+async fn a_poison_event_of_an_unsequenced_projector_is_parked_while_the_rest_goes_on() {
     let store: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
     let dead = Arc::new(InMemoryDeadLetterStore::new());
-    let picky = Arc::new(Picky {
-        inner: Balances::named("picky"),
-        poisoned_stream: "acc-1".into(),
-        poisoned: AtomicBool::new(true),
-        attempts: AtomicUsize::new(0),
-        handled: Mutex::default(),
-    });
+    let picky = Arc::new(Picky::new("acc-1", false));
     let other = Arc::new(Balances::named("other"));
     let runner = Runner::new(store.clone(), dead.clone())
         .with_config(fast())
@@ -239,13 +256,7 @@ async fn a_poison_event_is_parked_while_the_rest_goes_on() {
 async fn a_failed_retry_parks_again_and_skip_removes() {
     let store: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
     let dead = Arc::new(InMemoryDeadLetterStore::new());
-    let picky = Arc::new(Picky {
-        inner: Balances::named("picky"),
-        poisoned_stream: "acc-0".into(),
-        poisoned: AtomicBool::new(true),
-        attempts: AtomicUsize::new(0),
-        handled: Mutex::default(),
-    });
+    let picky = Arc::new(Picky::new("acc-0", true));
     let runner = Runner::new(store.clone(), dead.clone())
         .with_config(fast())
         .with(Checkpointed::new(
@@ -273,8 +284,126 @@ async fn a_failed_retry_parks_again_and_skip_removes() {
         assert!(tokio::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // The stream's next event waits behind it; skipping the poison releases it.
+    let held = &dead.list(None).await.unwrap()[1];
+    assert_eq!(
+        (held.status, held.event.stream_version),
+        (DeadLetterStatus::Held, 3)
+    );
     dead.remove(id).await.unwrap();
-    assert!(dead.list(None).await.unwrap().is_empty());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !dead.list(None).await.unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "held event not released"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        *picky.order.lock().unwrap(),
+        [1, 3, 4],
+        "v2 skipped; v3 and v4 (a withdrawal) applied in order"
+    );
+    runner.shutdown().await;
+}
+
+/// Waits until `subscriber`'s status reaches `position`.
+async fn until_at(runner: &cqrs_core::RunnerHandle, subscriber: &str, position: u64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let status = runner.status().await.unwrap();
+        if status
+            .iter()
+            .any(|s| s.name == subscriber && s.position >= position)
+        {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{subscriber} stuck");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_poison_event_holds_back_its_stream_until_retried_then_all_apply_in_order() {
+    let store: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+    let dead = Arc::new(InMemoryDeadLetterStore::new());
+    let picky = Arc::new(Picky::new("acc-1", true));
+    let other = Arc::new(Balances::named("other"));
+    let runner = Runner::new(store.clone(), dead.clone())
+        .with_config(fast())
+        .with(Checkpointed::new(
+            picky.clone(),
+            InMemoryCheckpointStore::new(),
+        ))
+        .with(Checkpointed::new(
+            other.clone(),
+            InMemoryCheckpointStore::new(),
+        ))
+        .start();
+    let head = workload(store.clone(), 8, 3).await;
+    runner.wait_for("other", head, WAIT).await.unwrap();
+    until_at(&runner, "picky", head).await;
+
+    // v2 of acc-1 is parked; v3 and v4 wait behind it, naming it; other streams went on.
+    let letters = dead.list(Some("picky")).await.unwrap();
+    let seen: Vec<_> = letters
+        .iter()
+        .map(|l| (l.event.stream_version, l.status))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (2, DeadLetterStatus::Parked),
+            (3, DeadLetterStatus::Held),
+            (4, DeadLetterStatus::Held)
+        ]
+    );
+    let blocker = letters[0].event.event_id.to_string();
+    assert!(letters[2].error.contains(&blocker), "{}", letters[2].error);
+    assert_eq!(*picky.order.lock().unwrap(), [1]);
+    let (mine, theirs) = (picky.inner.snapshot(), other.snapshot());
+    for (account, row) in &theirs {
+        if account != "acc-1" {
+            assert_eq!(mine.get(account), Some(row), "{account} went on");
+        }
+    }
+    let status = runner.status().await.unwrap();
+    let s = status.iter().find(|s| s.name == "picky").unwrap();
+    assert_eq!((s.parked, s.blocked_streams), (3, 1));
+    let held_at = letters[1].event.cursor.position;
+    assert!(matches!(
+        runner.wait_for("picky", held_at, WAIT).await,
+        Err(cqrs_core::Error::Parked { .. })
+    ));
+
+    // Retried once the cause is fixed: the parked event, then the held ones, in order.
+    picky.poisoned.store(false, Ordering::SeqCst);
+    dead.set_status(letters[0].id, DeadLetterStatus::RetryRequested)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !dead.list(Some("picky")).await.unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stream not released"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(*picky.order.lock().unwrap(), [1, 2, 3, 4]);
+    assert_eq!(picky.inner.snapshot(), other.snapshot());
+    let status = runner.status().await.unwrap();
+    let s = status.iter().find(|s| s.name == "picky").unwrap();
+    assert_eq!(s.blocked_streams, 0);
+
+    // Later events of the stream flow again.
+    let accounts = CommandHandler::<Account>::new(store.clone());
+    let last = accounts
+        .execute("acc-1", &AccountCommand::Deposit { amount: 5 })
+        .await
+        .unwrap()
+        .position;
+    runner.wait_for("picky", last, WAIT).await.unwrap();
+    assert_eq!(*picky.order.lock().unwrap(), [1, 2, 3, 4, 5]);
     runner.shutdown().await;
 }
 

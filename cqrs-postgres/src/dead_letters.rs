@@ -47,6 +47,7 @@ impl PgDeadLetterStore {
 fn status_name(status: DeadLetterStatus) -> &'static str {
     match status {
         DeadLetterStatus::RetryRequested => "retry_requested",
+        DeadLetterStatus::Held => "held",
         _ => "parked",
     }
 }
@@ -56,10 +57,10 @@ type Row = (Uuid, String, String, String, i32, DateTime<Utc>, String);
 fn letter((id, subscriber, event, error, attempts, parked_at, status): Row) -> Result<DeadLetter> {
     let event: RecordedEvent = serde_json::from_str(&event)
         .map_err(|e| Error::Invalid(format!("dead letter {id} holds an unreadable event: {e}")))?;
-    let status = if status == "retry_requested" {
-        DeadLetterStatus::RetryRequested
-    } else {
-        DeadLetterStatus::Parked
+    let status = match status.as_str() {
+        "retry_requested" => DeadLetterStatus::RetryRequested,
+        "held" => DeadLetterStatus::Held,
+        _ => DeadLetterStatus::Parked,
     };
     Ok(DeadLetter {
         id,

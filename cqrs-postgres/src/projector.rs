@@ -47,6 +47,11 @@ use crate::{checkpoints, dead_letters};
 pub trait PgProjector: Send + Sync {
     /// The stable name, the key of the checkpoint, the dead letters and the lease.
     fn name(&self) -> &str;
+    /// Whether a parked event holds back the rest of its stream; see
+    /// [`Subscriber::sequenced`](cqrs_core::Subscriber::sequenced). The default is `true`.
+    fn sequenced(&self) -> bool {
+        true
+    }
     /// Handles one event inside the open transaction `tx`.
     async fn handle(&self, tx: &mut PgConnection, event: &RecordedEvent) -> Result<(), BoxError>;
     /// Handles events in order inside `tx`; by default one by one. Override it to write a batch
@@ -276,6 +281,10 @@ fn is_connection_error(err: &(dyn std::error::Error + 'static)) -> bool {
 impl<P: PgProjector> Subscriber for PgTransactional<P> {
     fn name(&self) -> &str {
         self.projector.name()
+    }
+
+    fn sequenced(&self) -> bool {
+        self.projector.sequenced()
     }
 
     async fn checkpoint(&self) -> Result<Cursor> {

@@ -307,3 +307,152 @@ async fn wait_for_works_in_a_process_that_does_not_hold_the_lease() {
         h.shutdown().await;
     }
 }
+
+/// Writes each event it applies to `applied`, in the order applied; fails on version 1 of
+/// stream `hot` while `poisoned` is set.
+#[derive(Debug)]
+struct Ordered {
+    poisoned: Arc<AtomicBool>,
+}
+
+#[cqrs_core::async_trait]
+impl PgProjector for Ordered {
+    fn name(&self) -> &str {
+        "ordered"
+    }
+    async fn handle(&self, tx: &mut PgConnection, event: &RecordedEvent) -> Result<(), BoxError> {
+        if event.stream.id == "hot"
+            && event.stream_version == 1
+            && self.poisoned.load(Ordering::SeqCst)
+        {
+            return Err("the read model refuses hot v1".into());
+        }
+        sqlx::query("INSERT INTO applied (stream, version) VALUES ($1, $2)")
+            .bind(&event.stream.id)
+            .bind(event.stream_version as i64)
+            .execute(tx)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Waits until `runner` runs `subscriber` and has passed `position`.
+async fn until_passed(runner: &cqrs_core::RunnerHandle, subscriber: &str, position: u64) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let status = runner.status().await.unwrap();
+        if status
+            .iter()
+            .any(|s| s.name == subscriber && s.active && s.position >= position)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{subscriber} did not pass {position}: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_event_holds_back_its_stream_across_a_lease_takeover_until_retried() {
+    let db = support::TestDb::new().await;
+    let poisoned = Arc::new(AtomicBool::new(true));
+    let start = |store: PgEventStore| {
+        let leases = store.leases();
+        let sub = store
+            .transactional(Ordered {
+                poisoned: poisoned.clone(),
+            })
+            .fenced_by(leases.clone());
+        Runner::new(Arc::new(store.clone()), Arc::new(store.dead_letters()))
+            .with_config(fast())
+            .with_leases(Arc::new(leases))
+            .with(sub)
+            .start()
+    };
+    let first = db.store("public").await;
+    sqlx::query("CREATE TABLE applied (seq BIGSERIAL PRIMARY KEY, stream TEXT, version BIGINT)")
+        .execute(first.pool())
+        .await
+        .unwrap();
+    let applied = |stream: &'static str| {
+        let pool = first.pool().clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT version FROM applied WHERE stream = $1 ORDER BY seq",
+            )
+            .bind(stream)
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let letters = || async {
+        first
+            .dead_letters()
+            .list(Some("ordered"))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.event.stream.id, l.event.stream_version, l.status))
+            .collect::<Vec<_>>()
+    };
+    let runner = start(first.clone());
+    append(&first, "hot", 2).await;
+    let head = append(&first, "cold", 1).await;
+    until_passed(&runner, "ordered", head).await;
+    let hot = |v, s| ("hot".to_owned(), v, s);
+    assert_eq!(
+        letters().await,
+        [
+            hot(1, DeadLetterStatus::Parked),
+            hot(2, DeadLetterStatus::Held)
+        ]
+    );
+    assert_eq!(
+        (applied("hot").await, applied("cold").await),
+        (vec![], vec![1])
+    );
+    assert_eq!(runner.status().await.unwrap()[0].blocked_streams, 1);
+    runner.shutdown().await;
+
+    // Another process takes over: it learns the held-back stream from the store.
+    let second = db.store("public").await;
+    let runner = start(second.clone());
+    let head = append(&second, "hot", 1).await;
+    until_passed(&runner, "ordered", head).await;
+    assert_eq!(
+        letters().await,
+        [
+            hot(1, DeadLetterStatus::Parked),
+            hot(2, DeadLetterStatus::Held),
+            hot(3, DeadLetterStatus::Held)
+        ]
+    );
+
+    // Retried once fixed: the parked event, then the held ones, each once and in order.
+    poisoned.store(false, Ordering::SeqCst);
+    let list = second.dead_letters().list(Some("ordered")).await.unwrap();
+    second
+        .dead_letters()
+        .set_status(list[0].id, DeadLetterStatus::RetryRequested)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while !letters().await.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "stream not released: {:?}",
+            letters().await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(applied("hot").await, [1, 2, 3]);
+    assert_eq!(runner.status().await.unwrap()[0].blocked_streams, 0);
+    let next = append(&second, "hot", 1).await;
+    runner.wait_for("ordered", next, WAIT).await.unwrap();
+    assert_eq!(applied("hot").await, [1, 2, 3, 4]);
+    runner.shutdown().await;
+}

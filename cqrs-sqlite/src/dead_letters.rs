@@ -46,6 +46,7 @@ impl SqliteDeadLetterStore {
 fn status_text(status: DeadLetterStatus) -> &'static str {
     match status {
         DeadLetterStatus::RetryRequested => "retry_requested",
+        DeadLetterStatus::Held => "held",
         // NOTE: the core enum is non-exhaustive; a status this version does not know is kept
         // as parked, the state that waits for an operator.
         _ => "parked",
@@ -70,6 +71,7 @@ fn letter_from_row(row: &SqliteRow) -> Result<DeadLetter> {
             .ok_or_else(|| bad(format!("parked_at {parked_at:?} is not RFC 3339")))?,
         status: match get_str("status")?.as_str() {
             "retry_requested" => DeadLetterStatus::RetryRequested,
+            "held" => DeadLetterStatus::Held,
             _ => DeadLetterStatus::Parked,
         },
         event,

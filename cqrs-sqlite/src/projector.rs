@@ -71,6 +71,11 @@ macro_rules! in_write_tx {
 pub trait SqliteProjector: Send + Sync {
     /// The stable name: the key of the checkpoint and of the dead letters.
     fn name(&self) -> &str;
+    /// Whether a parked event holds back the rest of its stream; see
+    /// [`Subscriber::sequenced`](cqrs_core::Subscriber::sequenced). The default is `true`.
+    fn sequenced(&self) -> bool {
+        true
+    }
 
     /// Creates the read model's tables if they do not exist (`CREATE TABLE IF NOT EXISTS`).
     /// Runs once per [`SqliteTransactional`], before anything else. The default does nothing.
@@ -247,6 +252,10 @@ pub(crate) fn unwrap_handler(e: Error) -> BoxError {
 impl<P: SqliteProjector> Subscriber for SqliteTransactional<P> {
     fn name(&self) -> &str {
         self.projector.name()
+    }
+
+    fn sequenced(&self) -> bool {
+        self.projector.sequenced()
     }
 
     async fn checkpoint(&self) -> Result<Cursor> {

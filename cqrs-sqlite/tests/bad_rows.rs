@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cqrs_core::{
-    AllStreamReader, CheckpointStore, CommandError, CommandHandler, Cursor, DeadLetterStore, Error,
-    EventAppender, ExpectedVersion, NewEvent, Runner, RunnerConfig, StreamId, StreamReaderExt,
+    AllStreamReader, CheckpointStore, CommandError, CommandHandler, Cursor, DeadLetterStatus,
+    DeadLetterStore, Error, EventAppender, ExpectedVersion, NewEvent, Runner, RunnerConfig,
+    StreamId, StreamReaderExt,
 };
 use cqrs_sqlite::SqliteDatabase;
 use serde_json::json;
@@ -104,10 +105,12 @@ async fn an_unreadable_payload_is_named_and_parked_while_the_rest_goes_on() {
         "a command on the broken stream fails clearly"
     );
 
-    // The runner parks the two broken events and handles the others.
+    // The runner parks the two broken events; the later events of their streams wait behind
+    // them (held), and are applied in order once the broken ones are skipped.
     let config = RunnerConfig {
         max_attempts: 2,
         backoff: Duration::from_millis(1),
+        dead_letter_interval: Duration::from_millis(20),
         ..Default::default()
     };
     let runner = Runner::new(store.clone(), Arc::new(db.dead_letters()))
@@ -115,17 +118,26 @@ async fn an_unreadable_payload_is_named_and_parked_while_the_rest_goes_on() {
         .with(db.transactional(Totals::default()))
         .start();
     let head = store.head_position().await.unwrap();
-    runner
+    let held = runner
         .wait_for("totals", head, Duration::from_secs(10))
         .await
-        .unwrap();
-    runner.shutdown().await;
+        .unwrap_err();
+    assert!(matches!(held, Error::Parked { .. }), "{held:?}");
 
     let letters = db.dead_letters().list(Some("totals")).await.unwrap();
+    let seen: Vec<_> = letters
+        .iter()
+        .map(|l| (l.event.stream.id.as_str(), l.event.stream_version, l.status))
+        .collect();
     assert_eq!(
-        letters.len(),
-        2,
-        "both broken events are parked: {letters:#?}"
+        seen,
+        [
+            ("c1", 3, DeadLetterStatus::Parked),
+            ("c2", 1, DeadLetterStatus::Parked),
+            ("c1", 4, DeadLetterStatus::Held),
+            ("c2", 2, DeadLetterStatus::Held),
+        ],
+        "both broken events are parked, their streams' later events held"
     );
     assert_eq!(
         (
@@ -158,6 +170,27 @@ async fn an_unreadable_payload_is_named_and_parked_while_the_rest_goes_on() {
         json!({}),
         "the parked event is kept whole"
     );
+    assert_eq!(totals(&db).await, vec![("c1".into(), 3, 2)]);
+
+    // Skipped by an operator, the broken events release the held ones.
+    for letter in &letters[..2] {
+        db.dead_letters().remove(letter.id).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !db
+        .dead_letters()
+        .list(Some("totals"))
+        .await
+        .unwrap()
+        .is_empty()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "held events not released"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    runner.shutdown().await;
     assert_eq!(
         totals(&db).await,
         vec![("c1".into(), 7, 3), ("c2".into(), 10, 1)],

@@ -253,7 +253,7 @@ impl SqliteProjector for Picky {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_parked_event_retried_by_an_operator_is_handled_once() {
+async fn a_parked_event_holds_back_its_stream_until_retried_then_all_apply_once_in_order() {
     use cqrs_core::{DeadLetterStatus, DeadLetterStore};
     let (_dir, db) = file_db().await;
     let picky = Arc::new(Picky::default());
@@ -269,24 +269,40 @@ async fn a_parked_event_retried_by_an_operator_is_handled_once() {
         .with(db.transactional(picky.clone()))
         .start();
     let events = append(&db, &[json!({}), json!({ "fail": true }), json!({})]).await;
-    runner
+    let held = runner
         .wait_for("picky", events[2].position(), Duration::from_secs(5))
         .await
-        .unwrap();
+        .unwrap_err();
+    assert!(matches!(held, cqrs_core::Error::Parked { .. }), "{held:?}");
+    // NOTE: rowid order is the order the rows were written in.
     let picked = || async {
-        sqlx::query_scalar::<_, i64>("SELECT position FROM picked ORDER BY position")
+        sqlx::query_scalar::<_, i64>("SELECT position FROM picked ORDER BY rowid")
             .fetch_all(db.pool())
             .await
             .unwrap()
     };
     assert_eq!(
         picked().await,
-        vec![1, 3],
-        "the others go on past the parked event"
+        vec![1],
+        "the stream waits behind the parked event"
     );
     let letters = db.dead_letters().list(Some("picky")).await.unwrap();
-    assert_eq!(letters.len(), 1);
+    let seen: Vec<_> = letters
+        .iter()
+        .map(|l| (l.event.stream_version, l.status))
+        .collect();
+    assert_eq!(
+        seen,
+        [(2, DeadLetterStatus::Parked), (3, DeadLetterStatus::Held)]
+    );
     assert_eq!(letters[0].error, "not yet");
+    assert!(
+        letters[1]
+            .error
+            .contains(&letters[0].event.event_id.to_string()),
+        "a held letter names the event it waits behind: {}",
+        letters[1].error
+    );
 
     picky.fixed.store(true, Ordering::SeqCst);
     db.dead_letters()
@@ -308,7 +324,7 @@ async fn a_parked_event_retried_by_an_operator_is_handled_once() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     runner.shutdown().await;
-    assert_eq!(picked().await, vec![1, 2, 3]);
+    assert_eq!(picked().await, vec![1, 2, 3], "once each, in order");
     let checkpoint = db
         .transactional(Picky::default())
         .checkpoint()

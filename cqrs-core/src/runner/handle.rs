@@ -160,6 +160,7 @@ impl RunnerHandle {
                 active: s.active.load(Ordering::Acquire),
                 handled: s.handled.load(Ordering::Relaxed),
                 parked_here: s.parked.load(Ordering::Relaxed),
+                blocked_streams: s.blocked.load(Ordering::Relaxed),
                 last_error: s.last_error.lock().expect("status lock").clone(),
                 name,
             });

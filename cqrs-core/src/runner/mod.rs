@@ -120,11 +120,7 @@ impl Runner {
     pub fn new(store: Arc<dyn EventStore>, dead_letters: Arc<dyn DeadLetterStore>) -> Self {
         Runner {
             store,
-            processor: Processor {
-                dead_letters,
-                config: RunnerConfig::default(),
-                status: None,
-            },
+            processor: Processor::new(dead_letters, RunnerConfig::default()),
             leases: None,
             subscribers: Vec::new(),
         }

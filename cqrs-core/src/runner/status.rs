@@ -18,6 +18,8 @@ pub(crate) struct SubState {
     pub(super) cursor: watch::Sender<Cursor>,
     pub(super) handled: AtomicU64,
     pub(super) parked: AtomicU64,
+    /// Streams held back by a dead letter (sequenced subscribers), as this process last saw.
+    pub(crate) blocked: AtomicU64,
     pub(super) active: AtomicBool,
     pub(super) last_error: Mutex<Option<String>>,
     /// The checkpoint at which this process last took the subscriber over: what it parked
@@ -37,6 +39,7 @@ impl SubState {
             cursor: watch::channel(Cursor::START).0,
             handled: AtomicU64::new(0),
             parked: AtomicU64::new(0),
+            blocked: AtomicU64::new(0),
             active: AtomicBool::new(false),
             last_error: Mutex::new(None),
             active_from: Mutex::new(Cursor::START),
@@ -79,8 +82,11 @@ pub struct SubscriberStatus {
     /// Events appended after `position`, as far as positions tell (exact on stores whose
     /// positions follow commit order).
     pub lag: u64,
-    /// Dead letters waiting for it.
+    /// Dead letters waiting for it (held ones included).
     pub parked: usize,
+    /// Streams whose events wait behind a dead letter (a sequenced subscriber holds back the
+    /// rest of a stream after a parked event), as the process running it last saw.
+    pub blocked_streams: u64,
     /// Whether this process runs it now (false while another process holds its lease).
     pub active: bool,
     /// Events handled by this process since start (parked ones not included).

@@ -100,6 +100,7 @@ impl SubTask {
     /// Follows the all-stream while the lease (if any) holds.
     async fn follow(&mut self, mut lease: Option<Box<dyn Lease>>) -> Result<()> {
         let mut cursor = self.sub.checkpoint().await?;
+        self.processor.load_blocked(&*self.sub).await?;
         *self.state.active_from.lock().expect("status lock") = cursor;
         // NOTE: what was parked before is asked of the store from now on: another holder may
         // have retried it meanwhile.
@@ -121,7 +122,7 @@ impl SubTask {
                 return Ok(());
             }
             if Instant::now() >= next_dead_letter_check {
-                if !self.processor.retry_requested(&*self.sub, cursor).await? {
+                if !self.processor.redeliver(&*self.sub, cursor).await? {
                     tracing::info!(
                         subscriber = self.sub.name(),
                         "fenced out while retrying dead letters"

@@ -938,6 +938,15 @@ pub async fn dead_letter_store(store: &dyn DeadLetterStore) {
         store.retry_requested(&a).await.unwrap().is_empty(),
         "parked again: no longer asked to retry"
     );
+    let mut held = letter(&b, 4);
+    held.status = DeadLetterStatus::Held;
+    store.park(held.clone()).await.unwrap();
+    assert_eq!(
+        store.list(Some(&b)).await.unwrap()[1].status,
+        DeadLetterStatus::Held,
+        "a held letter is kept as held"
+    );
+    store.remove(held.id).await.unwrap();
     store.remove(a1.id).await.unwrap();
     assert_eq!(store.list(Some(&a)).await.unwrap().len(), 1);
     assert_eq!(store.counts().await.unwrap().get(&a), Some(&1));
