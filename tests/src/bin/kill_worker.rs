@@ -69,7 +69,6 @@ async fn main() -> Result<(), BoxError> {
         poll_interval: Duration::from_millis(200),
         max_attempts: 3,
         backoff: Duration::from_millis(20),
-        max_backoff: Duration::from_millis(200),
         dead_letter_interval: Duration::from_millis(200),
         lease_interval: Duration::from_millis(300),
         ..RunnerConfig::default()
