@@ -116,7 +116,7 @@ async fn read_models_equal_a_fold_of_the_log_across_kills_of_processes_and_backe
                     .await
                     .expect("append");
                 appended += 1;
-                if appended % 20 == 0 {
+                if appended.is_multiple_of(20) {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             }
