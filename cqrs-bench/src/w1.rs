@@ -51,6 +51,9 @@ impl<S: Subscriber> Subscriber for Timed<S> {
     fn sequenced(&self) -> bool {
         self.inner.sequenced()
     }
+    fn segment(&self) -> Option<cqrs_core::Segment> {
+        self.inner.segment()
+    }
     async fn checkpoint(&self) -> CoreResult<Cursor> {
         self.inner.checkpoint().await
     }

@@ -118,6 +118,7 @@ mod processor;
 mod projector;
 mod replay;
 mod runner;
+mod segment;
 mod store;
 mod upcast;
 pub mod wire;
@@ -145,6 +146,7 @@ pub use memory::{
 pub use projector::{Checkpointed, Projector, Subscriber};
 pub use replay::{Replay, ReplayProgress, ReplayReport};
 pub use runner::{Runner, RunnerConfig, RunnerHandle, SubscriberStatus};
+pub use segment::Segment;
 pub use store::{
     CheckpointStore, DeadLetter, DeadLetterStatus, DeadLetterStore, Snapshot, SnapshotStore,
 };

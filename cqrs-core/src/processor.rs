@@ -113,9 +113,44 @@ impl Processor {
         }
     }
 
-    /// Processes `batch` (non-empty, after `from`). Stops early (returning how far it got)
-    /// when `stop` turns true, and at once when the subscriber is fenced out.
+    /// Processes `batch` (non-empty, read from the all-stream). Stops early (returning how far
+    /// it got) when `stop` turns true, and at once when the subscriber is fenced out. A
+    /// [segment](Subscriber::segment) is handed only its own streams' events, and its
+    /// checkpoint then moves past the rest of the batch.
     pub(crate) async fn process(
+        &mut self,
+        sub: &dyn Subscriber,
+        mut batch: Vec<RecordedEvent>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Outcome> {
+        let last = batch.last().expect("non-empty batch").cursor;
+        let Some(segment) = sub.segment() else {
+            return self.process_events(sub, &batch, stop).await;
+        };
+        batch.retain(|e| segment.owns(&e.stream));
+        let mut out = if batch.is_empty() {
+            Outcome::default()
+        } else {
+            self.process_events(sub, &batch, stop).await?
+        };
+        let all_passed = out.cursor == batch.last().map(|e| e.cursor);
+        if !out.fenced && all_passed && out.cursor != Some(last) {
+            match sub.process(&[], last).await {
+                Ok(()) => out.cursor = Some(last),
+                Err(e) if is_fenced_out(&*e) => out.fenced = true,
+                Err(source) => {
+                    return Err(Error::Handler {
+                        handler: sub.name().to_owned(),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Processes `batch` (non-empty), all of it the subscriber's.
+    async fn process_events(
         &mut self,
         sub: &dyn Subscriber,
         batch: &[RecordedEvent],

@@ -38,6 +38,14 @@ pub trait Subscriber: Send + Sync {
     fn sequenced(&self) -> bool {
         true
     }
+    /// The [`Segment`](crate::Segment) of a partitioned projector this subscriber is, if any
+    /// (the default: none, every event). The runner and replays then hand it only the events
+    /// of the streams the segment owns; its [`name`](Subscriber::name) must be the segment's
+    /// own ([`Segment::name`](crate::Segment::name)), the key of its checkpoint, lease and
+    /// dead letters.
+    fn segment(&self) -> Option<crate::Segment> {
+        None
+    }
     /// The cursor after the last event whose effect is committed.
     async fn checkpoint(&self) -> Result<Cursor>;
     /// Handles `events` in order, then records `to` as the checkpoint. `events` may be empty
@@ -122,6 +130,11 @@ pub trait Projector: Send + Sync {
     fn sequenced(&self) -> bool {
         true
     }
+    /// The segment of a partitioned projector this one is, if any; see
+    /// [`Subscriber::segment`]. The default is none.
+    fn segment(&self) -> Option<crate::Segment> {
+        None
+    }
     /// Handles one event.
     async fn handle(&self, event: &RecordedEvent) -> Result<(), BoxError>;
     /// Handles events in order; by default one by one.
@@ -145,6 +158,9 @@ impl<P: Projector + ?Sized> Projector for Arc<P> {
     fn sequenced(&self) -> bool {
         (**self).sequenced()
     }
+    fn segment(&self) -> Option<crate::Segment> {
+        (**self).segment()
+    }
     async fn handle(&self, event: &RecordedEvent) -> Result<(), BoxError> {
         (**self).handle(event).await
     }
@@ -163,6 +179,9 @@ impl<S: Subscriber + ?Sized> Subscriber for Arc<S> {
     }
     fn sequenced(&self) -> bool {
         (**self).sequenced()
+    }
+    fn segment(&self) -> Option<crate::Segment> {
+        (**self).segment()
     }
     async fn checkpoint(&self) -> Result<Cursor> {
         (**self).checkpoint().await
@@ -229,6 +248,9 @@ impl<P: Projector, C: CheckpointStore> Subscriber for Checkpointed<P, C> {
     }
     fn sequenced(&self) -> bool {
         self.projector.sequenced()
+    }
+    fn segment(&self) -> Option<crate::Segment> {
+        self.projector.segment()
     }
     async fn checkpoint(&self) -> Result<Cursor> {
         self.checkpoints.load(self.projector.name()).await

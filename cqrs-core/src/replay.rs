@@ -110,6 +110,29 @@ impl Replay {
         self
     }
 
+    /// Rebuilds several subscribers at once, each as [`run`](Replay::run) does, on tasks of
+    /// their own: the segments of a partitioned projector, say, which then use as many cores
+    /// as there are segments. Returns their reports in order, or the first error.
+    pub async fn run_parallel(&self, subs: Vec<Arc<dyn Subscriber>>) -> Result<Vec<ReplayReport>> {
+        let tasks: Vec<_> = subs
+            .into_iter()
+            .map(|sub| {
+                let replay = self.clone();
+                tokio::spawn(async move { replay.run(&*sub, |_| {}).await })
+            })
+            .collect();
+        let mut reports = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            let report = match task.await {
+                Ok(report) => report?,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(_) => return Err(Error::ShuttingDown),
+            };
+            reports.push(report);
+        }
+        Ok(reports)
+    }
+
     /// Resets `sub` and rebuilds it from zero, calling `progress` after each batch.
     pub async fn run(
         &self,
@@ -139,7 +162,7 @@ impl Replay {
             if batch.is_empty() {
                 break;
             }
-            let out = processor.process(sub, &batch, &mut stop).await?;
+            let out = processor.process(sub, batch, &mut stop).await?;
             if out.fenced {
                 return Err(Error::FencedOut {
                     subscriber: sub.name().to_owned(),

@@ -756,3 +756,119 @@ async fn the_status_shows_why_a_subscriber_is_stuck_while_it_retries_and_clears_
     assert_eq!(outage.handled.load(Ordering::SeqCst), 1);
     runner.shutdown().await;
 }
+
+/// One segment of a partitioned balances projector.
+#[derive(Debug)]
+struct SegmentOfBalances {
+    inner: Balances,
+    segment: Segment,
+}
+
+impl SegmentOfBalances {
+    fn new(segment: Segment) -> Arc<Self> {
+        Arc::new(SegmentOfBalances {
+            inner: Balances::named(&segment.name("balances")),
+            segment,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Projector for SegmentOfBalances {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn segment(&self) -> Option<Segment> {
+        Some(self.segment)
+    }
+    async fn handle(&self, event: &RecordedEvent) -> Result<(), BoxError> {
+        self.inner.handle(event).await
+    }
+    async fn reset(&self) -> Result<(), BoxError> {
+        self.inner.reset().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_segments_of_a_partitioned_projector_share_its_events_once_each() {
+    let store: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+    let dead = Arc::new(InMemoryDeadLetterStore::new());
+    let whole = Arc::new(Balances::named("whole"));
+    let segments: Vec<_> = Segment::all(4)
+        .into_iter()
+        .map(SegmentOfBalances::new)
+        .collect();
+    let mut runner = Runner::new(store.clone(), dead.clone())
+        .with_config(fast())
+        .with(Checkpointed::new(
+            whole.clone(),
+            InMemoryCheckpointStore::new(),
+        ));
+    for s in &segments {
+        runner = runner.with(Checkpointed::new(s.clone(), InMemoryCheckpointStore::new()));
+    }
+    let runner = runner.start();
+    let head = workload(store.clone(), 16, 3).await;
+    runner.wait_for_all(head, WAIT).await.unwrap();
+
+    let mut union = std::collections::BTreeMap::new();
+    let mut delivered = 0;
+    for s in &segments {
+        let rows = s.inner.snapshot();
+        assert!(!rows.is_empty(), "{} has streams", s.name());
+        for account in rows.keys() {
+            assert!(s.segment.owns(&StreamId::new("account", account.clone())));
+        }
+        union.extend(rows);
+        delivered += s.inner.deliveries.lock().unwrap().len() as u64;
+    }
+    assert_eq!(
+        union,
+        whole.snapshot(),
+        "together, the segments are the whole"
+    );
+    assert_eq!(delivered, head, "every event to one segment, once");
+    let status = runner.status().await.unwrap();
+    assert!(
+        status.iter().all(|s| s.position == head),
+        "every checkpoint at the head"
+    );
+    runner.shutdown().await;
+
+    // Rebuilt in parallel, the segments give the same.
+    let rebuilt: Vec<_> = Segment::all(4)
+        .into_iter()
+        .map(SegmentOfBalances::new)
+        .collect();
+    let subs: Vec<Arc<dyn Subscriber>> = rebuilt
+        .iter()
+        .map(|s| Arc::new(Checkpointed::new(s.clone(), InMemoryCheckpointStore::new())) as _)
+        .collect();
+    let reports = Replay::new(store.clone(), dead)
+        .run_parallel(subs)
+        .await
+        .unwrap();
+    assert_eq!(reports.iter().map(|r| r.events).sum::<u64>(), head);
+    let mut union = std::collections::BTreeMap::new();
+    for s in &rebuilt {
+        union.extend(s.inner.snapshot());
+    }
+    assert_eq!(union, whole.snapshot());
+}
+
+#[tokio::test]
+#[should_panic(expected = "two subscribers are named whole")]
+async fn two_subscribers_of_one_name_are_refused() {
+    let store: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+    let dead = Arc::new(InMemoryDeadLetterStore::new());
+    let _ = Runner::new(store, dead)
+        .with(Checkpointed::new(
+            Balances::named("whole"),
+            InMemoryCheckpointStore::new(),
+        ))
+        .with(Checkpointed::new(
+            Balances::named("whole"),
+            InMemoryCheckpointStore::new(),
+        ))
+        .start();
+}

@@ -52,6 +52,11 @@ pub trait PgProjector: Send + Sync {
     fn sequenced(&self) -> bool {
         true
     }
+    /// The segment of a partitioned projector this one is, if any; see
+    /// [`Subscriber::segment`](cqrs_core::Subscriber::segment). The default is none.
+    fn segment(&self) -> Option<cqrs_core::Segment> {
+        None
+    }
     /// Handles one event inside the open transaction `tx`.
     async fn handle(&self, tx: &mut PgConnection, event: &RecordedEvent) -> Result<(), BoxError>;
     /// Handles events in order inside `tx`; by default one by one. Override it to write a batch
@@ -285,6 +290,10 @@ impl<P: PgProjector> Subscriber for PgTransactional<P> {
 
     fn sequenced(&self) -> bool {
         self.projector.sequenced()
+    }
+
+    fn segment(&self) -> Option<cqrs_core::Segment> {
+        self.projector.segment()
     }
 
     async fn checkpoint(&self) -> Result<Cursor> {

@@ -76,6 +76,11 @@ pub trait SqliteProjector: Send + Sync {
     fn sequenced(&self) -> bool {
         true
     }
+    /// The segment of a partitioned projector this one is, if any; see
+    /// [`Subscriber::segment`](cqrs_core::Subscriber::segment). The default is none.
+    fn segment(&self) -> Option<cqrs_core::Segment> {
+        None
+    }
 
     /// Creates the read model's tables if they do not exist (`CREATE TABLE IF NOT EXISTS`).
     /// Runs once per [`SqliteTransactional`], before anything else. The default does nothing.
@@ -256,6 +261,10 @@ impl<P: SqliteProjector> Subscriber for SqliteTransactional<P> {
 
     fn sequenced(&self) -> bool {
         self.projector.sequenced()
+    }
+
+    fn segment(&self) -> Option<cqrs_core::Segment> {
+        self.projector.segment()
     }
 
     async fn checkpoint(&self) -> Result<Cursor> {

@@ -1,7 +1,7 @@
-//! The kill checker: three projector processes (`kill_worker`) share two read models on one
-//! PostgreSQL database under leases while events are appended; one process at a time is
-//! SIGKILLed and started again, and database backends of the workers are terminated, for a
-//! bounded time (`KILL_CHECK_SECS`, default 30; longer as a soak). Some events are poison for
+//! The kill checker: three projector processes (`kill_worker`) share three read models (one of
+//! them split into 4 segments) on one PostgreSQL database under leases while events are
+//! appended; one process at a time is SIGKILLed and started again, and database backends of
+//! the workers are terminated, for a bounded time (`KILL_CHECK_SECS`, default 30; longer as a soak). Some events are poison for
 //! the sequenced read model and are parked, their streams held behind them; at the end the
 //! poison is cured and the parked events retried. Then every read model row must equal a fold
 //! of its stream's events from the log: nothing lost, nothing applied twice, nothing out of
@@ -19,7 +19,16 @@ use integration_tests::{PgSchema, database_url};
 
 const WORKERS: usize = 3;
 const STREAMS: u64 = 40;
-const READ_MODELS: [&str; 2] = ["kc_plain", "kc_sequenced"];
+const READ_MODELS: [&str; 3] = ["kc_plain", "kc_sequenced", "kc_segmented"];
+/// The subscribers: the first two read models, and the four segments of the third.
+const SUBSCRIBERS: [&str; 6] = [
+    "kc_plain",
+    "kc_sequenced",
+    "kc_segmented#0of4",
+    "kc_segmented#1of4",
+    "kc_segmented#2of4",
+    "kc_segmented#3of4",
+];
 
 /// A small deterministic generator (xorshift), seeded per run and printed on failure.
 struct Rng(u64);
@@ -180,7 +189,7 @@ async fn read_models_equal_a_fold_of_the_log_across_kills_of_processes_and_backe
             }
         }
         let mut at_head = true;
-        for name in READ_MODELS {
+        for name in SUBSCRIBERS {
             at_head &= checkpoints.load(name).await.unwrap().position >= head;
         }
         if letters.is_empty() && at_head {

@@ -151,13 +151,20 @@ impl Runner {
     }
 
     /// Starts one task per subscriber on the current tokio runtime.
+    ///
+    /// # Panics
+    ///
+    /// When two subscribers have the same name: they would share one checkpoint, and each
+    /// would skip what the other handled (segments of one projector need names of their own,
+    /// see [`Segment::name`](crate::Segment::name)).
     pub fn start(self) -> RunnerHandle {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut states = HashMap::new();
         let mut tasks = Vec::new();
         for sub in self.subscribers {
             let state = Arc::new(SubState::new());
-            states.insert(sub.name().to_owned(), state.clone());
+            let taken = states.insert(sub.name().to_owned(), state.clone());
+            assert!(taken.is_none(), "two subscribers are named {}", sub.name());
             let task = SubTask {
                 store: self.store.clone(),
                 processor: Processor {

@@ -151,7 +151,7 @@ impl SubTask {
             }
             let out = self
                 .processor
-                .process(&*self.sub, &batch, &mut self.stop)
+                .process(&*self.sub, batch, &mut self.stop)
                 .await?;
             if let Some(to) = out.cursor {
                 cursor = to;

@@ -5,12 +5,14 @@
 //! the sum of the amounts it applied, the last version, and how often an event came other than
 //! right after the one before (`disorder`): the checker compares them with a fold of the log.
 //! `kc_plain` never refuses an event; `kc_sequenced` refuses the events marked `poison` while
-//! `kc_flags.poison` is set, so they are parked and their streams held behind them.
+//! `kc_flags.poison` is set, so they are parked and their streams held behind them;
+//! `kc_segmented` is split into 4 segments, each under a lease of its own, so the three
+//! processes share it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use cqrs_core::{BoxError, RecordedEvent, Runner, RunnerConfig};
+use cqrs_core::{BoxError, RecordedEvent, Runner, RunnerConfig, Segment};
 use cqrs_postgres::sqlx::{self, PgConnection};
 use cqrs_postgres::{PgConfig, PgEventStore, PgProjector};
 
@@ -18,13 +20,20 @@ use cqrs_postgres::{PgConfig, PgEventStore, PgProjector};
 #[derive(Debug)]
 struct Fold {
     table: &'static str,
+    /// The table's name, or its segment's.
+    name: String,
+    segment: Option<Segment>,
     refuses_poison: bool,
 }
 
 #[cqrs_core::async_trait]
 impl PgProjector for Fold {
     fn name(&self) -> &str {
-        self.table
+        &self.name
+    }
+
+    fn segment(&self) -> Option<Segment> {
+        self.segment
     }
 
     async fn handle(&self, tx: &mut PgConnection, event: &RecordedEvent) -> Result<(), BoxError> {
@@ -76,11 +85,29 @@ async fn main() -> Result<(), BoxError> {
     let mut runner = Runner::new(Arc::new(store.clone()), Arc::new(store.dead_letters()))
         .with_config(config)
         .with_leases(Arc::new(leases.clone()));
-    for (table, refuses_poison) in [("kc_plain", false), ("kc_sequenced", true)] {
-        let fold = Fold {
-            table,
-            refuses_poison,
-        };
+    let mut folds = vec![
+        Fold {
+            table: "kc_plain",
+            name: "kc_plain".into(),
+            segment: None,
+            refuses_poison: false,
+        },
+        Fold {
+            table: "kc_sequenced",
+            name: "kc_sequenced".into(),
+            segment: None,
+            refuses_poison: true,
+        },
+    ];
+    for segment in Segment::all(4) {
+        folds.push(Fold {
+            table: "kc_segmented",
+            name: segment.name("kc_segmented"),
+            segment: Some(segment),
+            refuses_poison: false,
+        });
+    }
+    for fold in folds {
         runner = runner.with(store.transactional(fold).fenced_by(leases.clone()));
     }
     let _running = runner.start();
