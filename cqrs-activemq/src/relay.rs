@@ -13,7 +13,7 @@ use tokio::sync::Mutex;
 
 use crate::codec::{HEADERS, send_frame};
 use crate::stomp::{Connection, StompUrl};
-use crate::topology::ActiveMqDestination;
+use crate::topology::{ActiveMqDestination, ActiveMqQueue};
 
 /// The kit's [`Publisher`] for ActiveMQ: sends a batch as persistent STOMP SENDs, each asking
 /// for a receipt, and returns once every receipt came back (ActiveMQ sends a persistent
@@ -21,7 +21,9 @@ use crate::topology::ActiveMqDestination;
 #[derive(Debug)]
 pub struct ActiveMqPublisher {
     url: StompUrl,
-    destination: String,
+    destination: ActiveMqDestination,
+    by_category: bool,
+    queues: Vec<ActiveMqQueue>,
     link: Mutex<Option<Connection>>,
 }
 
@@ -30,8 +32,28 @@ impl ActiveMqPublisher {
     pub fn new(url: StompUrl, destination: &ActiveMqDestination) -> Self {
         ActiveMqPublisher {
             url,
-            destination: destination.stomp_destination(),
+            destination: destination.clone(),
+            by_category: false,
+            queues: Vec::new(),
             link: Mutex::new(None),
+        }
+    }
+
+    async fn connect(&self) -> Result<Connection> {
+        let mut conn = Connection::open(&self.url).await?;
+        for queue in &self.queues {
+            queue.declare_on(&mut conn).await?;
+        }
+        Ok(conn)
+    }
+
+    fn destination_of(&self, event: &RecordedEvent) -> String {
+        if self.by_category {
+            self.destination
+                .child(&event.stream.category)
+                .stomp_destination()
+        } else {
+            self.destination.stomp_destination()
         }
     }
 }
@@ -49,11 +71,11 @@ impl Publisher for ActiveMqPublisher {
         // none, so the next attempt connects afresh.
         let mut link = match guard.take() {
             Some(link) => link,
-            None => Connection::open(&self.url).await?,
+            None => self.connect().await?,
         };
         let frames = batch
             .iter()
-            .map(|m| send_frame(&self.destination, m))
+            .map(|m| send_frame(&self.destination_of(m.event), m))
             .collect();
         link.write_with_receipts(frames).await?;
         *guard = Some(link);
@@ -98,6 +120,26 @@ impl<C: CheckpointStore> ActiveMqRelay<C> {
     ) -> Self {
         let publisher = ActiveMqPublisher::new(url, &destination);
         ActiveMqRelay(Relay::new(name, publisher).checkpointed(checkpoints))
+    }
+
+    fn publisher(&mut self) -> &mut ActiveMqPublisher {
+        self.0.projector_mut().publisher_mut()
+    }
+
+    /// Sends each event to the destination's child of its category (`<name>.<category>`,
+    /// such as `VirtualTopic.bank.account`) instead of the destination itself, so that a
+    /// service consumes only the categories it wants.
+    pub fn by_category(mut self) -> Self {
+        self.publisher().by_category = true;
+        self
+    }
+
+    /// Declares `queue` ([`ActiveMqQueue::declare`]) each time the relay connects, before it
+    /// sends: what is sent to a virtual topic before that queue's consumer first starts waits
+    /// in it instead of being copied nowhere.
+    pub fn declaring(mut self, queue: ActiveMqQueue) -> Self {
+        self.publisher().queues.push(queue);
+        self
     }
 
     /// How long a batch is retried over reconnections before it fails (30 s by default).

@@ -1,6 +1,10 @@
 //! Where events go and where they are consumed from: the relay's destination (a queue, a topic
 //! or a virtual topic) and a consuming service's queue with its dead-letter queue.
 
+use cqrs_core::Result;
+
+use crate::stomp::{Connection, Frame, StompUrl};
+
 /// Where a relay sends: a queue (point-to-point), a topic (publish/subscribe to whoever is
 /// subscribed at the time) or a virtual topic (publish/subscribe into one durable queue per
 /// consuming service).
@@ -51,6 +55,17 @@ impl ActiveMqDestination {
             ActiveMqDestination::Queue(n) => format!("/queue/{n}"),
             ActiveMqDestination::Topic(n) => format!("/topic/{n}"),
             ActiveMqDestination::VirtualTopic(n) => format!("/topic/VirtualTopic.{n}"),
+        }
+    }
+
+    /// The same kind of destination, its name followed by `.<suffix>`.
+    pub fn child(&self, suffix: &str) -> Self {
+        match self {
+            ActiveMqDestination::Queue(n) => ActiveMqDestination::Queue(format!("{n}.{suffix}")),
+            ActiveMqDestination::Topic(n) => ActiveMqDestination::Topic(format!("{n}.{suffix}")),
+            ActiveMqDestination::VirtualTopic(n) => {
+                ActiveMqDestination::VirtualTopic(format!("{n}.{suffix}"))
+            }
         }
     }
 }
@@ -119,6 +134,39 @@ impl ActiveMqQueue {
     /// `ActiveMQ.DLQ`).
     pub fn dead_letter_queue(&self) -> String {
         format!("DLQ.{}", self.name)
+    }
+
+    /// Creates the queue if it does not exist (a subscription that takes nothing, at once
+    /// ended), so that what is sent to its virtual topic from now on waits in it.
+    ///
+    /// ```no_run
+    /// use cqrs_activemq::ActiveMqQueue;
+    ///
+    /// # tokio::runtime::Runtime::new()?.block_on(async {
+    /// let url = "stomp://127.0.0.1:61613".parse()?;
+    /// ActiveMqQueue::of_virtual_topic("bank.account", "notifier").declare(&url).await?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn declare(&self, url: &StompUrl) -> Result<()> {
+        let mut conn = Connection::open(url).await?;
+        self.declare_on(&mut conn).await?;
+        conn.close().await;
+        Ok(())
+    }
+
+    pub(crate) async fn declare_on(&self, conn: &mut Connection) -> Result<()> {
+        // NOTE: a prefetch of 0: ActiveMQ dispatches nothing to this subscription, so no
+        // message is taken and handed back marked redelivered.
+        let id = format!("declare-{}", self.name);
+        let subscribe = Frame::new("SUBSCRIBE")
+            .header("id", id.as_str())
+            .header("destination", self.stomp_destination())
+            .header("ack", "client-individual")
+            .header("activemq.prefetchSize", "0");
+        let unsubscribe = Frame::new("UNSUBSCRIBE").header("id", id);
+        conn.write_with_receipts(vec![subscribe, unsubscribe]).await
     }
 
     pub(crate) fn attempts(&self) -> u32 {

@@ -351,3 +351,36 @@ async fn the_event_id_and_stream_travel_in_headers_a_jms_client_can_read() {
     assert_eq!(event, stored[0], "the whole envelope comes back");
     runner.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_by_category_that_declares_the_queue_keeps_its_events_before_any_consumer() {
+    let Some(url) = broker().await else { return };
+    let topic = unique("declaring");
+    // NOTE: no one consumes this queue before the relay sends: without `declaring`, the
+    // virtual topic would copy the events into no queue.
+    let queue = ActiveMqQueue::of_virtual_topic(&format!("{topic}.{CATEGORY}"), "svc");
+    let store = Arc::new(InMemoryEventStore::new());
+    seed(&store, CATEGORY, 5, 40).await;
+    // Another category, to a virtual topic of its own that this service does not consume.
+    let last = seed(&store, "transfer", 2, 10).await;
+    let runner = relay_runner(
+        store.clone(),
+        relay(
+            &topic,
+            &url,
+            ActiveMqDestination::virtual_topic(&topic),
+            InMemoryCheckpointStore::new(),
+        )
+        .by_category()
+        .declaring(queue.clone()),
+    );
+    runner.wait_for(&topic, last, Duration::from_secs(20)).await.unwrap();
+
+    let inbox = Arc::new(InMemoryInbox::new(Recorder::default()));
+    let consumer = ActiveMqConsumer::new(url.clone(), queue, inbox.clone()).start();
+    eventually(20, "200 handled", || consumer.stats().handled >= 200).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_in_order_once(&inbox.projector().seen.lock().unwrap(), 5, 40);
+    consumer.shutdown().await;
+    runner.shutdown().await;
+}
