@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use cqrs_core::{Aggregate, BoxError, DomainEvent, RecordedEvent, async_trait};
+use cqrs_core::{Aggregate, BoxError, DomainEvent, RecordedEvent, Segment, async_trait};
 use cqrs_postgres::PgProjector;
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
@@ -109,7 +109,28 @@ const UPSERT: &str = "INSERT INTO accounts (id, owner, balance, events) \
 
 /// The `accounts` balance read model.
 #[derive(Debug, Default)]
-pub(crate) struct AccountsProjector;
+pub(crate) struct AccountsProjector {
+    name: String,
+    segment: Option<Segment>,
+}
+
+impl AccountsProjector {
+    /// The whole read model, one subscriber.
+    pub(crate) fn whole() -> Self {
+        AccountsProjector {
+            name: "accounts".into(),
+            segment: None,
+        }
+    }
+
+    /// One segment of it: its accounts only, under a name of its own.
+    pub(crate) fn segment(segment: Segment) -> Self {
+        AccountsProjector {
+            name: segment.name("accounts"),
+            segment: Some(segment),
+        }
+    }
+}
 
 #[derive(Default)]
 struct Change {
@@ -163,7 +184,11 @@ async fn write(tx: &mut PgConnection, changes: BTreeMap<&str, Change>) -> Result
 #[async_trait]
 impl PgProjector for AccountsProjector {
     fn name(&self) -> &str {
-        "accounts"
+        &self.name
+    }
+
+    fn segment(&self) -> Option<Segment> {
+        self.segment
     }
 
     async fn handle(&self, tx: &mut PgConnection, event: &RecordedEvent) -> Result<(), BoxError> {
@@ -184,8 +209,12 @@ impl PgProjector for AccountsProjector {
         write(tx, changes).await
     }
 
+    /// Empties the table; a segment leaves it to whoever rebuilds all segments (a segment's
+    /// reset must not remove the other segments' rows).
     async fn reset(&self, tx: &mut PgConnection) -> Result<(), BoxError> {
-        sqlx::query("TRUNCATE accounts").execute(tx).await?;
+        if self.segment.is_none() {
+            sqlx::query("TRUNCATE accounts").execute(tx).await?;
+        }
         Ok(())
     }
 }

@@ -84,6 +84,9 @@ struct Args {
     /// Internal: rebuild the read model of this schema and print the result (W3's child).
     #[arg(long, hide = true)]
     replay_child: Option<String>,
+    /// Internal: the W3 child's read model in this many segments, rebuilt side by side.
+    #[arg(long, hide = true, default_value_t = 1)]
+    segments: u32,
 }
 
 impl Args {
@@ -99,7 +102,7 @@ async fn main() -> Result<(), BenchError> {
     let args = Args::parse();
     let db = Db::new(&args.database);
     if let Some(schema) = &args.replay_child {
-        return w3::replay_child(&db, schema).await;
+        return w3::replay_child(&db, schema, args.segments).await;
     }
     let result = run_all(&db, &args).await;
     if args.keep {
@@ -186,9 +189,14 @@ async fn run_all(db: &Db, args: &Args) -> Result<Report, BenchError> {
                     r.l3(rate);
                 }
                 if w3 {
-                    let rep = w3::replay_in_child(db, &schema).await?;
+                    let rep = w3::replay_in_child(db, &schema, 1).await?;
                     eprintln!("run {run} W3 {accounts} accounts: {rep:?}");
                     r.w3(rep);
+                }
+                if w3 && accounts == 1_000 {
+                    let rep = w3::replay_in_child(db, &schema, 2).await?;
+                    eprintln!("run {run} W3 {accounts} accounts, 2 segments: {rep:?}");
+                    r.w3_segments(rep);
                 }
             }
             if !args.keep {

@@ -46,6 +46,8 @@ pub(crate) struct Report {
     l3: Runs,
     last_l3: Option<f64>,
     w3: BTreeMap<u64, (Runs, Runs, Runs, Runs)>,
+    /// W3 of 100,000 events in 2 segments side by side: events/s, and over W3 in one.
+    w3_segments: (Runs, Runs),
     /// E1: requests/s, p50, p99, read-your-write p50, p99.
     e1: [Runs; 5],
 }
@@ -123,6 +125,14 @@ impl Report {
         e.2.push(r.base_mib);
         if let (100_000, Some(l3)) = (r.events, self.last_l3) {
             e.3.push(r.per_sec / l3);
+        }
+    }
+
+    /// W3 in 2 segments, right after the run of W3 in one on the same rows.
+    pub(crate) fn w3_segments(&mut self, r: ReplayRun) {
+        self.w3_segments.0.push(r.per_sec);
+        if let Some(one) = self.w3.get(&r.events).and_then(|e| e.0.0.last()) {
+            self.w3_segments.1.push(r.per_sec / one);
         }
     }
 }
@@ -231,6 +241,16 @@ impl fmt::Display for Report {
             row(f, &format!("{name}: peak RSS MiB"), hwm, &flat)?;
             row(f, &format!("{name}: RSS before replay MiB"), start, "")?;
             row(f, &format!("{name}: W3/L3"), ratio, "")?;
+        }
+        if !self.w3_segments.0.0.is_empty() {
+            let (rate, ratio) = &self.w3_segments;
+            row(
+                f,
+                "W3 replay 100,000 events, 2 segments: events/s",
+                rate,
+                "",
+            )?;
+            row(f, "W3 2 segments / W3 in one", ratio, "")?;
         }
         Ok(())
     }

@@ -84,7 +84,7 @@ pub(crate) async fn run(db: &Db, tasks: usize, read_model: bool) -> Result<W1Run
     let visible: Instants = Arc::default();
     let runner = read_model.then(|| {
         let sub = Timed {
-            inner: store.transactional(crate::domain::AccountsProjector),
+            inner: store.transactional(crate::domain::AccountsProjector::whole()),
             visible: visible.clone(),
         };
         Runner::new(Arc::new(store.clone()), Arc::new(store.dead_letters()))

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use cqrs_core::{ExpectedVersion, NewEvent, Replay, RunnerConfig, StreamId};
+use cqrs_core::{ExpectedVersion, NewEvent, Replay, RunnerConfig, Segment, StreamId};
 use cqrs_postgres::PgEventStore;
 use futures_util::TryStreamExt;
 use serde_json::Value;
@@ -80,13 +80,19 @@ pub(crate) struct ReplayRun {
     pub(crate) base_mib: f64,
 }
 
-/// Runs one replay of `schema` in a child process.
-pub(crate) async fn replay_in_child(db: &Db, schema: &str) -> Result<ReplayRun, BenchError> {
+/// Runs one replay of `schema` in a child process, with the read model split into `segments`
+/// rebuilt side by side.
+pub(crate) async fn replay_in_child(
+    db: &Db,
+    schema: &str,
+    segments: u32,
+) -> Result<ReplayRun, BenchError> {
     let exe = std::env::current_exe()?;
     let (url, schema) = (db.url.clone(), schema.to_owned());
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(exe)
             .args(["--database", &url, "--replay-child", &schema])
+            .args(["--segments", &segments.to_string()])
             .output()
     })
     .await??;
@@ -117,24 +123,41 @@ pub(crate) async fn replay_in_child(db: &Db, schema: &str) -> Result<ReplayRun, 
     })
 }
 
-/// The child's side: rebuild the read model of `schema` and print one `REPLAY` line.
-pub(crate) async fn replay_child(db: &Db, schema: &str) -> Result<(), BenchError> {
+/// The child's side: rebuild the read model of `schema` (in `segments` side by side) and print
+/// one `REPLAY` line.
+pub(crate) async fn replay_child(db: &Db, schema: &str, segments: u32) -> Result<(), BenchError> {
     let store = db.open(schema).await?;
     let base = vm_kib("VmRSS:");
-    let sub = store.transactional(AccountsProjector);
     let replay = Replay::new(Arc::new(store.clone()), Arc::new(store.dead_letters())).with_config(
         RunnerConfig {
             batch_size: REPLAY_BATCH,
             ..RunnerConfig::default()
         },
     );
-    let report = replay.run(&sub, |_| {}).await?;
+    let started = Instant::now();
+    let events = if segments <= 1 {
+        let sub = store.transactional(AccountsProjector::whole());
+        replay.run(&sub, |_| {}).await?.events
+    } else {
+        // NOTE: the segments share the table: it is emptied once, and each segment's reset
+        // leaves it alone.
+        sqlx::query("TRUNCATE accounts")
+            .execute(store.pool())
+            .await?;
+        let subs = Segment::all(segments)
+            .into_iter()
+            .map(|s| Arc::new(store.transactional(AccountsProjector::segment(s))) as _)
+            .collect();
+        let reports = replay.run_parallel(subs).await?;
+        reports.iter().map(|r| r.events).sum::<u64>()
+    };
+    let rate = events as f64 / started.elapsed().as_secs_f64();
     let hwm = vm_kib("VmHWM:");
-    check(&store, report.events).await?;
+    check(&store, events).await?;
     println!(
         "REPLAY {} {} {} {}",
-        report.events,
-        report.rate(),
+        events,
+        rate,
         hwm / 1024.0,
         base / 1024.0
     );
