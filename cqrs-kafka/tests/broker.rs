@@ -210,10 +210,12 @@ async fn two_members_split_the_partitions_and_one_takes_over_when_the_other_is_k
     tokio::time::sleep(Duration::from_millis(500)).await;
     let seen = inbox.projector().seen.lock().unwrap().clone();
     assert_in_order_once(&seen, 20, 100);
+    // NOTE: a few events may still have been finished by the killed member as it went.
     let after = b.stats();
     assert!(
-        after.handled - before_b >= (2000 - at_kill) as u64,
-        "the survivor handled the rest: {after:?}"
+        after.handled - before_b + 5 >= (2000 - at_kill) as u64,
+        "the survivor handled the rest ({} left at the kill): {after:?}",
+        2000 - at_kill
     );
     b.shutdown().await;
     runner.shutdown().await;
@@ -411,7 +413,7 @@ async fn records_without_our_envelope_or_of_an_unknown_type_are_dead_lettered_an
         .max_attempts(2)
         .retry_delay(Duration::from_millis(50));
     group
-        .declare(&cqrs_kafka::rdkafka::ClientConfig::new().set("bootstrap.servers", &brokers))
+        .declare(cqrs_kafka::rdkafka::ClientConfig::new().set("bootstrap.servers", &brokers))
         .await
         .unwrap();
 

@@ -41,9 +41,12 @@ async fn survive(server: &mut TansuServer) {
     }));
     let consumer = consumer(&brokers, group, inbox.clone()).start();
     let checkpoints = Arc::new(InMemoryCheckpointStore::new());
+    // NOTE: a short retry window, so that the relay's batches fail to the runner while the
+    // broker is down, which must keep them (retry, not park).
     let runner = relay_runner(
         store.clone(),
-        relay("relay", &brokers, topics.clone(), checkpoints.clone()),
+        relay("relay", &brokers, topics.clone(), checkpoints.clone())
+            .retry_for(Duration::from_millis(500)),
     );
 
     // A burst of a quarter, then a steady flow that goes on while the broker is down; the last
@@ -67,7 +70,19 @@ async fn survive(server: &mut TansuServer) {
         (handled as u64) < relayed,
         "the kill lands mid-stream: the consumer behind the relay ({handled} < {relayed})"
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Down for longer than the relay's retry window, while appends go on.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = runner.status().await.unwrap();
+        if status[0].last_error.is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the relay never gave a batch up to the runner: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     server.restart().await;
     let down = killed.elapsed();
     resume.notify_one();
@@ -91,6 +106,7 @@ async fn survive(server: &mut TansuServer) {
     assert_eq!((stats.retried, stats.dead_lettered), (0, 0), "{stats:?}");
     let status = runner.status().await.unwrap();
     assert_eq!(status[0].parked, 0, "nothing parked: {status:?}");
+    assert_eq!(status[0].last_error, None, "recovered: {status:?}");
 
     // What the broker kept across its restart: every event, each stream in order.
     let records = read_topic(
