@@ -260,8 +260,10 @@ impl Session for KafkaSession {
 
     async fn ack(&mut self, record: &Record) -> Result<()> {
         let m = &record.message;
+        // NOTE: librdkafka stores this offset + 1, the next record to read, as the
+        // commit's convention has it.
         self.consumer()
-            .store_offset(m.topic(), m.partition(), m.offset() + 1)
+            .store_offset(m.topic(), m.partition(), m.offset())
             .map_err(Error::backend)
     }
 
