@@ -62,8 +62,8 @@ enum Command {
         read_timeout_ms: u64,
         #[command(flatten)]
         db: Database,
-        /// Also relay every event to this broker: `amqp://...` (RabbitMQ) or `nats://...`
-        /// (NATS JetStream). On RabbitMQ, start `bank notifier` once first (events published
+        /// Also relay every event to this broker: `amqp://...` (RabbitMQ), `nats://...`
+        /// (NATS JetStream) or `kafka://host:port` (Kafka, topics `<prefix>.<aggregate type>`). On RabbitMQ, start `bank notifier` once first (events published
         /// before its queue exists are dropped), or pass `--declare-queue`.
         #[arg(long)]
         broker: Option<bank::Broker>,
@@ -80,7 +80,7 @@ enum Command {
     /// A second service: consumes the bank's account events from a broker into its own read
     /// model (balances and the notices sent to customers), logging each notice.
     Notifier {
-        /// `amqp://...` (RabbitMQ) or `nats://...` (NATS JetStream).
+        /// `amqp://...` (RabbitMQ), `nats://...` (NATS JetStream) or `kafka://host:port`.
         #[arg(long, env = "BROKER_URL")]
         broker: bank::Broker,
         /// The bank's `--broker-prefix`.

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use cqrs_core::{BoxError, Runner, RunnerConfig, RunnerHandle, Subscriber};
+use cqrs_kafka::{KafkaRelay, KafkaTopics};
 use cqrs_nats::{JetStreamEvents, JetStreamRelay};
 use cqrs_rabbitmq::{RabbitQueue, RabbitRelay};
 
@@ -52,15 +53,24 @@ impl Channels {
     pub(crate) fn jetstream(&self) -> JetStreamEvents {
         JetStreamEvents::new(self.prefix.to_uppercase(), &self.prefix)
     }
+
+    /// Kafka: a topic per aggregate type, `<prefix>.<aggregate type>`; the notifier's consumer
+    /// group is `queue`.
+    pub(crate) fn kafka_topics(&self) -> KafkaTopics {
+        KafkaTopics::per_category(&self.prefix)
+    }
 }
 
-/// A broker, from its URL: `amqp://...` for RabbitMQ, `nats://...` for NATS JetStream.
+/// A broker, from its URL: `amqp://...` for RabbitMQ, `nats://...` for NATS JetStream,
+/// `kafka://host:port` for Kafka.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Broker {
     /// RabbitMQ at this AMQP URL.
     Amqp(String),
     /// NATS (with JetStream) at this URL.
     Nats(String),
+    /// Kafka at these brokers (`host:port`, comma-separated), from `kafka://host:port`.
+    Kafka(String),
 }
 
 impl Broker {
@@ -69,6 +79,7 @@ impl Broker {
         match self {
             Broker::Amqp(_) => "rabbitmq",
             Broker::Nats(_) => "nats",
+            Broker::Kafka(_) => "kafka",
         }
     }
 }
@@ -81,9 +92,11 @@ impl std::str::FromStr for Broker {
             Ok(Broker::Amqp(url.to_owned()))
         } else if url.starts_with("nats://") || url.starts_with("tls://") {
             Ok(Broker::Nats(url.to_owned()))
+        } else if let Some(brokers) = url.strip_prefix("kafka://") {
+            Ok(Broker::Kafka(brokers.trim_end_matches('/').to_owned()))
         } else {
             Err(format!(
-                "unknown broker {url:?}: expected amqp://... or nats://..."
+                "unknown broker {url:?}: expected amqp://..., nats://... or kafka://..."
             ))
         }
     }
@@ -116,6 +129,12 @@ pub async fn broker_relay(
                 backend.checkpoints(),
             ))
         }
+        Broker::Kafka(brokers) => Arc::new(KafkaRelay::new(
+            BROKER_RELAY,
+            brokers,
+            channels.kafka_topics(),
+            backend.checkpoints(),
+        )),
     })
 }
 

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use cqrs_core::BoxError;
+use cqrs_kafka::{KafkaConsumer, KafkaGroup};
 use cqrs_nats::{JetStreamConsumer, JetStreamQueue};
 use cqrs_rabbitmq::RabbitConsumer;
 
@@ -29,6 +30,7 @@ pub struct NotifierHandle {
 enum Consumer {
     Amqp(cqrs_rabbitmq::ConsumerHandle),
     Nats(cqrs_nats::ConsumerHandle),
+    Kafka(cqrs_kafka::ConsumerHandle),
 }
 
 impl NotifierHandle {
@@ -42,6 +44,7 @@ impl NotifierHandle {
         match self.consumer {
             Consumer::Amqp(c) => c.shutdown().await,
             Consumer::Nats(c) => c.shutdown().await,
+            Consumer::Kafka(c) => c.shutdown().await,
         }
     }
 }
@@ -80,6 +83,16 @@ pub async fn start_notifier(
                     .with_prefetch(PULL)
                     .start(),
             )
+        }
+        Broker::Kafka(brokers) => {
+            let group =
+                KafkaGroup::new(&channels.kafka_topics(), &channels.queue).subscribe("account");
+            // NOTE: a notifier killed without leaving its group holds its partitions until its
+            // session times out: 6 s rather than librdkafka's 45.
+            let consumer =
+                KafkaConsumer::new(brokers, group, inbox).set("session.timeout.ms", "6000");
+            consumer.declare().await?;
+            Consumer::Kafka(consumer.start())
         }
     };
     Ok(NotifierHandle { notifier, consumer })

@@ -138,5 +138,9 @@ fn brokers_are_told_apart_by_url() {
         Broker::Amqp("amqp://guest:guest@h:5672/%2f".into())
     );
     assert_eq!("nats://h:4222".parse::<Broker>().unwrap().kind(), "nats");
-    assert!("kafka://h".parse::<Broker>().is_err());
+    assert_eq!(
+        "kafka://h1:9092,h2:9092".parse::<Broker>().unwrap(),
+        Broker::Kafka("h1:9092,h2:9092".into())
+    );
+    assert!("mqtt://h".parse::<Broker>().is_err());
 }

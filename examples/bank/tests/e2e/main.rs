@@ -1,5 +1,5 @@
 //! End-to-end tests of the `bank` binary over HTTP, on the embedded store and on PostgreSQL,
-//! and of `bank notifier` on RabbitMQ and NATS JetStream.
+//! and of `bank notifier` on RabbitMQ, NATS JetStream and Kafka.
 
 mod cli;
 mod cluster;
@@ -8,6 +8,7 @@ mod crash;
 mod edges;
 mod load;
 mod notifier;
+mod notifier_kafka;
 mod racing_keys;
 mod replay;
 mod stale_cache;
