@@ -129,7 +129,9 @@ async fn raw_produce(
     // topic's metadata are settled before the clock starts: the loop measures producing only.
     producer
         .send(
-            FutureRecord::<str, [u8]>::to(topic).key("warm-up").payload(b"{}"),
+            FutureRecord::<str, [u8]>::to(topic)
+                .key("warm-up")
+                .payload(b"{}"),
             Duration::from_secs(30),
         )
         .await
