@@ -223,7 +223,9 @@ async fn two_members_split_the_partitions_and_one_takes_over_when_the_other_is_k
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_joining_mid_stream_goes_on_from_what_the_other_committed_at_the_rebalance() {
-    let Some(brokers) = broker().await else { return };
+    let Some(brokers) = broker().await else {
+        return;
+    };
     let tag = unique("join");
     let topics = KafkaTopics::per_category(&tag).partitions(4);
     let group = KafkaGroup::new(&topics, &tag).subscribe(CATEGORY);
@@ -231,7 +233,12 @@ async fn a_member_joining_mid_stream_goes_on_from_what_the_other_committed_at_th
     let last = seed(&store, CATEGORY, 20, 100).await;
     let runner = relay_runner(
         store.clone(),
-        relay(&tag, &brokers, topics.clone(), InMemoryCheckpointStore::new()),
+        relay(
+            &tag,
+            &brokers,
+            topics.clone(),
+            InMemoryCheckpointStore::new(),
+        ),
     );
     runner
         .wait_for(&tag, last, Duration::from_secs(30))
@@ -247,7 +254,10 @@ async fn a_member_joining_mid_stream_goes_on_from_what_the_other_committed_at_th
     }));
     let slow_commits = |c: KafkaConsumer<_>| c.set("auto.commit.interval.ms", "600000");
     let a = slow_commits(consumer(&brokers, group.clone(), inbox.clone())).start();
-    eventually(30, "the first member at work", || inbox.projector().len() >= 300).await;
+    eventually(30, "the first member at work", || {
+        inbox.projector().len() >= 300
+    })
+    .await;
     let b = slow_commits(consumer(&brokers, group, inbox.clone())).start();
     eventually(60, "all 2,000 events", || inbox.projector().len() >= 2000).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
