@@ -146,6 +146,9 @@ impl KafkaSource {
 }
 
 /// Commits the stored offsets of the partitions a rebalance takes away, before they go.
+///
+/// NOTE: librdkafka's auto-commit also commits at a revocation; this makes it synchronous and
+/// explicit, whatever the user set.
 struct GroupContext;
 
 impl ClientContext for GroupContext {}

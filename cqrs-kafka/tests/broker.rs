@@ -222,6 +222,58 @@ async fn two_members_split_the_partitions_and_one_takes_over_when_the_other_is_k
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_joining_mid_stream_goes_on_from_what_the_other_committed_at_the_rebalance() {
+    let Some(brokers) = broker().await else {
+        return;
+    };
+    let tag = unique("join");
+    let topics = KafkaTopics::per_category(&tag).partitions(4);
+    let group = KafkaGroup::new(&topics, &tag).subscribe(CATEGORY);
+    let store = Arc::new(InMemoryEventStore::new());
+    let last = seed(&store, CATEGORY, 20, 100).await;
+    let runner = relay_runner(
+        store.clone(),
+        relay(
+            &tag,
+            &brokers,
+            topics.clone(),
+            InMemoryCheckpointStore::new(),
+        ),
+    );
+    runner
+        .wait_for(&tag, last, Duration::from_secs(30))
+        .await
+        .unwrap();
+    runner.shutdown().await;
+
+    // A slow first member, an auto-commit interval far longer than the test: only the commit
+    // at the rebalance can tell the second member where the first one stopped.
+    let inbox = Arc::new(InMemoryInbox::new(Recorder {
+        delay: Some(Duration::from_millis(2)),
+        ..Default::default()
+    }));
+    let slow_commits = |c: KafkaConsumer<_>| c.set("auto.commit.interval.ms", "600000");
+    let a = slow_commits(consumer(&brokers, group.clone(), inbox.clone())).start();
+    eventually(30, "the first member at work", || {
+        inbox.projector().len() >= 300
+    })
+    .await;
+    let b = slow_commits(consumer(&brokers, group, inbox.clone())).start();
+    eventually(60, "all 2,000 events", || inbox.projector().len() >= 2000).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (sa, sb) = (a.stats(), b.stats());
+    assert!(sb.handled > 0, "the second member took partitions: {sb:?}");
+    assert_eq!(
+        sa.duplicates + sb.duplicates,
+        0,
+        "nothing handled before the rebalance came again: {sa:?} {sb:?}"
+    );
+    assert_in_order_once(&inbox.projector().seen.lock().unwrap(), 20, 100);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_resuming_a_partition_mid_batch_misses_nothing() {
     let Some(brokers) = broker().await else {
         return;

@@ -100,11 +100,13 @@ impl TansuServer {
             .open(self.dir.path().join("broker.log"))
             .map_err(|e| e.to_string())?;
         let url = format!("tcp://127.0.0.1:{}", self.port);
-        let storage = format!("sqlite://{}", self.dir.path().join("tansu.db").display());
+        // NOTE: tansu reads the path of a `sqlite://` URL as relative to its working directory.
+        let storage = "sqlite://tansu.db";
         let child = Command::new(&self.bin)
+            .current_dir(self.dir.path())
             .arg("broker")
             .args(["--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", &storage])
+            .args(["--storage-engine", storage])
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)

@@ -69,7 +69,7 @@ pub enum Broker {
     Amqp(String),
     /// NATS (with JetStream) at this URL.
     Nats(String),
-    /// Kafka at these brokers (`host:port`, comma-separated), from `kafka://host:port`.
+    /// Kafka at this URL: `kafka://` and its brokers, `host:port` comma-separated.
     Kafka(String),
 }
 
@@ -92,14 +92,19 @@ impl std::str::FromStr for Broker {
             Ok(Broker::Amqp(url.to_owned()))
         } else if url.starts_with("nats://") || url.starts_with("tls://") {
             Ok(Broker::Nats(url.to_owned()))
-        } else if let Some(brokers) = url.strip_prefix("kafka://") {
-            Ok(Broker::Kafka(brokers.trim_end_matches('/').to_owned()))
+        } else if url.starts_with("kafka://") {
+            Ok(Broker::Kafka(url.to_owned()))
         } else {
             Err(format!(
                 "unknown broker {url:?}: expected amqp://..., nats://... or kafka://..."
             ))
         }
     }
+}
+
+/// The brokers of a `kafka://host:port,...` URL, as Kafka clients take them.
+pub(crate) fn kafka_brokers(url: &str) -> &str {
+    url.trim_start_matches("kafka://").trim_end_matches('/')
 }
 
 /// The bank's outbox relay to `broker`, checkpointed in the backend's store.
@@ -129,9 +134,9 @@ pub async fn broker_relay(
                 backend.checkpoints(),
             ))
         }
-        Broker::Kafka(brokers) => Arc::new(KafkaRelay::new(
+        Broker::Kafka(url) => Arc::new(KafkaRelay::new(
             BROKER_RELAY,
-            brokers,
+            kafka_brokers(url),
             channels.kafka_topics(),
             backend.checkpoints(),
         )),

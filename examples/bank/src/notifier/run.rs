@@ -7,7 +7,7 @@ use cqrs_kafka::{KafkaConsumer, KafkaGroup};
 use cqrs_nats::{JetStreamConsumer, JetStreamQueue};
 use cqrs_rabbitmq::RabbitConsumer;
 
-use super::broker::{Broker, Channels};
+use super::broker::{Broker, Channels, kafka_brokers};
 use super::model::Notifier;
 
 /// How long JetStream waits for an acknowledgement before it delivers a message again. A
@@ -84,13 +84,13 @@ pub async fn start_notifier(
                     .start(),
             )
         }
-        Broker::Kafka(brokers) => {
+        Broker::Kafka(url) => {
             let group =
                 KafkaGroup::new(&channels.kafka_topics(), &channels.queue).subscribe("account");
             // NOTE: a notifier killed without leaving its group holds its partitions until its
             // session times out: 6 s rather than librdkafka's 45.
-            let consumer =
-                KafkaConsumer::new(brokers, group, inbox).set("session.timeout.ms", "6000");
+            let consumer = KafkaConsumer::new(kafka_brokers(url), group, inbox)
+                .set("session.timeout.ms", "6000");
             consumer.declare().await?;
             Consumer::Kafka(consumer.start())
         }

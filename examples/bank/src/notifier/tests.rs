@@ -140,7 +140,7 @@ fn brokers_are_told_apart_by_url() {
     assert_eq!("nats://h:4222".parse::<Broker>().unwrap().kind(), "nats");
     assert_eq!(
         "kafka://h1:9092,h2:9092".parse::<Broker>().unwrap(),
-        Broker::Kafka("h1:9092,h2:9092".into())
+        Broker::Kafka("kafka://h1:9092,h2:9092".into())
     );
     assert!("mqtt://h".parse::<Broker>().is_err());
 }

@@ -23,9 +23,9 @@ async fn notifier_over_kafka_survives_sigkill_and_a_relay_replay() {
     notifier_round_trip(b, &db).await;
 }
 
-/// Whether the brokers answer a metadata request.
-pub(crate) async fn reach(brokers: &str) -> Result<(), String> {
-    let config = config(brokers);
+/// Whether the brokers of a `kafka://` URL answer a metadata request.
+pub(crate) async fn reach(url: &str) -> Result<(), String> {
+    let config = config(url);
     tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = config.create().map_err(|e| e.to_string())?;
         consumer
@@ -39,8 +39,8 @@ pub(crate) async fn reach(brokers: &str) -> Result<(), String> {
 
 /// Deletes the test's topics: the bank's two (it relays every aggregate type) and the
 /// notifier's dead-letter topic.
-pub(crate) async fn cleanup(brokers: &str, channels: &Channels) {
-    let admin: AdminClient<DefaultClientContext> = config(brokers).create().unwrap();
+pub(crate) async fn cleanup(url: &str, channels: &Channels) {
+    let admin: AdminClient<DefaultClientContext> = config(url).create().unwrap();
     let topics = [
         format!("{}.account", channels.prefix),
         format!("{}.transfer", channels.prefix),
@@ -53,8 +53,8 @@ pub(crate) async fn cleanup(brokers: &str, channels: &Channels) {
         .unwrap();
 }
 
-fn config(brokers: &str) -> ClientConfig {
+fn config(url: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", brokers);
+    config.set("bootstrap.servers", url.trim_start_matches("kafka://"));
     config
 }
