@@ -131,8 +131,10 @@ async fn raw_sends(
         let mut out = Vec::with_capacity(n * 256);
         for i in sent..sent + n {
             out.extend_from_slice(
-                format!("SEND\ndestination:/queue/{queue}\npersistent:true\nreceipt:{i}\n\n{body}\0")
-                    .as_bytes(),
+                format!(
+                    "SEND\ndestination:/queue/{queue}\npersistent:true\nreceipt:{i}\n\n{body}\0"
+                )
+                .as_bytes(),
             );
         }
         socket.write_all(&out).await?;

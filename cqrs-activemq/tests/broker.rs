@@ -36,7 +36,12 @@ async fn relays_10k_events_in_order_once_each_across_a_crash_before_the_checkpoi
     let crashing = Arc::new(CrashingCheckpoints::new(checkpoints.clone(), 4));
     let runner = relay_runner(
         store.clone(),
-        relay(&tag, &url, ActiveMqDestination::queue(&tag), crashing.clone()),
+        relay(
+            &tag,
+            &url,
+            ActiveMqDestination::queue(&tag),
+            crashing.clone(),
+        ),
     );
     crashing.crashed.notified().await;
     runner.abort();
@@ -45,7 +50,12 @@ async fn relays_10k_events_in_order_once_each_across_a_crash_before_the_checkpoi
     // Second life, from the saved checkpoint: the 5th batch goes out again.
     let runner = relay_runner(
         store.clone(),
-        relay(&tag, &url, ActiveMqDestination::queue(&tag), checkpoints.clone()),
+        relay(
+            &tag,
+            &url,
+            ActiveMqDestination::queue(&tag),
+            checkpoints.clone(),
+        ),
     );
     let inbox = Arc::new(InMemoryInbox::new(Recorder::default()));
     let consumer = ActiveMqConsumer::new(url.clone(), queue, inbox.clone()).start();
@@ -92,7 +102,12 @@ async fn competing_consumers_keep_each_stream_on_one_consumer_in_order() {
     seed(&store, CATEGORY, 20, 100).await;
     let runner = relay_runner(
         store.clone(),
-        relay(&tag, &url, ActiveMqDestination::queue(&tag), InMemoryCheckpointStore::new()),
+        relay(
+            &tag,
+            &url,
+            ActiveMqDestination::queue(&tag),
+            InMemoryCheckpointStore::new(),
+        ),
     );
     eventually(60, "2,000 events handled", || {
         a.projector().len() + b.projector().len() >= 2000
@@ -113,7 +128,9 @@ async fn competing_consumers_keep_each_stream_on_one_consumer_in_order() {
     let streams = |inbox: &InMemoryInbox<Recorder>| -> HashMap<String, Vec<u64>> {
         let mut by: HashMap<String, Vec<u64>> = HashMap::new();
         for e in inbox.projector().seen.lock().unwrap().iter() {
-            by.entry(e.stream.id.clone()).or_default().push(e.stream_version);
+            by.entry(e.stream.id.clone())
+                .or_default()
+                .push(e.stream_version);
         }
         by
     };
@@ -201,10 +218,21 @@ async fn a_message_that_always_fails_ends_in_the_dead_letter_queue_with_its_erro
     let consumer = ActiveMqConsumer::new(url.clone(), queue.clone(), inbox.clone()).start();
     let runner = relay_runner(
         store.clone(),
-        relay(&tag, &url, ActiveMqDestination::queue(&tag), InMemoryCheckpointStore::new()),
+        relay(
+            &tag,
+            &url,
+            ActiveMqDestination::queue(&tag),
+            InMemoryCheckpointStore::new(),
+        ),
     );
-    eventually(30, "the other 100 events", || inbox.projector().len() == 100).await;
-    eventually(30, "the dead letter", || consumer.stats().dead_lettered == 1).await;
+    eventually(30, "the other 100 events", || {
+        inbox.projector().len() == 100
+    })
+    .await;
+    eventually(30, "the dead letter", || {
+        consumer.stats().dead_lettered == 1
+    })
+    .await;
     assert_eq!(consumer.stats().retried, 2, "{:?}", consumer.stats());
 
     let dead = drain(&url, &queue.dead_letter_queue(), Duration::from_secs(2)).await;
@@ -270,10 +298,24 @@ async fn messages_that_cannot_be_read_are_dead_lettered_at_once_with_a_clear_err
         .map(|d| dead_letter_error(&d.headers).expect("error headers"))
         .collect();
     assert_eq!(errors.len(), 3, "{errors:?}");
-    assert!(errors[0].0.contains("missing or bad header cqrs-event-id"), "{errors:?}");
-    assert!(errors[1].0.contains("missing or bad header cqrs-stream-version"), "{errors:?}");
-    assert!(errors[2].0.contains("account-s0"), "names the stream: {errors:?}");
-    assert!(errors.iter().all(|(_, attempts)| *attempts == 1), "{errors:?}");
+    assert!(
+        errors[0].0.contains("missing or bad header cqrs-event-id"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[1]
+            .0
+            .contains("missing or bad header cqrs-stream-version"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[2].0.contains("account-s0"),
+        "names the stream: {errors:?}"
+    );
+    assert!(
+        errors.iter().all(|(_, attempts)| *attempts == 1),
+        "{errors:?}"
+    );
     // Nothing lost: each keeps its body and headers.
     assert_eq!(dead[0].get("foo"), Some("bar"));
     assert_eq!(dead[2].body, b"not json");
@@ -289,9 +331,17 @@ async fn a_consumer_that_vanishes_without_acknowledging_loses_nothing() {
     seed(&store, CATEGORY, 10, 50).await;
     let runner = relay_runner(
         store.clone(),
-        relay(&tag, &url, ActiveMqDestination::queue(&tag), InMemoryCheckpointStore::new()),
+        relay(
+            &tag,
+            &url,
+            ActiveMqDestination::queue(&tag),
+            InMemoryCheckpointStore::new(),
+        ),
     );
-    runner.wait_for(&tag, 500, Duration::from_secs(20)).await.unwrap();
+    runner
+        .wait_for(&tag, 500, Duration::from_secs(20))
+        .await
+        .unwrap();
 
     // The first instance takes messages ahead (its prefetch) and dies without a goodbye while
     // it works through them; the one that takes over shares its inbox (its database).
@@ -325,16 +375,27 @@ async fn the_event_id_and_stream_travel_in_headers_a_jms_client_can_read() {
         .append(
             &StreamId::new(CATEGORY, "a-1"),
             ExpectedVersion::NoStream,
-            vec![NewEvent::new("Opened", serde_json::json!({"owner": "alice"}))],
+            vec![NewEvent::new(
+                "Opened",
+                serde_json::json!({"owner": "alice"}),
+            )],
             None,
         )
         .await
         .unwrap();
     let runner = relay_runner(
         store.clone(),
-        relay(&tag, &url, ActiveMqDestination::queue(&tag), InMemoryCheckpointStore::new()),
+        relay(
+            &tag,
+            &url,
+            ActiveMqDestination::queue(&tag),
+            InMemoryCheckpointStore::new(),
+        ),
     );
-    runner.wait_for(&tag, out.position, Duration::from_secs(20)).await.unwrap();
+    runner
+        .wait_for(&tag, out.position, Duration::from_secs(20))
+        .await
+        .unwrap();
     let got = drain(&url, &tag, Duration::from_secs(1)).await;
     assert_eq!(got.len(), 1);
     let m = &got[0];
@@ -374,7 +435,10 @@ async fn a_relay_by_category_that_declares_the_queue_keeps_its_events_before_any
         .by_category()
         .declaring(queue.clone()),
     );
-    runner.wait_for(&topic, last, Duration::from_secs(20)).await.unwrap();
+    runner
+        .wait_for(&topic, last, Duration::from_secs(20))
+        .await
+        .unwrap();
 
     let inbox = Arc::new(InMemoryInbox::new(Recorder::default()));
     let consumer = ActiveMqConsumer::new(url.clone(), queue, inbox.clone()).start();

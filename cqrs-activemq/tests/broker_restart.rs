@@ -86,7 +86,10 @@ async fn survive(server: Arc<ActiveMqServer>) {
     writer.await.unwrap();
 
     let total = STREAMS * ROUNDS as usize;
-    eventually(60, "every event handled", || inbox.projector().len() >= total).await;
+    eventually(60, "every event handled", || {
+        inbox.projector().len() >= total
+    })
+    .await;
     runner
         .wait_for("relay", total as u64, Duration::from_secs(30))
         .await

@@ -52,9 +52,7 @@ impl Connection {
             .header("host", url.host_header())
             .header("heart-beat", "0,0");
         if let Some((login, passcode)) = url.login() {
-            connect = connect
-                .header("login", login)
-                .header("passcode", passcode);
+            connect = connect.header("login", login).header("passcode", passcode);
         }
         conn.write(&[connect]).await?;
         let answer = conn.read_frame().await?;
@@ -152,5 +150,9 @@ fn broker_error(frame: &Frame) -> Error {
     let message = frame.get("message").unwrap_or("no message");
     let detail = String::from_utf8_lossy(&frame.body);
     let detail = detail.lines().next().unwrap_or_default();
-    Error::backend(format!("the STOMP broker refused: {message} {detail}").trim_end().to_owned())
+    Error::backend(
+        format!("the STOMP broker refused: {message} {detail}")
+            .trim_end()
+            .to_owned(),
+    )
 }

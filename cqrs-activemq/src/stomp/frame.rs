@@ -183,7 +183,11 @@ mod tests {
         let first = Frame::parse(&mut bytes).unwrap().unwrap();
         assert_eq!(first, frame);
         assert_eq!(Frame::parse(&mut bytes).unwrap().unwrap(), frame);
-        assert_eq!(Frame::parse(&mut bytes).unwrap(), None, "a partial frame waits");
+        assert_eq!(
+            Frame::parse(&mut bytes).unwrap(),
+            None,
+            "a partial frame waits"
+        );
         assert_eq!(bytes, b"MESS");
     }
 

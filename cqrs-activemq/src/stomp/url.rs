@@ -97,9 +97,15 @@ mod tests {
     #[test]
     fn parses_logins_ports_and_virtual_hosts() {
         let u: StompUrl = "stomp://a:b@h:1/v".parse().unwrap();
-        assert_eq!((u.address(), u.login(), u.host_header()), ("h:1".into(), Some(("a", "b")), "v"));
+        assert_eq!(
+            (u.address(), u.login(), u.host_header()),
+            ("h:1".into(), Some(("a", "b")), "v")
+        );
         let u: StompUrl = "stomp://h".parse().unwrap();
-        assert_eq!((u.address(), u.login(), u.host_header()), ("h:61613".into(), None, "h"));
+        assert_eq!(
+            (u.address(), u.login(), u.host_header()),
+            ("h:61613".into(), None, "h")
+        );
         assert!("amqp://h".parse::<StompUrl>().is_err());
         assert!("stomp://h:x".parse::<StompUrl>().is_err());
     }

@@ -7,9 +7,9 @@
 
 // NOTE: the crate's own STOMP client, compiled into the tests too: it is private to the crate,
 // and the tests need a plain client beside the bridge (raw sends, reading a DLQ).
+mod server;
 #[path = "../../src/stomp/mod.rs"]
 mod stomp;
-mod server;
 
 pub use server::*;
 

@@ -15,7 +15,9 @@ pub struct ActiveMqServer {
 }
 
 fn script(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/activemq").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../scripts/activemq")
+        .join(name)
 }
 
 impl ActiveMqServer {

@@ -29,6 +29,7 @@ pub struct NotifierHandle {
 enum Consumer {
     Amqp(cqrs_rabbitmq::ConsumerHandle),
     Nats(cqrs_nats::ConsumerHandle),
+    Stomp(cqrs_activemq::ConsumerHandle),
 }
 
 impl NotifierHandle {
@@ -42,6 +43,7 @@ impl NotifierHandle {
         match self.consumer {
             Consumer::Amqp(c) => c.shutdown().await,
             Consumer::Nats(c) => c.shutdown().await,
+            Consumer::Stomp(c) => c.shutdown().await,
         }
     }
 }
@@ -66,6 +68,11 @@ pub async fn start_notifier(
             channel.close(200, "declared".into()).await?;
             conn.close(200, "declared".into()).await?;
             Consumer::Amqp(RabbitConsumer::new(url, queue, inbox).start())
+        }
+        Broker::Stomp(url) => {
+            let (url, queue) = (url.parse()?, channels.activemq_queue());
+            queue.declare(&url).await?;
+            Consumer::Stomp(cqrs_activemq::ActiveMqConsumer::new(url, queue, inbox).start())
         }
         Broker::Nats(url) => {
             let client = cqrs_nats::async_nats::connect(url).await?;

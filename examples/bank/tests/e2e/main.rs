@@ -8,6 +8,7 @@ mod crash;
 mod edges;
 mod load;
 mod notifier;
+mod notifier_activemq;
 mod racing_keys;
 mod replay;
 mod stale_cache;
