@@ -73,6 +73,17 @@
 //! broker dead-letters on its own lands beside what this crate does, not in the shared
 //! `ActiveMQ.DLQ`; `scripts/activemq/activemq.xml` is such a configuration. Message groups and
 //! virtual topics are on by default.
+//!
+//! # Limits
+//! - Tries are counted in the consumer's memory: they survive its reconnections, not its
+//!   process. A message that kills the process every time it is handled comes back after each
+//!   restart with its count at 1 (the broker redelivers a message whose consumer vanished
+//!   without counting it against its redelivery bound).
+//! - Heart-beats are off: a broker that vanishes without closing the socket (a network cut
+//!   without a reset) leaves a consumer waiting until the operating system gives the
+//!   connection up; the relay is bounded by its attempt timeout and reconnects.
+//! - STOMP cannot delete a queue: a service's virtual-topic queue stays until removed with
+//!   ActiveMQ's own tools.
 
 mod codec;
 mod consumer;

@@ -448,3 +448,103 @@ async fn a_relay_by_category_that_declares_the_queue_keeps_its_events_before_any
     consumer.shutdown().await;
     runner.shutdown().await;
 }
+
+/// Fails on `Crash` events; the first `cuts` times it also cuts its consumer's connection
+/// first, as a consumer dying on the message would (the broker never hears of the failure).
+#[derive(Debug)]
+struct Crasher {
+    link: Arc<cqrs_core::testkit::FaultyLink>,
+    cuts: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait]
+impl Projector for Crasher {
+    fn name(&self) -> &str {
+        "crasher"
+    }
+    async fn handle(&self, event: &RecordedEvent) -> Result<(), BoxError> {
+        if event.event_type != "Crash" {
+            return Ok(());
+        }
+        let left = self.cuts.load(std::sync::atomic::Ordering::SeqCst);
+        if left > 0 {
+            self.cuts
+                .store(left - 1, std::sync::atomic::Ordering::SeqCst);
+            self.link.cut();
+            // NOTE: give the cut time to reach the consumer's socket before the NACK.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err("crashed".into())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tries_lost_with_the_connection_count_toward_the_dead_letter_bound() {
+    let Some(url) = broker().await else { return };
+    let tag = unique("lost");
+    let queue = ActiveMqQueue::new(&tag).max_attempts(3);
+    let link = Arc::new(
+        cqrs_core::testkit::FaultyLink::to(&url.address())
+            .await
+            .unwrap(),
+    );
+    let through: StompUrl = format!("stomp://{}", link.addr()).parse().unwrap();
+    let store = Arc::new(InMemoryEventStore::new());
+    let crash = NewEvent::new("Crash", serde_json::json!({}));
+    let crash_id = crash.event_id;
+    let out = store
+        .append(
+            &StreamId::new(CATEGORY, "c"),
+            ExpectedVersion::NoStream,
+            vec![crash],
+            None,
+        )
+        .await
+        .unwrap();
+    let runner = relay_runner(
+        store.clone(),
+        relay(
+            &tag,
+            &url,
+            ActiveMqDestination::queue(&tag),
+            InMemoryCheckpointStore::new(),
+        ),
+    );
+    runner
+        .wait_for(&tag, out.position, Duration::from_secs(20))
+        .await
+        .unwrap();
+
+    // Two deliveries end with the connection gone (redelivered by the broker, which counts
+    // nothing but `redelivered`), the third fails plainly: that one is the third try.
+    let inbox = InMemoryInbox::new(Crasher {
+        link: link.clone(),
+        cuts: 2.into(),
+    });
+    let consumer = ActiveMqConsumer::new(through, queue.clone(), inbox).start();
+    eventually(30, "the dead letter", || {
+        consumer.stats().dead_lettered == 1
+    })
+    .await;
+    let stats = consumer.stats();
+    assert!(stats.reconnects >= 2, "{stats:?}");
+    assert_eq!(
+        stats.delivered, 3,
+        "dead-lettered on the third delivery, not three more after the cuts: {stats:?}"
+    );
+    let dead = drain(&url, &queue.dead_letter_queue(), Duration::from_secs(2)).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        decode_message(&dead[0].headers, &dead[0].body)
+            .unwrap()
+            .event_id,
+        crash_id
+    );
+    assert_eq!(
+        dead_letter_error(&dead[0].headers),
+        Some(("crashed".to_owned(), 3)),
+        "the tries lost with the connection counted"
+    );
+    consumer.shutdown().await;
+    runner.shutdown().await;
+}

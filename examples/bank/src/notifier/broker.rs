@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use cqrs_core::{BoxError, Runner, RunnerConfig, RunnerHandle, Subscriber};
+use cqrs_activemq::{ActiveMqDestination, ActiveMqQueue, ActiveMqRelay};
+use cqrs_core::{BoxError, CheckpointStore, Runner, RunnerConfig, RunnerHandle, Subscriber};
 use cqrs_kafka::{KafkaRelay, KafkaTopics};
 use cqrs_nats::{JetStreamEvents, JetStreamRelay};
 use cqrs_rabbitmq::{RabbitQueue, RabbitRelay};
@@ -49,6 +50,11 @@ impl Channels {
         format!("{}.", self.prefix)
     }
 
+    /// The notifier's ActiveMQ queue: its copy of the bank's account virtual topic.
+    pub(crate) fn activemq_queue(&self) -> ActiveMqQueue {
+        ActiveMqQueue::of_virtual_topic(&format!("{}.account", self.prefix), &self.queue)
+    }
+
     // NOTE: a stream of the bank's own: a JetStream relay must be its stream's only publisher.
     pub(crate) fn jetstream(&self) -> JetStreamEvents {
         JetStreamEvents::new(self.prefix.to_uppercase(), &self.prefix)
@@ -71,6 +77,10 @@ pub enum Broker {
     Nats(String),
     /// Kafka at this URL: `kafka://` and its brokers, `host:port` comma-separated.
     Kafka(String),
+    /// ActiveMQ over STOMP at this URL (`stomp://host:61613`): the virtual topics
+    /// `VirtualTopic.<prefix>.<aggregate type>`, the notifier's queue
+    /// `Consumer.<queue>.VirtualTopic.<prefix>.account`.
+    Stomp(String),
 }
 
 impl Broker {
@@ -80,6 +90,7 @@ impl Broker {
             Broker::Amqp(_) => "rabbitmq",
             Broker::Nats(_) => "nats",
             Broker::Kafka(_) => "kafka",
+            Broker::Stomp(_) => "activemq",
         }
     }
 }
@@ -94,9 +105,11 @@ impl std::str::FromStr for Broker {
             Ok(Broker::Nats(url.to_owned()))
         } else if url.starts_with("kafka://") {
             Ok(Broker::Kafka(url.to_owned()))
+        } else if url.starts_with("stomp://") {
+            Ok(Broker::Stomp(url.to_owned()))
         } else {
             Err(format!(
-                "unknown broker {url:?}: expected amqp://..., nats://... or kafka://..."
+                "unknown broker {url:?}: expected amqp://..., nats://..., kafka://... or stomp://... (ActiveMQ)"
             ))
         }
     }
@@ -125,6 +138,7 @@ pub async fn broker_relay(
             }
             Arc::new(relay)
         }
+        Broker::Stomp(url) => Arc::new(activemq_relay(url, backend, channels)?),
         Broker::Nats(url) => {
             let client = cqrs_nats::async_nats::connect(url).await?;
             Arc::new(JetStreamRelay::new(
@@ -141,6 +155,21 @@ pub async fn broker_relay(
             backend.checkpoints(),
         )),
     })
+}
+
+/// ActiveMQ: every event to the virtual topic of its aggregate type (`VirtualTopic.bank.account`).
+fn activemq_relay(
+    url: &str,
+    backend: &Backend,
+    channels: &Channels,
+) -> Result<ActiveMqRelay<Arc<dyn CheckpointStore>>, BoxError> {
+    let topic = ActiveMqDestination::virtual_topic(&channels.prefix);
+    let mut relay =
+        ActiveMqRelay::new(BROKER_RELAY, url.parse()?, topic, backend.checkpoints()).by_category();
+    if channels.declare_queue {
+        relay = relay.declaring(channels.activemq_queue());
+    }
+    Ok(relay)
 }
 
 /// Starts the relay to `broker` in a runner of its own, fenced by the backend's leases where it

@@ -31,6 +31,7 @@ enum Consumer {
     Amqp(cqrs_rabbitmq::ConsumerHandle),
     Nats(cqrs_nats::ConsumerHandle),
     Kafka(cqrs_kafka::ConsumerHandle),
+    Stomp(cqrs_activemq::ConsumerHandle),
 }
 
 impl NotifierHandle {
@@ -45,6 +46,7 @@ impl NotifierHandle {
             Consumer::Amqp(c) => c.shutdown().await,
             Consumer::Nats(c) => c.shutdown().await,
             Consumer::Kafka(c) => c.shutdown().await,
+            Consumer::Stomp(c) => c.shutdown().await,
         }
     }
 }
@@ -69,6 +71,11 @@ pub async fn start_notifier(
             channel.close(200, "declared".into()).await?;
             conn.close(200, "declared".into()).await?;
             Consumer::Amqp(RabbitConsumer::new(url, queue, inbox).start())
+        }
+        Broker::Stomp(url) => {
+            let (url, queue) = (url.parse()?, channels.activemq_queue());
+            queue.declare(&url).await?;
+            Consumer::Stomp(cqrs_activemq::ActiveMqConsumer::new(url, queue, inbox).start())
         }
         Broker::Nats(url) => {
             let client = cqrs_nats::async_nats::connect(url).await?;

@@ -9,6 +9,7 @@ mod edges;
 mod load;
 mod notifier;
 mod notifier_kafka;
+mod notifier_activemq;
 mod racing_keys;
 mod replay;
 mod stale_cache;

@@ -78,6 +78,7 @@ pub(crate) async fn broker(var: &str, default: &str) -> Option<Broker> {
             .map(drop)
             .map_err(|e| e.to_string()),
         Broker::Kafka(brokers) => crate::notifier_kafka::reach(brokers).await,
+        Broker::Stomp(u) => crate::notifier_activemq::reach(u).await,
     };
     match reached {
         Ok(()) => Some(broker),
@@ -94,6 +95,7 @@ pub(crate) async fn broker(var: &str, default: &str) -> Option<Broker> {
 fn url(broker: &Broker) -> &str {
     match broker {
         Broker::Amqp(u) | Broker::Nats(u) | Broker::Kafka(u) => u,
+        Broker::Amqp(u) | Broker::Nats(u) | Broker::Stomp(u) => u,
     }
 }
 
@@ -451,6 +453,8 @@ async fn cleanup(broker: &Broker, channels: &Channels) {
             }
         }
         Broker::Kafka(brokers) => crate::notifier_kafka::cleanup(brokers, channels).await,
+        // NOTE: STOMP cannot delete a destination; the notifier's queue is left empty.
+        Broker::Stomp(_) => {}
     }
 }
 
