@@ -39,8 +39,7 @@ pub enum BankError {
     /// A read model did not reach the asked position in time (504).
     #[error("read model {0} did not catch up in time")]
     Timeout(String),
-    /// The answer recorded for an idempotency key whose first request was refused (404, 409
-    /// or 422), given again.
+    /// The refusal recorded for an idempotency key, given again (404, 409 or 422).
     #[error("{message}")]
     Repeated {
         /// The first answer's status.
@@ -55,20 +54,45 @@ pub enum BankError {
     Store(#[source] cqrs_core::Error),
 }
 
+/// Codes of refusals that stay true: the same request gets the same answer.
+const FINAL_CODES: &[&str] = &[
+    "not_found",
+    "already_exists",
+    "account_closed",
+    "insufficient_funds",
+    "balance_limit",
+    "balance_not_zero",
+    "transfers_in_flight",
+    "same_account",
+    "rejected",
+];
+
 impl BankError {
     /// The 422 for an idempotency key sent again with another request.
     pub fn key_reused() -> Self {
-        rule(
-            "idempotency_key_reused",
-            "this Idempotency-Key was first used for another request",
-        )
+        let message = "this Idempotency-Key was first used for another request";
+        rule("idempotency_key_reused", message)
     }
 
     /// A 400 for an invalid field.
     pub fn invalid(message: impl Into<String>) -> Self {
+        let message = message.into();
         BankError::Invalid {
             code: "invalid_field",
-            message: message.into(),
+            message,
+        }
+    }
+
+    /// A refusal recorded earlier, answered again.
+    pub fn repeated(status: u16, code: &str, message: String) -> Self {
+        let code = FINAL_CODES
+            .iter()
+            .find(|c| **c == code)
+            .unwrap_or(&"rejected");
+        BankError::Repeated {
+            status,
+            code,
+            message,
         }
     }
 
@@ -97,40 +121,11 @@ impl BankError {
             BankError::Store(_) => "internal",
         }
     }
-}
 
-/// Codes of refusals that stay true: the same request gets the same answer.
-const FINAL_CODES: &[&str] = &[
-    "not_found",
-    "already_exists",
-    "account_closed",
-    "insufficient_funds",
-    "balance_limit",
-    "balance_not_zero",
-    "transfers_in_flight",
-    "same_account",
-    "rejected",
-];
-
-impl BankError {
     /// Whether this is a refusal to remember for an idempotency key: a broken rule or an
     /// unknown account, not a transient conflict, a timeout or a storage failure.
     pub fn is_final(&self) -> bool {
         matches!(self.status(), 404 | 409 | 422) && FINAL_CODES.contains(&self.code())
-    }
-
-    /// A refusal recorded earlier, answered again.
-    pub fn repeated(status: u16, code: &str, message: String) -> Self {
-        let code = FINAL_CODES
-            .iter()
-            .find(|c| **c == code)
-            .copied()
-            .unwrap_or("rejected");
-        BankError::Repeated {
-            status,
-            code,
-            message,
-        }
     }
 }
 
@@ -141,14 +136,18 @@ fn rule(code: &'static str, e: impl std::fmt::Display) -> BankError {
     }
 }
 
+fn conflict(code: &'static str, e: impl std::fmt::Display) -> BankError {
+    BankError::Conflict {
+        code,
+        message: e.to_string(),
+    }
+}
+
 impl From<AccountError> for BankError {
     fn from(e: AccountError) -> Self {
         match e {
             AccountError::NotFound => BankError::NotFound("account"),
-            AccountError::AlreadyOpen => BankError::Conflict {
-                code: "already_exists",
-                message: e.to_string(),
-            },
+            AccountError::AlreadyOpen => conflict("already_exists", e),
             AccountError::InvalidOwner => BankError::invalid(e.to_string()),
             AccountError::Closed => rule("account_closed", e),
             AccountError::InsufficientFunds { .. } => rule("insufficient_funds", e),
@@ -164,10 +163,7 @@ impl From<TransferError> for BankError {
     fn from(e: TransferError) -> Self {
         match e {
             TransferError::SameAccount => rule("same_account", e),
-            _ => BankError::Conflict {
-                code: "already_exists",
-                message: e.to_string(),
-            },
+            _ => conflict("already_exists", e),
         }
     }
 }
@@ -175,8 +171,7 @@ impl From<TransferError> for BankError {
 impl From<cqrs_core::Error> for BankError {
     fn from(e: cqrs_core::Error) -> Self {
         match e {
-            // NOTE: the store keeps the fingerprint of a keyed command's request, and so
-            // tells the key sent with another request.
+            // NOTE: the store keeps the fingerprint of a keyed command's request.
             cqrs_core::Error::CommandIdReused { .. } => BankError::key_reused(),
             e => BankError::Store(e),
         }
@@ -187,10 +182,9 @@ impl<E: Into<BankError>> From<CommandError<E>> for BankError {
     fn from(e: CommandError<E>) -> Self {
         match e {
             CommandError::Rejected(e) => e.into(),
-            e if e.is_conflict() => BankError::Conflict {
-                code: "conflict",
-                message: "concurrent updates kept conflicting; try again".into(),
-            },
+            e if e.is_conflict() => {
+                conflict("conflict", "concurrent updates kept conflicting; try again")
+            }
             CommandError::Store(e) => e.into(),
             _ => BankError::Store(cqrs_core::Error::Invalid("unexpected command error".into())),
         }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use cqrs_core::{BoxError, Runner, RunnerConfig, RunnerHandle, Subscriber};
+use cqrs_core::{BoxError, RunnerConfig, RunnerHandle, Subscriber};
 use cqrs_nats::{JetStreamEvents, JetStreamRelay};
 use cqrs_rabbitmq::{RabbitQueue, RabbitRelay};
 
@@ -11,19 +11,18 @@ use crate::backend::Backend;
 /// The relay's subscriber name (the key of its checkpoint).
 pub const BROKER_RELAY: &str = "broker_relay";
 
-/// Where the bank's events travel: the bank publishes to the RabbitMQ topic exchanges
-/// `<prefix>.<aggregate type>` or the JetStream stream `<PREFIX>` (subjects `<prefix>.>`), and
-/// the notifier reads them from its queue or durable consumer `queue`.
+/// Where the bank's events travel: the RabbitMQ topic exchanges `<prefix>.<aggregate type>` or
+/// the JetStream stream `<PREFIX>` (subjects `<prefix>.>`); the notifier reads them from its
+/// queue or durable consumer `queue`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Channels {
     /// The bank's prefix: exchanges `bank.account`, stream `BANK` with subjects `bank.>`.
     pub prefix: String,
     /// The notifier's queue (RabbitMQ) or durable consumer (JetStream).
     pub queue: String,
-    /// RabbitMQ: the relay also declares the notifier's queue (bound to every account event, as
-    /// the notifier declares it) before it publishes, so that the events relayed before the
-    /// notifier first starts wait for it. Off by default: a queue no one consumes grows without
-    /// end. (JetStream keeps the events in the bank's stream either way.)
+    /// RabbitMQ: the relay also declares the notifier's queue before it publishes, so that
+    /// events relayed before the notifier first starts wait for it. Off by default: a queue no
+    /// one consumes grows without end. (JetStream keeps the events in its stream either way.)
     pub declare_queue: bool,
 }
 
@@ -76,15 +75,15 @@ impl Broker {
 impl std::str::FromStr for Broker {
     type Err = String;
 
+    /// The broker a URL names, by its scheme: add a broker here.
     fn from_str(url: &str) -> Result<Self, String> {
-        if url.starts_with("amqp://") || url.starts_with("amqps://") {
-            Ok(Broker::Amqp(url.to_owned()))
-        } else if url.starts_with("nats://") || url.starts_with("tls://") {
-            Ok(Broker::Nats(url.to_owned()))
-        } else {
-            Err(format!(
+        let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+        match scheme {
+            "amqp" | "amqps" => Ok(Broker::Amqp(url.to_owned())),
+            "nats" | "tls" => Ok(Broker::Nats(url.to_owned())),
+            _ => Err(format!(
                 "unknown broker {url:?}: expected amqp://... or nats://..."
-            ))
+            )),
         }
     }
 }
@@ -109,35 +108,30 @@ pub async fn broker_relay(
         }
         Broker::Nats(url) => {
             let client = cqrs_nats::async_nats::connect(url).await?;
+            let (events, checkpoints) = (channels.jetstream(), backend.checkpoints());
             Arc::new(JetStreamRelay::new(
                 BROKER_RELAY,
                 client,
-                channels.jetstream(),
-                backend.checkpoints(),
+                events,
+                checkpoints,
             ))
         }
     })
 }
 
-/// Starts the relay to `broker` in a runner of its own, fenced by the backend's leases where it
-/// has them. A batch the broker does not confirm is tried again until it does: the relay
-/// waits out a broker outage and parks nothing.
+/// Starts the relay to `broker` in a runner of its own, fenced by the backend's leases where
+/// it has them.
 pub async fn start_relay(
     backend: &Backend,
     broker: &Broker,
     channels: &Channels,
 ) -> Result<RunnerHandle, BoxError> {
-    // NOTE: a relay's failures are the broker's outages, not poison events: retry without
-    // end rather than park events, which would pass them by and never publish them.
+    // NOTE: a relay's failures are the broker's outages, not poison events: retry without end
+    // rather than park events, which would pass them by and never publish them.
     let config = RunnerConfig {
         max_attempts: u32::MAX,
         ..RunnerConfig::default()
     };
-    let mut runner = Runner::new(backend.events(), backend.dead_letters()).with_config(config);
-    if let Some(leases) = backend.leases() {
-        runner = runner.with_leases(leases);
-    }
-    Ok(runner
-        .with_arc(broker_relay(backend, broker, channels).await?)
-        .start())
+    let relay = broker_relay(backend, broker, channels).await?;
+    Ok(backend.runner(config).with_arc(relay).start())
 }
