@@ -25,30 +25,16 @@ struct Args {
 #[derive(Debug, clap::Args)]
 struct Database {
     /// The store: a file path, `sqlite:...`, `sqlite::memory:` or `postgres://...`
-    /// [default: the embedded store in ./bank.db]
-    #[arg(long, env = "DATABASE_URL", global = true)]
-    database: Option<String>,
-}
-
-impl Database {
-    fn url(&self) -> &str {
-        self.database.as_deref().unwrap_or(bank::DEFAULT_DATABASE)
-    }
+    #[arg(long = "database", env = "DATABASE_URL", global = true, default_value = bank::DEFAULT_DATABASE)]
+    url: String,
 }
 
 #[derive(Debug, clap::Args)]
 struct NotifierDatabase {
     /// The notifier's own database: a file path, `sqlite:...`, `sqlite::memory:` or
-    /// `postgres://...` (its schema `notifier`) [default: ./notifier.db]
-    #[arg(long, env = "NOTIFIER_DATABASE_URL")]
-    database: Option<String>,
-}
-
-impl NotifierDatabase {
-    fn url(&self) -> &str {
-        let default = bank::DEFAULT_NOTIFIER_DATABASE;
-        self.database.as_deref().unwrap_or(default)
-    }
+    /// `postgres://...` (its schema `notifier`)
+    #[arg(long = "database", env = "NOTIFIER_DATABASE_URL", default_value = bank::DEFAULT_NOTIFIER_DATABASE)]
+    url: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -171,7 +157,7 @@ async fn main() -> ExitCode {
                 (broker, channels)
             });
             let read_timeout = Duration::from_millis(read_timeout_ms);
-            cli::serve(&listen, db.url(), read_timeout, relay).await
+            cli::serve(&listen, &db.url, read_timeout, relay).await
         }
         Command::Notifier {
             broker,
@@ -184,16 +170,16 @@ async fn main() -> ExitCode {
                 queue,
                 declare_queue: false,
             };
-            bank::run_notifier(&broker, &channels, db.url(), cli::stop_signal()).await
+            bank::run_notifier(&broker, &channels, &db.url, cli::stop_signal()).await
         }
-        Command::Notices { db } => cli::notices(db.url()).await,
+        Command::Notices { db } => cli::notices(&db.url).await,
         Command::Demo => cli::demo().await,
-        Command::Replay { projection, db } => cli::replay(&projection, db.url()).await,
-        Command::Projections { db } => cli::projections(db.url()).await,
+        Command::Replay { projection, db } => cli::replay(&projection, &db.url).await,
+        Command::Projections { db } => cli::projections(&db.url).await,
         Command::DeadLetters { action, db } => match action {
-            DeadLetterAction::List => cli::dead_letters(db.url()).await,
-            DeadLetterAction::Retry { id } => cli::dead_letter_retry(db.url(), id).await,
-            DeadLetterAction::Skip { id } => cli::dead_letter_skip(db.url(), id).await,
+            DeadLetterAction::List => cli::dead_letters(&db.url).await,
+            DeadLetterAction::Retry { id } => cli::dead_letter_retry(&db.url, id).await,
+            DeadLetterAction::Skip { id } => cli::dead_letter_skip(&db.url, id).await,
         },
     };
     match result {
