@@ -10,7 +10,6 @@ use cqrs_core::{
 use cqrs_postgres::{PgConfig, PgDatabase, PgLeases};
 use cqrs_sqlite::SqliteDatabase;
 use sqlx::{Database, Executor, IntoArguments, Postgres, Sqlite};
-
 use uuid::Uuid;
 
 use crate::error::BankError;
@@ -32,7 +31,8 @@ pub struct Backend {
     db: Db,
 }
 
-/// What only the database's own types do: run a transactional projector, write on SQLite's writer.
+/// What only the database's own types do: run a transactional projector, write through
+/// SQLite's one writer, close.
 #[derive(Debug, Clone)]
 enum Db {
     Sqlite(SqliteDatabase),

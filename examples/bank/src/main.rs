@@ -25,7 +25,8 @@ struct Args {
 #[derive(Debug, clap::Args)]
 struct Database {
     /// The store: a file path, `sqlite:...`, `sqlite::memory:` or `postgres://...`
-    #[arg(long = "database", env = "DATABASE_URL", global = true, default_value = bank::DEFAULT_DATABASE)]
+    #[arg(long = "database", env = "DATABASE_URL", global = true)]
+    #[arg(default_value = bank::DEFAULT_DATABASE)]
     url: String,
 }
 
@@ -33,7 +34,8 @@ struct Database {
 struct NotifierDatabase {
     /// The notifier's own database: a file path, `sqlite:...`, `sqlite::memory:` or
     /// `postgres://...` (its schema `notifier`)
-    #[arg(long = "database", env = "NOTIFIER_DATABASE_URL", default_value = bank::DEFAULT_NOTIFIER_DATABASE)]
+    #[arg(long = "database", env = "NOTIFIER_DATABASE_URL")]
+    #[arg(default_value = bank::DEFAULT_NOTIFIER_DATABASE)]
     url: String,
 }
 
