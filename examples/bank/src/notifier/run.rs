@@ -18,17 +18,11 @@ const ACK_WAIT: Duration = Duration::from_secs(3);
 /// Messages per JetStream pull.
 const PULL: usize = 20;
 
-/// A started notifier: its read model and its consumer.
+/// A started notifier: its read model and its consumer (every bridge's is the broker kit's).
 #[derive(Debug)]
 pub struct NotifierHandle {
     notifier: Notifier,
-    consumer: Consumer,
-}
-
-#[derive(Debug)]
-enum Consumer {
-    Amqp(cqrs_rabbitmq::ConsumerHandle),
-    Nats(cqrs_nats::ConsumerHandle),
+    consumer: cqrs_rabbitmq::ConsumerHandle,
 }
 
 impl NotifierHandle {
@@ -39,10 +33,7 @@ impl NotifierHandle {
 
     /// Stops consuming; unacknowledged messages go back to the broker.
     pub async fn shutdown(self) {
-        match self.consumer {
-            Consumer::Amqp(c) => c.shutdown().await,
-            Consumer::Nats(c) => c.shutdown().await,
-        }
+        self.consumer.shutdown().await;
     }
 }
 
@@ -62,7 +53,7 @@ pub async fn start_notifier(
             let channel = conn.create_channel().await?;
             queue.declare(&channel).await?;
             conn.close(200, "declared".into()).await?;
-            Consumer::Amqp(RabbitConsumer::new(url, queue, inbox).start())
+            RabbitConsumer::new(url, queue, inbox).start()
         }
         Broker::Nats(url) => {
             let client = cqrs_nats::async_nats::connect(url).await?;
@@ -72,7 +63,7 @@ pub async fn start_notifier(
             let js = cqrs_nats::async_nats::jetstream::new(client.clone());
             queue.declare(&js).await?;
             let consumer = JetStreamConsumer::new(client, queue, inbox).with_prefetch(PULL);
-            Consumer::Nats(consumer.start())
+            consumer.start()
         }
     };
     Ok(NotifierHandle { notifier, consumer })
