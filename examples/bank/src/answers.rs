@@ -1,6 +1,5 @@
-//! What the service answers to commands and to `GET /projections`.
+//! What the service answers to commands.
 
-use cqrs_core::SubscriberStatus;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -33,32 +32,5 @@ pub struct Accepted {
     pub position: u64,
 }
 
-/// How far one projector is: `GET /projections`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ProjectionStatus {
-    /// Its name.
-    pub name: String,
-    /// Global position of the last event it passed.
-    pub position: u64,
-    /// Events appended after that position.
-    pub lag: u64,
-    /// Dead letters waiting for it.
-    pub parked: usize,
-    /// Whether this process runs it now.
-    pub active: bool,
-    /// The last error, until the next batch succeeds.
-    pub last_error: Option<String>,
-}
-
-impl From<SubscriberStatus> for ProjectionStatus {
-    fn from(s: SubscriberStatus) -> Self {
-        ProjectionStatus {
-            name: s.name,
-            position: s.position,
-            lag: s.lag,
-            parked: s.parked,
-            active: s.active,
-            last_error: s.last_error,
-        }
-    }
-}
+/// How far one projector is: an item of `GET /projections`.
+pub type ProjectionStatus = cqrs_core::SubscriberStatus;

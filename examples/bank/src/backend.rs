@@ -1,45 +1,44 @@
 //! The database behind the service, chosen by its URL: the embedded SQLite store (a file, or
-//! memory) or PostgreSQL. Everything above this module sees core traits, the read models'
-//! [`Queries`] and the refused idempotency keys.
+//! memory) or PostgreSQL. Above this module the service sees core traits and [`Queries`].
 
 use std::sync::Arc;
 
 use cqrs_core::{
-    CheckpointStore, DeadLetterStore, Error, EventStore, Fingerprint, Leases, Result,
-    SnapshotStore, Subscriber,
+    CheckpointStore, DeadLetterStore, Error, EventStore, Fingerprint, Leases, Result, Runner,
+    RunnerConfig, SnapshotStore, Subscriber,
 };
-use cqrs_postgres::{PgConfig, PgEventStore, PgLeases};
+use cqrs_postgres::{PgConfig, PgDatabase, PgLeases};
 use cqrs_sqlite::SqliteDatabase;
 use sqlx::{Database, Executor, IntoArguments, Postgres, Sqlite};
 use uuid::Uuid;
 
 use crate::error::BankError;
-use crate::idempotency;
+use crate::idempotency::{self, refusal};
 use crate::readmodel::{Queries, ReadModel, SqlProjection};
 
 /// The default database: the embedded store in `./bank.db`.
 pub const DEFAULT_DATABASE: &str = "sqlite:bank.db?mode=rwc";
 
-/// An open database: the event store and its companions, the read models' queries and the
-/// refused idempotency keys.
+/// An open database: the event store and its companions, and the read models' queries.
 #[derive(Clone)]
 pub struct Backend {
-    db: Db,
     events: Arc<dyn EventStore>,
     snapshots: Arc<dyn SnapshotStore>,
     checkpoints: Arc<dyn CheckpointStore>,
     dead_letters: Arc<dyn DeadLetterStore>,
     leases: Option<Arc<dyn Leases>>,
     queries: Arc<dyn Queries>,
+    db: Db,
 }
 
-/// What only the database's own types can do: run a transactional projector, close.
+/// What only the database's own types do: run a transactional projector, write through
+/// SQLite's one writer, close.
 #[derive(Debug, Clone)]
 enum Db {
     Sqlite(SqliteDatabase),
-    // NOTE: the leases the runner takes are the ones that fence the projectors: a projector's
-    // commit checks the epoch this value holds.
-    Postgres(PgEventStore, PgLeases),
+    // NOTE: the runner's leases fence the projectors: a projector's commit checks the epoch
+    // these hold.
+    Postgres(PgDatabase, PgLeases),
 }
 
 impl std::fmt::Debug for Backend {
@@ -51,15 +50,14 @@ impl std::fmt::Debug for Backend {
 }
 
 impl Backend {
-    /// Opens the database at `url`: `postgres://...` (or `postgresql://`) for PostgreSQL, with
-    /// its migrations applied; anything else is the embedded store (`sqlite::memory:`, a
-    /// `sqlite:` URL, or a file path). Creates the read-model tables.
+    /// Opens the database at `url`: `postgres://...` (or `postgresql://`) for PostgreSQL,
+    /// anything else the embedded store (`sqlite::memory:`, a `sqlite:` URL, a file path).
+    /// Creates the read-model tables.
     pub async fn open(url: &str) -> Result<Self> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let pg = PgEventStore::connect(url, PgConfig::default()).await?;
+            let pg = PgDatabase::connect(url, PgConfig::default()).await?;
             let mut tx = pg.pool().begin().await.map_err(Error::backend)?;
-            // NOTE: several processes may start at once; the advisory lock keeps their
-            // CREATE TABLE IF NOT EXISTS from racing on the catalog.
+            // NOTE: processes starting together would race on CREATE TABLE IF NOT EXISTS.
             sqlx::query("SELECT pg_advisory_xact_lock(hashtext('bank-read-models'))")
                 .execute(&mut *tx)
                 .await
@@ -67,30 +65,29 @@ impl Backend {
             create_tables::<Postgres>(&mut tx).await?;
             tx.commit().await.map_err(Error::backend)?;
             let leases = pg.leases();
-            Ok(Backend {
-                events: Arc::new(pg.clone()),
+            return Ok(Backend {
+                events: Arc::new(pg.events()),
                 snapshots: Arc::new(pg.snapshots()),
                 checkpoints: Arc::new(pg.checkpoints()),
                 dead_letters: Arc::new(pg.dead_letters()),
                 leases: Some(Arc::new(leases.clone())),
                 queries: Arc::new(pg.pool().clone()),
                 db: Db::Postgres(pg, leases),
-            })
-        } else {
-            let db = SqliteDatabase::open(url).await?;
-            let mut tx = db.begin_write().await?;
-            create_tables::<Sqlite>(&mut tx).await?;
-            tx.commit().await.map_err(Error::backend)?;
-            Ok(Backend {
-                events: Arc::new(db.events()),
-                snapshots: Arc::new(db.snapshots()),
-                checkpoints: Arc::new(db.checkpoints()),
-                dead_letters: Arc::new(db.dead_letters()),
-                leases: db.leases().map(|l| Arc::new(l) as Arc<dyn Leases>),
-                queries: Arc::new(db.pool().clone()),
-                db: Db::Sqlite(db),
-            })
+            });
         }
+        let db = SqliteDatabase::open(url).await?;
+        let mut tx = db.begin_write().await?;
+        create_tables::<Sqlite>(&mut tx).await?;
+        tx.commit().await.map_err(Error::backend)?;
+        Ok(Backend {
+            events: Arc::new(db.events()),
+            snapshots: Arc::new(db.snapshots()),
+            checkpoints: Arc::new(db.checkpoints()),
+            dead_letters: Arc::new(db.dead_letters()),
+            leases: db.leases().map(|l| Arc::new(l) as Arc<dyn Leases>),
+            queries: Arc::new(db.pool().clone()),
+            db: Db::Sqlite(db),
+        })
     }
 
     /// `sqlite` or `postgres`.
@@ -111,7 +108,7 @@ impl Backend {
         self.snapshots.clone()
     }
 
-    /// The checkpoint store (for subscribers that are not transactional: the process manager).
+    /// The checkpoint store (of subscribers that are not transactional).
     pub fn checkpoints(&self) -> Arc<dyn CheckpointStore> {
         self.checkpoints.clone()
     }
@@ -121,11 +118,19 @@ impl Backend {
         self.dead_letters.clone()
     }
 
-    /// Leases so that several processes on one database run each subscriber once: advisory
-    /// locks on PostgreSQL, lock files beside a SQLite file; `None` for an in-memory store (one
-    /// process). Give them to every runner of this database's read models.
+    /// Leases, so that several processes on one database run each subscriber once: advisory
+    /// locks on PostgreSQL, lock files beside a SQLite file; `None` in memory (one process).
     pub fn leases(&self) -> Option<Arc<dyn Leases>> {
         self.leases.clone()
+    }
+
+    /// A runner of subscribers on this database, with its leases.
+    pub fn runner(&self, config: RunnerConfig) -> Runner {
+        let runner = Runner::new(self.events(), self.dead_letters()).with_config(config);
+        match self.leases() {
+            Some(leases) => runner.with_leases(leases),
+            None => runner,
+        }
     }
 
     /// The read models' queries.
@@ -133,33 +138,7 @@ impl Backend {
         &*self.queries
     }
 
-    /// The refusal remembered for idempotency key `id` sent with the request of `fingerprint`,
-    /// after remembering `refused` if the key has none yet (see `idempotency::refusal`).
-    pub(crate) async fn refusal(
-        &self,
-        id: Uuid,
-        fingerprint: Fingerprint,
-        refused: Option<&BankError>,
-    ) -> Result<Option<BankError>> {
-        // NOTE: SQLite has one write lock: a key is written in a transaction of the store's
-        // writer, queued behind the store's own writes, never through the pool of readers.
-        let first = match &self.db {
-            Db::Sqlite(db) => {
-                let mut tx = db.begin_write().await?;
-                let first = idempotency::refusal::<Sqlite>(&mut tx, id, fingerprint, refused);
-                let first = first.await?;
-                tx.commit().await.map_err(Error::backend)?;
-                first
-            }
-            Db::Postgres(pg, _) => {
-                let mut conn = pg.pool().acquire().await.map_err(Error::backend)?;
-                idempotency::refusal::<Postgres>(&mut conn, id, fingerprint, refused).await?
-            }
-        };
-        Ok(first)
-    }
-
-    /// The transactional subscriber maintaining `model`. On PostgreSQL it commits only while
+    /// The transactional subscriber maintaining `model`; on PostgreSQL it commits only while
     /// this backend's [`leases`](Self::leases) hold its lease.
     pub fn read_model(&self, model: ReadModel) -> Arc<dyn Subscriber> {
         match &self.db {
@@ -168,6 +147,30 @@ impl Backend {
                 pg.transactional(SqlProjection(model))
                     .fenced_by(leases.clone()),
             ),
+        }
+    }
+
+    /// The refusal remembered for idempotency key `id` sent with the request of
+    /// `fingerprint`, after remembering `refused` if the key has none yet.
+    pub(crate) async fn refusal(
+        &self,
+        id: Uuid,
+        fingerprint: Fingerprint,
+        refused: Option<&BankError>,
+    ) -> Result<Option<BankError>> {
+        match &self.db {
+            Db::Sqlite(db) => {
+                // NOTE: SQLite has one write lock: write in a transaction of the store's
+                // writer, queued behind the store's own writes.
+                let mut tx = db.begin_write().await?;
+                let first = refusal::<Sqlite>(&mut tx, id, fingerprint, refused).await?;
+                tx.commit().await.map_err(Error::backend)?;
+                Ok(first)
+            }
+            Db::Postgres(pg, _) => {
+                let mut conn = pg.pool().acquire().await.map_err(Error::backend)?;
+                refusal::<Postgres>(&mut conn, id, fingerprint, refused).await
+            }
         }
     }
 
@@ -180,17 +183,16 @@ impl Backend {
     }
 }
 
-/// Creates the read-model tables and the refused idempotency keys' table, if missing.
+/// Creates the read-model tables and the refused keys' table, if missing.
 async fn create_tables<DB>(conn: &mut DB::Connection) -> Result<()>
 where
     DB: Database,
     DB::Arguments: IntoArguments<DB>,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
 {
-    let tables = ReadModel::ALL.map(ReadModel::schema);
-    // NOTE: earlier versions kept refused keys in `idempotent_refusals` (now `refused_keys`,
-    // beside the store's request fingerprints); a database they created loses the old copy.
+    // NOTE: earlier versions kept refused keys in `idempotent_refusals`.
     let retired = "DROP TABLE IF EXISTS idempotent_refusals";
+    let tables = ReadModel::ALL.map(ReadModel::schema);
     for ddl in tables.into_iter().chain([idempotency::SCHEMA, retired]) {
         sqlx::query(ddl)
             .execute(&mut *conn)

@@ -9,10 +9,14 @@ use crate::domain::transfer::TransferError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BankError {
-    /// The request is malformed or a field is invalid (400).
+    /// The request was refused: a field is invalid (400), the thing exists already or
+    /// concurrent updates outlasted the retries (409), a business rule said no (422). Also the
+    /// refusal remembered for an idempotency key, given again.
     #[error("{message}")]
-    Invalid {
-        /// Stable code: `malformed_json`, `invalid_field`, ...
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// Stable code: `invalid_field`, `insufficient_funds`, `conflict`, ...
         code: &'static str,
         /// What is wrong.
         message: String,
@@ -20,83 +24,12 @@ pub enum BankError {
     /// An account or transfer does not exist (404).
     #[error("{0} not found")]
     NotFound(&'static str),
-    /// A concurrency conflict outlasted the retries, or the thing exists already (409).
-    #[error("{message}")]
-    Conflict {
-        /// Stable code.
-        code: &'static str,
-        /// What clashed.
-        message: String,
-    },
-    /// A business rule refused the command (422).
-    #[error("{message}")]
-    Rule {
-        /// Stable code: `insufficient_funds`, `balance_not_zero`, ...
-        code: &'static str,
-        /// The rule's message.
-        message: String,
-    },
     /// A read model did not reach the asked position in time (504).
     #[error("read model {0} did not catch up in time")]
     Timeout(String),
-    /// The answer recorded for an idempotency key whose first request was refused (404, 409
-    /// or 422), given again.
-    #[error("{message}")]
-    Repeated {
-        /// The first answer's status.
-        status: u16,
-        /// The first answer's code.
-        code: &'static str,
-        /// The first answer's message.
-        message: String,
-    },
     /// The store failed (500).
     #[error("storage error")]
     Store(#[source] cqrs_core::Error),
-}
-
-impl BankError {
-    /// The 422 for an idempotency key sent again with another request.
-    pub fn key_reused() -> Self {
-        rule(
-            "idempotency_key_reused",
-            "this Idempotency-Key was first used for another request",
-        )
-    }
-
-    /// A 400 for an invalid field.
-    pub fn invalid(message: impl Into<String>) -> Self {
-        BankError::Invalid {
-            code: "invalid_field",
-            message: message.into(),
-        }
-    }
-
-    /// The HTTP status code.
-    pub fn status(&self) -> u16 {
-        match self {
-            BankError::Invalid { .. } => 400,
-            BankError::NotFound(_) => 404,
-            BankError::Conflict { .. } => 409,
-            BankError::Rule { .. } => 422,
-            BankError::Timeout(_) => 504,
-            BankError::Repeated { status, .. } => *status,
-            BankError::Store(_) => 500,
-        }
-    }
-
-    /// The stable machine-readable code.
-    pub fn code(&self) -> &'static str {
-        match self {
-            BankError::Invalid { code, .. }
-            | BankError::Conflict { code, .. }
-            | BankError::Rule { code, .. }
-            | BankError::Repeated { code, .. } => code,
-            BankError::NotFound(_) => "not_found",
-            BankError::Timeout(_) => "timeout",
-            BankError::Store(_) => "internal",
-        }
-    }
 }
 
 /// Codes of refusals that stay true: the same request gets the same answer.
@@ -113,61 +46,81 @@ const FINAL_CODES: &[&str] = &[
 ];
 
 impl BankError {
+    /// The 422 for an idempotency key sent again with another request.
+    pub fn key_reused() -> Self {
+        let message = "this Idempotency-Key was first used for another request";
+        refused(422, "idempotency_key_reused", message)
+    }
+
+    /// A 400 for an invalid field.
+    pub fn invalid(message: impl std::fmt::Display) -> Self {
+        refused(400, "invalid_field", message)
+    }
+
+    /// A refusal remembered for an idempotency key, answered again.
+    pub fn repeated(status: u16, code: &str, message: String) -> Self {
+        let code = FINAL_CODES.iter().find(|c| **c == code);
+        refused(status, code.unwrap_or(&"rejected"), message)
+    }
+
+    /// The HTTP status code.
+    pub fn status(&self) -> u16 {
+        match self {
+            BankError::Refused { status, .. } => *status,
+            BankError::NotFound(_) => 404,
+            BankError::Timeout(_) => 504,
+            BankError::Store(_) => 500,
+        }
+    }
+
+    /// The stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            BankError::Refused { code, .. } => code,
+            BankError::NotFound(_) => "not_found",
+            BankError::Timeout(_) => "timeout",
+            BankError::Store(_) => "internal",
+        }
+    }
+
     /// Whether this is a refusal to remember for an idempotency key: a broken rule or an
     /// unknown account, not a transient conflict, a timeout or a storage failure.
     pub fn is_final(&self) -> bool {
         matches!(self.status(), 404 | 409 | 422) && FINAL_CODES.contains(&self.code())
     }
-
-    /// A refusal recorded earlier, answered again.
-    pub fn repeated(status: u16, code: &str, message: String) -> Self {
-        let code = FINAL_CODES
-            .iter()
-            .find(|c| **c == code)
-            .copied()
-            .unwrap_or("rejected");
-        BankError::Repeated {
-            status,
-            code,
-            message,
-        }
-    }
 }
 
-fn rule(code: &'static str, e: impl std::fmt::Display) -> BankError {
-    BankError::Rule {
+fn refused(status: u16, code: &'static str, message: impl std::fmt::Display) -> BankError {
+    let message = message.to_string();
+    BankError::Refused {
+        status,
         code,
-        message: e.to_string(),
+        message,
     }
 }
 
 impl From<AccountError> for BankError {
     fn from(e: AccountError) -> Self {
-        match e {
-            AccountError::NotFound => BankError::NotFound("account"),
-            AccountError::AlreadyOpen => BankError::Conflict {
-                code: "already_exists",
-                message: e.to_string(),
-            },
-            AccountError::InvalidOwner => BankError::invalid(e.to_string()),
-            AccountError::Closed => rule("account_closed", e),
-            AccountError::InsufficientFunds { .. } => rule("insufficient_funds", e),
-            AccountError::BalanceLimit => rule("balance_limit", e),
-            AccountError::BalanceNotZero { .. } => rule("balance_not_zero", e),
-            AccountError::TransfersInFlight(_) => rule("transfers_in_flight", e),
-            _ => rule("rejected", e),
-        }
+        let code = match e {
+            AccountError::NotFound => return BankError::NotFound("account"),
+            AccountError::AlreadyOpen => return refused(409, "already_exists", e),
+            AccountError::InvalidOwner => return BankError::invalid(e),
+            AccountError::Closed => "account_closed",
+            AccountError::InsufficientFunds { .. } => "insufficient_funds",
+            AccountError::BalanceLimit => "balance_limit",
+            AccountError::BalanceNotZero { .. } => "balance_not_zero",
+            AccountError::TransfersInFlight(_) => "transfers_in_flight",
+            _ => "rejected",
+        };
+        refused(422, code, e)
     }
 }
 
 impl From<TransferError> for BankError {
     fn from(e: TransferError) -> Self {
         match e {
-            TransferError::SameAccount => rule("same_account", e),
-            _ => BankError::Conflict {
-                code: "already_exists",
-                message: e.to_string(),
-            },
+            TransferError::SameAccount => refused(422, "same_account", e),
+            _ => refused(409, "already_exists", e),
         }
     }
 }
@@ -175,8 +128,7 @@ impl From<TransferError> for BankError {
 impl From<cqrs_core::Error> for BankError {
     fn from(e: cqrs_core::Error) -> Self {
         match e {
-            // NOTE: the store keeps the fingerprint of a keyed command's request, and so
-            // tells the key sent with another request.
+            // NOTE: the store keeps the fingerprint of a keyed command's request.
             cqrs_core::Error::CommandIdReused { .. } => BankError::key_reused(),
             e => BankError::Store(e),
         }
@@ -187,10 +139,10 @@ impl<E: Into<BankError>> From<CommandError<E>> for BankError {
     fn from(e: CommandError<E>) -> Self {
         match e {
             CommandError::Rejected(e) => e.into(),
-            e if e.is_conflict() => BankError::Conflict {
-                code: "conflict",
-                message: "concurrent updates kept conflicting; try again".into(),
-            },
+            e if e.is_conflict() => {
+                let message = "concurrent updates kept conflicting; try again";
+                refused(409, "conflict", message)
+            }
             CommandError::Store(e) => e.into(),
             _ => BankError::Store(cqrs_core::Error::Invalid("unexpected command error".into())),
         }

@@ -1,20 +1,22 @@
 //! Idempotency keys: a request sent again with the same `Idempotency-Key` gets its first
-//! answer, and nothing runs twice; the key sent with another request is refused (422
+//! answer and runs once; the key sent with another request is refused (422
 //! `idempotency_key_reused`).
 //!
 //! A keyed command carries the key's id as its command id and the [`Fingerprint`] of its
-//! request (the operation and its arguments): the event store answers a repeat with the first
-//! append's result and the key with another request with [`Error::CommandIdReused`]. A
-//! refusal writes no events, so the store cannot remember it: one table, `refused_keys`,
-//! holds each refused key with its request's fingerprint and the refusal.
+//! request: the event store answers a repeat with the first result, and the key with another
+//! request with [`Error::CommandIdReused`]. A refusal writes no events, so the store cannot
+//! remember it: the table `refused_keys` does.
 
-use cqrs_core::{Error, Fingerprint, Result};
+use cqrs_core::{CommandOptions, Error, Fingerprint, Metadata, Result};
 use serde::Serialize;
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
 
 use crate::backend::Backend;
 use crate::error::BankError;
+
+pub(crate) const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS refused_keys (id TEXT PRIMARY KEY, \
+     fingerprint TEXT NOT NULL, status BIGINT NOT NULL, code TEXT NOT NULL, message TEXT NOT NULL)";
 
 /// The namespace of ids derived from idempotency keys.
 const KEY_NAMESPACE: Uuid = Uuid::from_u128(0x6b61_6e6b_2d69_6465_6d70_6f74_656e_6379);
@@ -24,30 +26,51 @@ pub(crate) fn key_id(scope: &str, key: &str) -> Uuid {
     Uuid::new_v5(&KEY_NAMESPACE, format!("{scope}\n{key}").as_bytes())
 }
 
-/// A key's command id (within `scope`) and the fingerprint of its `request`.
-pub(crate) type Keyed = (Uuid, Fingerprint);
-
-/// The command id and request fingerprint of `key` (if any), within `scope`.
-pub(crate) fn keyed(
-    scope: &str,
-    key: Option<&str>,
-    request: &impl Serialize,
-) -> Result<Option<Keyed>> {
-    key.map(|k| Ok((key_id(scope, k), Fingerprint::of(request)?)))
-        .transpose()
+/// A keyed request: the key's command id and the request's fingerprint.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Keyed {
+    id: Uuid,
+    fingerprint: Fingerprint,
 }
 
-pub(crate) const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS refused_keys (id TEXT PRIMARY KEY, \
-     fingerprint TEXT NOT NULL, status BIGINT NOT NULL, code TEXT NOT NULL, message TEXT NOT NULL)";
+impl Keyed {
+    /// The request `request` sent with `key` (if any), within `scope`.
+    pub(crate) fn new(
+        scope: &str,
+        key: Option<&str>,
+        request: &impl Serialize,
+    ) -> Result<Option<Self>> {
+        let Some(key) = key else { return Ok(None) };
+        let (id, fingerprint) = (key_id(scope, key), Fingerprint::of(request)?);
+        Ok(Some(Keyed { id, fingerprint }))
+    }
 
-/// Runs `command`, sent with `key` (if any), once: a key refused before gets its refusal
-/// again (or `idempotency_key_reused` for another request), and a refusal is remembered.
+    /// The command id the store keeps, with the fingerprint beside it.
+    pub(crate) fn command_id(&self) -> cqrs_core::CommandId {
+        cqrs_core::CommandId::with_fingerprint(self.id, self.fingerprint)
+    }
+}
+
+/// A command's options: its key (if any) and the correlation id of what it starts.
+pub(crate) fn options(keyed: Option<Keyed>, correlation_id: Option<Uuid>) -> CommandOptions {
+    CommandOptions {
+        command_id: keyed.map(|k| k.id),
+        fingerprint: keyed.map(|k| k.fingerprint),
+        metadata: Metadata {
+            correlation_id,
+            ..Metadata::default()
+        },
+    }
+}
+
+/// Runs `command` once per key: a key refused before gets its refusal again (or
+/// `idempotency_key_reused` for another request), and a refusal is remembered.
 pub(crate) async fn once<T>(
     backend: &Backend,
-    key: Option<Keyed>,
+    keyed: Option<Keyed>,
     command: impl Future<Output = Result<T, BankError>>,
 ) -> Result<T, BankError> {
-    let Some((id, fingerprint)) = key else {
+    let Some(Keyed { id, fingerprint }) = keyed else {
         return command.await;
     };
     if let Some(first) = backend.refusal(id, fingerprint, None).await? {
@@ -101,10 +124,10 @@ where
         .fetch_optional(&mut *conn)
         .await
         .map_err(Error::backend)?;
-    Ok(row.map(|(first, status, code, message)| {
-        if first != ours {
-            return BankError::key_reused();
-        }
-        BankError::repeated(u16::try_from(status).unwrap_or(422), &code, message)
-    }))
+    Ok(
+        row.map(|(first, status, code, message)| match first == ours {
+            true => BankError::repeated(u16::try_from(status).unwrap_or(422), &code, message),
+            false => BankError::key_reused(),
+        }),
+    )
 }

@@ -7,9 +7,8 @@
 //! let alice = bank.open_account("alice", None).await?;
 //! let bob = bank.open_account("bob", None).await?;
 //! bank.deposit(alice.id, Amount::new(1_000)?, None).await?;
-//! let t = bank.transfer(alice.id, bob.id, Amount::new(300)?, None).await?;
+//! bank.transfer(alice.id, bob.id, Amount::new(300)?, None).await?;
 //! bank.settle(std::time::Duration::from_secs(5)).await?;
-//! # let _ = t;
 //! assert_eq!(bank.account(bob.id, None).await?.balance, 300);
 //! bank.shutdown().await;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -17,23 +16,20 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! - The domain: the aggregates [`Account`] and [`Transfer`], pure and tested with
-//!   given/when/then; money is [`Amount`], integer minor units.
-//! - [`TransferProcess`]: the process manager that carries transfers out.
-//! - [`ReadModel`]: `accounts`, `statement`, `transfers` and the `large_withdrawals` flags,
-//!   SQL tables kept by transactional projectors, each written once for SQLite and PostgreSQL
-//!   (`src/readmodel/accounts.rs` and its neighbours), read through [`Queries`].
-//! - [`Backend`]: the embedded SQLite store (default `./bank.db`) or PostgreSQL, by URL.
-//! - [`Bank`]: the service (commands with idempotency keys, reads of your own writes),
-//!   [`router`]: its HTTP API.
-//!
 //! From route to row: `http/routes.rs` (`GET /accounts/{id}`) calls [`Bank::account`]
 //! (`service.rs`), which waits for the `accounts` projector to pass the asked position and
-//! asks [`Queries::account`] (`readmodel/queries.rs`) for the row that
-//! `readmodel/accounts.rs` keeps.
-//! - The broker bridge: [`start_relay`] publishes every event to RabbitMQ or NATS JetStream
-//!   (`bank serve --broker URL`); [`start_notifier`] runs the second service, `bank notifier`,
-//!   which keeps its own read model of those events, the customers' [`Notice`]s.
+//! asks [`Queries::account`] (`readmodel/queries.rs`) for the row `readmodel/accounts.rs`
+//! keeps. A command goes the other way: `POST /accounts/{id}/deposit` calls [`Bank::deposit`],
+//! which runs [`Account`]'s decision (`domain/account.rs`) through the framework's command
+//! handler, once per idempotency key (`idempotency.rs`).
+//!
+//! - `domain/`: the aggregates [`Account`] and [`Transfer`], pure; money is [`Amount`].
+//! - `process.rs`: [`TransferProcess`], the process manager that carries transfers out.
+//! - `readmodel/`: SQL tables kept by transactional projectors, each written once for SQLite
+//!   and PostgreSQL.
+//! - `backend.rs`: [`Backend`], the embedded SQLite store or PostgreSQL, by URL.
+//! - `notifier/`: [`start_relay`] publishes every event to RabbitMQ or NATS JetStream;
+//!   [`start_notifier`] runs a second service keeping its own read model of them.
 
 mod answers;
 mod backend;

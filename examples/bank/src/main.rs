@@ -7,7 +7,9 @@
 //! `bank serve --broker` with the same URL; `bank notices` lists what the notifier sent.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
+use bank::Channels;
 use clap::{Parser, Subcommand};
 
 mod cli;
@@ -23,31 +25,18 @@ struct Args {
 #[derive(Debug, clap::Args)]
 struct Database {
     /// The store: a file path, `sqlite:...`, `sqlite::memory:` or `postgres://...`
-    /// [default: the embedded store in ./bank.db]
-    #[arg(long, env = "DATABASE_URL", global = true)]
-    database: Option<String>,
-}
-
-impl Database {
-    fn url(&self) -> &str {
-        self.database.as_deref().unwrap_or(bank::DEFAULT_DATABASE)
-    }
+    #[arg(long = "database", env = "DATABASE_URL", global = true)]
+    #[arg(default_value = bank::DEFAULT_DATABASE)]
+    url: String,
 }
 
 #[derive(Debug, clap::Args)]
 struct NotifierDatabase {
     /// The notifier's own database: a file path, `sqlite:...`, `sqlite::memory:` or
-    /// `postgres://...` (its schema `notifier`) [default: ./notifier.db]
-    #[arg(long, env = "NOTIFIER_DATABASE_URL")]
-    database: Option<String>,
-}
-
-impl NotifierDatabase {
-    fn url(&self) -> &str {
-        self.database
-            .as_deref()
-            .unwrap_or(bank::DEFAULT_NOTIFIER_DATABASE)
-    }
+    /// `postgres://...` (its schema `notifier`)
+    #[arg(long = "database", env = "NOTIFIER_DATABASE_URL")]
+    #[arg(default_value = bank::DEFAULT_NOTIFIER_DATABASE)]
+    url: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -138,32 +127,18 @@ enum DeadLetterAction {
     },
 }
 
-fn channels(prefix: String, queue: Option<String>) -> bank::Channels {
-    let default = bank::Channels::default();
-    bank::Channels {
-        prefix,
-        queue: queue.unwrap_or(default.queue),
-        ..default
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    let services = matches!(
+        args.command,
+        Command::Serve { .. } | Command::Notifier { .. }
+    );
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if services { "info" } else { "warn" })
+    });
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                let default = if matches!(
-                    args.command,
-                    Command::Serve { .. } | Command::Notifier { .. }
-                ) {
-                    "info"
-                } else {
-                    "warn"
-                };
-                tracing_subscriber::EnvFilter::new(default)
-            }),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     let result = match args.command {
@@ -175,42 +150,44 @@ async fn main() -> ExitCode {
             broker_prefix,
             declare_queue,
         } => {
-            let relay = broker.map(|b| {
-                let declare = declare_queue.is_some();
-                let channels = bank::Channels {
-                    declare_queue: declare,
-                    ..channels(broker_prefix, declare_queue)
+            let relay = broker.map(|broker| {
+                let channels = Channels {
+                    prefix: broker_prefix,
+                    declare_queue: declare_queue.is_some(),
+                    queue: declare_queue.unwrap_or_else(|| Channels::default().queue),
                 };
-                (b, channels)
+                (broker, channels)
             });
-            cli::serve(
-                &listen,
-                db.url(),
-                std::time::Duration::from_millis(read_timeout_ms),
-                relay,
-            )
-            .await
+            let read_timeout = Duration::from_millis(read_timeout_ms);
+            cli::serve(&listen, &db.url, read_timeout, relay).await
         }
         Command::Notifier {
             broker,
             broker_prefix,
             queue,
             db,
-        } => cli::notifier(&broker, &channels(broker_prefix, Some(queue)), db.url()).await,
-        Command::Notices { db } => cli::notices(db.url()).await,
+        } => {
+            let channels = Channels {
+                prefix: broker_prefix,
+                queue,
+                declare_queue: false,
+            };
+            bank::run_notifier(&broker, &channels, &db.url, cli::stop_signal()).await
+        }
+        Command::Notices { db } => cli::notices(&db.url).await,
         Command::Demo => cli::demo().await,
-        Command::Replay { projection, db } => cli::replay(&projection, db.url()).await,
-        Command::Projections { db } => cli::projections(db.url()).await,
+        Command::Replay { projection, db } => cli::replay(&projection, &db.url).await,
+        Command::Projections { db } => cli::projections(&db.url).await,
         Command::DeadLetters { action, db } => match action {
-            DeadLetterAction::List => cli::dead_letters_list(db.url()).await,
-            DeadLetterAction::Retry { id } => cli::dead_letter_retry(db.url(), id).await,
-            DeadLetterAction::Skip { id } => cli::dead_letter_skip(db.url(), id).await,
+            DeadLetterAction::List => cli::dead_letters(&db.url).await,
+            DeadLetterAction::Retry { id } => cli::dead_letter_retry(&db.url, id).await,
+            DeadLetterAction::Skip { id } => cli::dead_letter_skip(&db.url, id).await,
         },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("bank: {}", cli::chain(&*e));
+            eprintln!("bank: {}", cqrs_core::error_chain(&*e));
             ExitCode::FAILURE
         }
     }

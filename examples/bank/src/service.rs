@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cqrs_core::{
-    Checkpointed, CommandHandler, CommandId, CommandOptions, Metadata, RetryPolicy, Runner,
-    RunnerConfig, RunnerHandle, Subscriber,
+    Checkpointed, CommandHandler, RetryPolicy, RunnerConfig, RunnerHandle, Subscriber,
 };
 use uuid::Uuid;
 
@@ -17,7 +16,7 @@ use crate::domain::account::{Account, AccountCommand, AccountStatus};
 use crate::domain::money::Amount;
 use crate::domain::transfer::{Transfer, TransferCommand, TransferError};
 use crate::error::BankError;
-use crate::idempotency::{Keyed, key_id, keyed, once};
+use crate::idempotency::{Keyed, key_id, once, options};
 use crate::process::TransferProcess;
 use crate::readmodel::{AccountView, LargeWithdrawalView, ReadModel, StatementLine, TransferView};
 
@@ -60,7 +59,8 @@ pub struct Handlers {
 }
 
 impl Handlers {
-    /// Handlers on `backend`'s store, with a cache, snapshots every 100 events, and `retry`.
+    /// Handlers on `backend`'s store, with a cache, account snapshots every 100 events, and
+    /// `retry`.
     pub fn new(backend: &Backend, retry: RetryPolicy) -> Self {
         let accounts = CommandHandler::<Account>::new(backend.events())
             .with_retry(retry)
@@ -85,31 +85,19 @@ pub fn subscribers(backend: &Backend, handlers: &Handlers) -> Vec<Arc<dyn Subscr
 }
 
 /// The running service.
+#[derive(Debug)]
 pub struct Bank {
     backend: Backend,
     handlers: Handlers,
     runner: RunnerHandle,
-    config: BankConfig,
-}
-
-impl std::fmt::Debug for Bank {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Bank")
-            .field("backend", &self.backend)
-            .field("runner", &self.runner)
-            .finish_non_exhaustive()
-    }
+    read_timeout: Duration,
 }
 
 impl Bank {
     /// Starts command handling and every projector and process manager on `backend`.
     pub fn start(backend: Backend, config: BankConfig) -> Self {
         let handlers = Handlers::new(&backend, config.retry);
-        let mut runner = Runner::new(backend.events(), backend.dead_letters())
-            .with_config(config.runner.clone());
-        if let Some(leases) = backend.leases() {
-            runner = runner.with_leases(leases);
-        }
+        let mut runner = backend.runner(config.runner);
         for sub in subscribers(&backend, &handlers) {
             runner = runner.with_arc(sub);
         }
@@ -117,7 +105,7 @@ impl Bank {
             runner: runner.start(),
             backend,
             handlers,
-            config,
+            read_timeout: config.read_timeout,
         }
     }
 
@@ -129,14 +117,17 @@ impl Bank {
     /// Opens an account for `owner`. With an idempotency key, the account id derives from it.
     pub async fn open_account(&self, owner: &str, key: Option<&str>) -> Result<Opened, BankError> {
         let id = key.map_or_else(Uuid::new_v4, |k| key_id("account", k));
-        let keyed = keyed("open", key, &("open", owner))?;
+        let keyed = Keyed::new("open", key, &("open", owner))?;
         let cmd = AccountCommand::Open {
             owner: owner.into(),
         };
         once(&self.backend, keyed, async {
             let opts = options(keyed, Some(id));
-            let (handler, id_text) = (&self.handlers.accounts, id.to_string());
-            let out = handler.execute_with(&id_text, &cmd, opts).await?;
+            let out = self
+                .handlers
+                .accounts
+                .execute_with(&id.to_string(), &cmd, opts)
+                .await?;
             Ok(Opened {
                 id,
                 version: out.version,
@@ -185,11 +176,14 @@ impl Bank {
         cmd: AccountCommand,
         key: Option<&str>,
     ) -> Result<Written, BankError> {
-        let keyed = keyed(&format!("{op} {id}"), key, &(op, amount))?;
+        let keyed = Keyed::new(&format!("{op} {id}"), key, &(op, amount))?;
         once(&self.backend, keyed, async {
             let opts = options(keyed, None);
-            let (handler, id_text) = (&self.handlers.accounts, id.to_string());
-            let out = handler.execute_with(&id_text, &cmd, opts).await?;
+            let out = self
+                .handlers
+                .accounts
+                .execute_with(&id.to_string(), &cmd, opts)
+                .await?;
             Ok(Written {
                 version: out.version,
                 position: out.position,
@@ -207,26 +201,30 @@ impl Bank {
         key: Option<&str>,
     ) -> Result<Accepted, BankError> {
         let id = key.map_or_else(Uuid::new_v4, |k| key_id("transfer", k));
-        let keyed = keyed("transfer start", key, &("transfer", from, to, amount))?;
+        let keyed = Keyed::new("transfer start", key, &("transfer", from, to, amount))?;
         once(&self.backend, keyed, async {
-            let (handler, id_text) = (&self.handlers.transfers, id.to_string());
-            // NOTE: these checks are the service's, not the aggregate's: the store, which
-            // knows the key's success, answers first, so that a repeat skips them and the
-            // key with another request is refused as reused.
-            let stream = CommandHandler::<Transfer>::stream(&id_text);
-            let done = match keyed {
-                Some((cid, fp)) => {
-                    let cid = CommandId::with_fingerprint(cid, fp);
-                    self.backend.events().command_result(&stream, cid).await?
+            // NOTE: the store answers a keyed repeat (or the key reused) before the service's
+            // own checks, which the first request passed.
+            let stream = CommandHandler::<Transfer>::stream(&id.to_string());
+            let repeat = match keyed {
+                Some(k) => {
+                    self.backend
+                        .events()
+                        .command_result(&stream, k.command_id())
+                        .await?
                 }
                 None => None,
             };
-            if done.is_none() {
+            if repeat.is_none() {
                 self.check_transfer(from, to).await?;
             }
             let cmd = TransferCommand::Start { from, to, amount };
             let opts = options(keyed, Some(id));
-            let out = handler.execute_with(&id_text, &cmd, opts).await?;
+            let out = self
+                .handlers
+                .transfers
+                .execute_with(&id.to_string(), &cmd, opts)
+                .await?;
             Ok(Accepted {
                 id,
                 position: out.position,
@@ -235,7 +233,7 @@ impl Bank {
         .await
     }
 
-    /// Whether a transfer from `from` to `to` may start: two accounts, both open once.
+    /// Whether a transfer from `from` to `to` may start: two accounts, both opened.
     async fn check_transfer(&self, from: Uuid, to: Uuid) -> Result<(), BankError> {
         if from == to {
             return Err(TransferError::SameAccount.into());
@@ -252,13 +250,15 @@ impl Bank {
     /// Waits until `model` has passed global position `after` (504 after the read timeout).
     pub async fn wait_for(&self, model: ReadModel, after: Option<u64>) -> Result<(), BankError> {
         let Some(after) = after else { return Ok(()) };
-        let (name, timeout) = (model.name(), self.config.read_timeout);
-        // NOTE: the runner follows every subscriber, also one another process holds the
-        // lease of (then through its committed checkpoint), so one wait serves both cases.
-        let waited = self.runner.wait_for(name, after, timeout).await;
-        match waited {
+        // NOTE: the runner follows every subscriber, also one whose lease another process
+        // holds (through its committed checkpoint), so one wait serves both.
+        match self
+            .runner
+            .wait_for(model.name(), after, self.read_timeout)
+            .await
+        {
             Ok(()) => Ok(()),
-            Err(cqrs_core::Error::Timeout(_)) => Err(BankError::Timeout(name.into())),
+            Err(cqrs_core::Error::Timeout(_)) => Err(BankError::Timeout(model.name().into())),
             Err(cqrs_core::Error::NotFound(_)) => Err(BankError::invalid(format!(
                 "position {after} is past the end of the log"
             ))),
@@ -307,11 +307,7 @@ impl Bank {
 
     /// Position, lag and parked count of every projector and process manager.
     pub async fn projections(&self) -> Result<Vec<ProjectionStatus>, BankError> {
-        let mut out = Vec::new();
-        for status in self.runner.status().await? {
-            out.push(ProjectionStatus::from(status));
-        }
-        Ok(out)
+        Ok(self.runner.status().await?)
     }
 
     /// Waits until every subscriber has passed the store's head and the process manager has
@@ -331,18 +327,5 @@ impl Bank {
     /// Stops the runner after its current batches.
     pub async fn shutdown(self) {
         self.runner.shutdown().await;
-    }
-}
-
-/// A command's options: its id and its request's fingerprint (from an idempotency key) and
-/// the correlation id of what it starts (an account, a transfer).
-fn options(keyed: Option<Keyed>, correlation_id: Option<Uuid>) -> CommandOptions {
-    CommandOptions {
-        command_id: keyed.map(|(id, _)| id),
-        fingerprint: keyed.map(|(_, fp)| fp),
-        metadata: Metadata {
-            correlation_id,
-            ..Metadata::default()
-        },
     }
 }

@@ -1,4 +1,4 @@
-//! Tests of the module above.
+//! Given/when/then tests of the account aggregate.
 use cqrs_core::testkit::AggregateTest;
 
 use super::*;
@@ -16,8 +16,30 @@ fn opened() -> E {
         owner: "alice".into(),
     }
 }
+fn deposited(amount: u64, balance: u64) -> E {
+    E::Deposited { amount, balance }
+}
 fn tid() -> Uuid {
     Uuid::from_u128(7)
+}
+fn debit(amount: u64) -> C {
+    C::DebitForTransfer {
+        transfer_id: tid(),
+        amount: amt(amount),
+    }
+}
+fn credit(amount: u64) -> C {
+    C::CreditFromTransfer {
+        transfer_id: tid(),
+        amount: amt(amount),
+    }
+}
+fn debited(amount: u64, balance: u64) -> E {
+    E::TransferDebited {
+        transfer_id: tid(),
+        amount,
+        balance,
+    }
 }
 
 #[test]
@@ -36,89 +58,52 @@ fn open_once_with_a_real_name() {
             owner: "bob".into(),
         })
         .then_error(|e| *e == AccountError::AlreadyOpen);
-    T::given_nothing()
-        .when(C::Open { owner: "  ".into() })
-        .then_error(|e| *e == AccountError::InvalidOwner);
-    T::given_nothing()
-        .when(C::Open {
-            owner: "x".repeat(201),
-        })
-        .then_error(|e| *e == AccountError::InvalidOwner);
+    for owner in ["  ".to_owned(), "x".repeat(201)] {
+        T::given_nothing()
+            .when(C::Open { owner })
+            .then_error(|e| *e == AccountError::InvalidOwner);
+    }
 }
 
 #[test]
 fn deposits_and_withdrawals_carry_the_balance() {
     let s = T::given([opened()])
         .when(C::Deposit { amount: amt(1000) })
-        .then([E::Deposited {
-            amount: 1000,
-            balance: 1000,
-        }]);
+        .then([deposited(1000, 1000)]);
     assert_eq!(s.balance, 1000);
-    T::given([
-        opened(),
-        E::Deposited {
+    T::given([opened(), deposited(1000, 1000)])
+        .when(C::Withdraw { amount: amt(1000) })
+        .then([E::Withdrawn {
             amount: 1000,
-            balance: 1000,
-        },
-    ])
-    .when(C::Withdraw { amount: amt(1000) })
-    .then([E::Withdrawn {
-        amount: 1000,
-        balance: 0,
-    }]);
+            balance: 0,
+        }]);
 }
 
 #[test]
 fn no_overdraft() {
-    T::given([
-        opened(),
-        E::Deposited {
-            amount: 100,
-            balance: 100,
-        },
-    ])
-    .when(C::Withdraw { amount: amt(101) })
-    .then_error(|e| {
-        *e == AccountError::InsufficientFunds {
-            balance: 100,
-            requested: 101,
-        }
-    });
+    let refused = AccountError::InsufficientFunds {
+        balance: 100,
+        requested: 101,
+    };
+    T::given([opened(), deposited(100, 100)])
+        .when(C::Withdraw { amount: amt(101) })
+        .then_error(|e| *e == refused);
     T::given([opened()])
-        .when(C::DebitForTransfer {
-            transfer_id: tid(),
-            amount: amt(1),
-        })
+        .when(debit(1))
         .then_error(|e| matches!(e, AccountError::InsufficientFunds { .. }));
 }
 
 #[test]
 fn balance_never_overflows() {
     let near = MAX_BALANCE - 5;
-    T::given([
-        opened(),
-        E::Deposited {
-            amount: near,
-            balance: near,
-        },
-    ])
-    .when(C::Deposit {
-        amount: amt(MAX_AMOUNT),
-    })
-    .then_error(|e| *e == AccountError::BalanceLimit);
-    T::given([
-        opened(),
-        E::Deposited {
-            amount: near,
-            balance: near,
-        },
-    ])
-    .when(C::CreditFromTransfer {
-        transfer_id: tid(),
-        amount: amt(6),
-    })
-    .then_error(|e| *e == AccountError::BalanceLimit);
+    T::given([opened(), deposited(near, near)])
+        .when(C::Deposit {
+            amount: amt(MAX_AMOUNT),
+        })
+        .then_error(|e| *e == AccountError::BalanceLimit);
+    T::given([opened(), deposited(near, near)])
+        .when(credit(6))
+        .then_error(|e| *e == AccountError::BalanceLimit);
 }
 
 #[test]
@@ -130,57 +115,26 @@ fn missing_and_closed_accounts_refuse_money() {
         .when(C::Deposit { amount: amt(1) })
         .then_error(|e| *e == AccountError::Closed);
     T::given([opened(), E::Closed])
-        .when(C::CreditFromTransfer {
-            transfer_id: tid(),
-            amount: amt(1),
-        })
+        .when(credit(1))
         .then_error(|e| *e == AccountError::Closed);
     T::given_nothing()
-        .when(C::CreditFromTransfer {
-            transfer_id: tid(),
-            amount: amt(1),
-        })
+        .when(credit(1))
         .then_error(|e| *e == AccountError::NotFound);
 }
 
 #[test]
 fn close_only_at_zero_without_transfers_in_flight() {
     T::given([opened()]).when(C::Close).then([E::Closed]);
-    T::given([
-        opened(),
-        E::Deposited {
-            amount: 5,
-            balance: 5,
-        },
-    ])
-    .when(C::Close)
-    .then_error(|e| *e == AccountError::BalanceNotZero { balance: 5 });
-    let debited = E::TransferDebited {
-        transfer_id: tid(),
-        amount: 5,
-        balance: 0,
-    };
-    T::given([
-        opened(),
-        E::Deposited {
-            amount: 5,
-            balance: 5,
-        },
-        debited.clone(),
-    ])
-    .when(C::Close)
-    .then_error(|e| *e == AccountError::TransfersInFlight(1));
-    T::given([
-        opened(),
-        E::Deposited {
-            amount: 5,
-            balance: 5,
-        },
-        debited,
-        E::TransferSettled { transfer_id: tid() },
-    ])
-    .when(C::Close)
-    .then([E::Closed]);
+    T::given([opened(), deposited(5, 5)])
+        .when(C::Close)
+        .then_error(|e| *e == AccountError::BalanceNotZero { balance: 5 });
+    T::given([opened(), deposited(5, 5), debited(5, 0)])
+        .when(C::Close)
+        .then_error(|e| *e == AccountError::TransfersInFlight(1));
+    let settled = E::TransferSettled { transfer_id: tid() };
+    T::given([opened(), deposited(5, 5), debited(5, 0), settled])
+        .when(C::Close)
+        .then([E::Closed]);
     T::given([opened(), E::Closed])
         .when(C::Close)
         .then_error(|e| *e == AccountError::Closed);
@@ -188,44 +142,22 @@ fn close_only_at_zero_without_transfers_in_flight() {
 
 #[test]
 fn transfer_steps() {
-    let funded = [
-        opened(),
-        E::Deposited {
-            amount: 50,
-            balance: 50,
-        },
-    ];
+    let funded = [opened(), deposited(50, 50)];
     let s = T::given(funded.clone())
-        .when(C::DebitForTransfer {
-            transfer_id: tid(),
-            amount: amt(20),
-        })
-        .then([E::TransferDebited {
-            transfer_id: tid(),
-            amount: 20,
-            balance: 30,
-        }]);
+        .when(debit(20))
+        .then([debited(20, 30)]);
     assert_eq!(s.outgoing.get(&tid()), Some(&20));
-    let debited = E::TransferDebited {
+    let with_debit = [opened(), deposited(50, 50), debited(20, 30)];
+    // A repeated debit of the same transfer takes nothing more.
+    T::given(with_debit.clone()).when(debit(20)).then([]);
+    let refunded = E::TransferRefunded {
         transfer_id: tid(),
         amount: 20,
-        balance: 30,
+        balance: 50,
     };
-    let with_debit = [funded[0].clone(), funded[1].clone(), debited];
-    // A repeated debit of the same transfer takes nothing more.
-    T::given(with_debit.clone())
-        .when(C::DebitForTransfer {
-            transfer_id: tid(),
-            amount: amt(20),
-        })
-        .then([]);
     let s = T::given(with_debit.clone())
         .when(C::RefundTransfer { transfer_id: tid() })
-        .then([E::TransferRefunded {
-            transfer_id: tid(),
-            amount: 20,
-            balance: 50,
-        }]);
+        .then([refunded]);
     assert!(s.outgoing.is_empty());
     T::given(funded.clone())
         .when(C::RefundTransfer { transfer_id: tid() })
@@ -236,16 +168,12 @@ fn transfer_steps() {
     T::given(funded)
         .when(C::SettleTransfer { transfer_id: tid() })
         .then([]);
-    T::given([opened()])
-        .when(C::CreditFromTransfer {
-            transfer_id: tid(),
-            amount: amt(20),
-        })
-        .then([E::TransferCredited {
-            transfer_id: tid(),
-            amount: 20,
-            balance: 20,
-        }]);
+    let credited = E::TransferCredited {
+        transfer_id: tid(),
+        amount: 20,
+        balance: 20,
+    };
+    T::given([opened()]).when(credit(20)).then([credited]);
 }
 
 #[test]

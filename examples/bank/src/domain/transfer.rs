@@ -85,25 +85,6 @@ pub enum TransferStatus {
     Failed,
 }
 
-impl TransferStatus {
-    /// The lowercase name used in read models and the API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TransferStatus::New => "new",
-            TransferStatus::Started => "started",
-            TransferStatus::Debited => "debited",
-            TransferStatus::CreditFailed => "credit_failed",
-            TransferStatus::Completed => "completed",
-            TransferStatus::Failed => "failed",
-        }
-    }
-
-    /// Whether the transfer has ended.
-    pub fn is_final(self) -> bool {
-        matches!(self, TransferStatus::Completed | TransferStatus::Failed)
-    }
-}
-
 /// Why a transfer refuses a command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -206,25 +187,37 @@ mod tests {
     use TransferCommand as C;
     use TransferEvent as E;
 
+    fn start(from: u128, to: u128) -> C {
+        let (from, to) = (Uuid::from_u128(from), Uuid::from_u128(to));
+        C::Start {
+            from,
+            to,
+            amount: Amount::new(10).unwrap(),
+        }
+    }
     fn started() -> E {
+        let (from, to) = (Uuid::from_u128(1), Uuid::from_u128(2));
         E::Started {
-            from: Uuid::from_u128(1),
-            to: Uuid::from_u128(2),
+            from,
+            to,
             amount: 10,
         }
+    }
+    fn credit_failed() -> E {
+        E::CreditFailed {
+            reason: "closed".into(),
+        }
+    }
+    fn out_of_order(e: &TransferError) -> bool {
+        matches!(e, TransferError::OutOfOrder { .. })
     }
 
     #[test]
     fn happy_path() {
-        let start = C::Start {
-            from: Uuid::from_u128(1),
-            to: Uuid::from_u128(2),
-            amount: Amount::new(10).unwrap(),
-        };
-        let s = T::given_nothing().when(start.clone()).then([started()]);
+        let s = T::given_nothing().when(start(1, 2)).then([started()]);
         assert_eq!((s.status, s.amount), (TransferStatus::Started, 10));
         T::given([started()])
-            .when(start)
+            .when(start(1, 2))
             .then_error(|e| *e == TransferError::AlreadyStarted);
         T::given([started()])
             .when(C::RecordDebit)
@@ -232,69 +225,53 @@ mod tests {
         let s = T::given([started(), E::Debited])
             .when(C::Complete)
             .then([E::Completed]);
-        assert!(s.status.is_final());
+        assert_eq!(s.status, TransferStatus::Completed);
     }
 
     #[test]
     fn no_transfer_to_self() {
-        let id = Uuid::from_u128(1);
         T::given_nothing()
-            .when(C::Start {
-                from: id,
-                to: id,
-                amount: Amount::new(1).unwrap(),
-            })
+            .when(start(1, 1))
             .then_error(|e| *e == TransferError::SameAccount);
     }
 
     #[test]
     fn failure_before_and_after_the_debit() {
+        let reason = || "closed".to_owned();
         let s = T::given([started()])
-            .when(C::Fail {
-                reason: "funds".into(),
-            })
+            .when(C::Fail { reason: reason() })
             .then([E::Failed {
-                reason: "funds".into(),
+                reason: reason(),
                 refunded: false,
             }]);
         assert_eq!(s.status, TransferStatus::Failed);
         T::given([started(), E::Debited])
-            .when(C::RecordCreditFailure {
-                reason: "closed".into(),
-            })
-            .then([E::CreditFailed {
-                reason: "closed".into(),
+            .when(C::RecordCreditFailure { reason: reason() })
+            .then([credit_failed()]);
+        T::given([started(), E::Debited, credit_failed()])
+            .when(C::Fail { reason: reason() })
+            .then([E::Failed {
+                reason: reason(),
+                refunded: true,
             }]);
-        T::given([
-            started(),
-            E::Debited,
-            E::CreditFailed {
-                reason: "closed".into(),
-            },
-        ])
-        .when(C::Fail {
-            reason: "closed".into(),
-        })
-        .then([E::Failed {
-            reason: "closed".into(),
-            refunded: true,
-        }]);
     }
 
     #[test]
     fn steps_out_of_order_are_refused() {
         T::given_nothing()
             .when(C::RecordDebit)
-            .then_error(|e| matches!(e, TransferError::OutOfOrder { .. }));
+            .then_error(out_of_order);
         T::given([started()])
             .when(C::Complete)
-            .then_error(|e| matches!(e, TransferError::OutOfOrder { .. }));
+            .then_error(out_of_order);
         // Once debited, failing needs a refund first.
+        let fail = C::Fail { reason: "x".into() };
         T::given([started(), E::Debited])
-            .when(C::Fail { reason: "x".into() })
-            .then_error(|e| matches!(e, TransferError::OutOfOrder { .. }));
+            .when(fail)
+            .then_error(out_of_order);
+        let credit_failure = C::RecordCreditFailure { reason: "x".into() };
         T::given([started(), E::Debited, E::Completed])
-            .when(C::RecordCreditFailure { reason: "x".into() })
-            .then_error(|e| matches!(e, TransferError::OutOfOrder { .. }));
+            .when(credit_failure)
+            .then_error(out_of_order);
     }
 }

@@ -1,39 +1,24 @@
-//! JSON in and out, with JSON errors for every rejection: axum's plain-text rejections never
+//! JSON in and out, with a JSON error for every rejection: axum's plain-text rejections never
 //! reach a client.
 
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::BankError;
 
-/// The error body: `{"error": "...", "code": "..."}`.
-#[derive(Debug, Serialize)]
-struct ErrorBody<'a> {
-    error: String,
-    code: &'a str,
-}
-
-/// A JSON error response.
+/// A JSON error response: `{"error": "...", "code": "..."}`.
 #[derive(Debug)]
-pub(crate) struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
+pub(crate) struct ApiError(
+    pub(crate) StatusCode,
+    pub(crate) &'static str,
+    pub(crate) String,
+);
 
-impl ApiError {
-    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
+fn bad_request(code: &'static str, message: impl ToString) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, code, message.to_string())
 }
 
 impl From<BankError> for ApiError {
@@ -46,29 +31,19 @@ impl From<BankError> for ApiError {
             }
             other => other.to_string(),
         };
-        ApiError {
-            status,
-            code: e.code(),
-            message,
-        }
+        ApiError(status, e.code(), message)
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            axum::Json(ErrorBody {
-                error: self.message,
-                code: self.code,
-            }),
-        )
-            .into_response()
+        let body = serde_json::json!({ "error": self.2, "code": self.1 });
+        (self.0, axum::Json(body)).into_response()
     }
 }
 
-/// A JSON request body. Read whatever the content type says: a client that forgets the
-/// header still gets a precise 400 rather than a 415.
+/// A JSON request body, read whatever the content type says: a client that forgets the header
+/// still gets a precise 400 rather than a 415.
 #[derive(Debug)]
 pub(crate) struct Body<T>(pub(crate) T);
 
@@ -76,33 +51,28 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes =
-            axum::body::Bytes::from_request(req, state)
-                .await
-                .map_err(|e: BytesRejection| {
-                    ApiError::new(
-                        e.status(),
-                        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                            "too_large"
-                        } else {
-                            "bad_body"
-                        },
-                        e.body_text(),
-                    )
-                })?;
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                let code = match e.status() {
+                    StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+                    _ => "bad_body",
+                };
+                ApiError(e.status(), code, e.body_text())
+            })?;
         // NOTE: two steps, so that any syntax error is `malformed_json` even when the
         // document's shape goes wrong before the error is reached.
-        let value: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", e.to_string()))?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| bad_request("malformed_json", e))?;
         T::deserialize(value)
             .map(Body)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", e.to_string()))
+            .map_err(|e| bad_request("invalid_field", e))
     }
 }
 
-/// The path parameter of a route with one, as text; bad percent-encoding is a JSON 400.
+/// The UUID in the path of a route with one; anything else is a JSON 400.
 #[derive(Debug)]
-pub(crate) struct PathId(pub(crate) String);
+pub(crate) struct PathId(pub(crate) uuid::Uuid);
 
 impl<S: Send + Sync> FromRequestParts<S> for PathId {
     type Rejection = ApiError;
@@ -111,10 +81,11 @@ impl<S: Send + Sync> FromRequestParts<S> for PathId {
         let axum::extract::Path(id) =
             axum::extract::Path::<String>::from_request_parts(parts, state)
                 .await
-                .map_err(|e: PathRejection| {
-                    ApiError::new(StatusCode::BAD_REQUEST, "invalid_id", e.body_text())
-                })?;
-        Ok(PathId(id))
+                .map_err(|e| bad_request("invalid_id", e.body_text()))?;
+        let uuid = id
+            .parse()
+            .map_err(|_| bad_request("invalid_id", format!("{id:?} is not a UUID")))?;
+        Ok(PathId(uuid))
     }
 }
 
@@ -128,32 +99,21 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let axum::extract::Query(q) = axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
-            .map_err(|e: QueryRejection| {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", e.body_text())
-            })?;
+            .map_err(|e| bad_request("invalid_field", e.body_text()))?;
         Ok(Query(q))
     }
 }
-
-/// The longest idempotency key accepted.
-pub(crate) const MAX_KEY_LEN: usize = 255;
 
 /// The `Idempotency-Key` header, if present; an empty, oversized or non-text one is a 400.
 pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
-    let bad = |why: &str| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_idempotency_key",
-            why.to_owned(),
-        )
-    };
+    let bad = |why| bad_request("invalid_idempotency_key", why);
     let key = value
         .to_str()
         .map_err(|_| bad("Idempotency-Key must be visible ASCII"))?;
-    if key.is_empty() || key.len() > MAX_KEY_LEN {
+    if key.is_empty() || key.len() > 255 {
         return Err(bad("Idempotency-Key must be 1 to 255 characters"));
     }
     Ok(Some(key.to_owned()))

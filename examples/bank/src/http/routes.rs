@@ -1,12 +1,12 @@
-//! The routes and their handlers.
+//! The routes and their handlers: each reads its request, calls the [`Bank`], answers JSON.
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Json, Router};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -46,8 +46,15 @@ pub fn router(bank: Arc<Bank>) -> Router {
         .route("/transfers/{id}", get(transfer_view))
         .route("/projections", get(projections))
         .route("/large-withdrawals", get(large_withdrawals))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(async || ApiError(StatusCode::NOT_FOUND, "not_found", "no such route".into()))
+        .method_not_allowed_fallback(async || {
+            let message = "method not allowed on this route".into();
+            ApiError(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                message,
+            )
+        })
         .with_state(bank)
 }
 
@@ -73,17 +80,8 @@ struct After {
     after: Option<u64>,
 }
 
-fn parse_id(PathId(id): PathId) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(&id).map_err(|_| {
-        ApiError::from(BankError::Invalid {
-            code: "invalid_id",
-            message: format!("{id:?} is not a UUID"),
-        })
-    })
-}
-
-fn json(status: StatusCode, body: impl serde::Serialize) -> Reply {
-    Ok((status, axum::Json(body)).into_response())
+fn ok(status: StatusCode, body: impl serde::Serialize) -> Reply {
+    Ok((status, Json(body)).into_response())
 }
 
 async fn open_account(
@@ -93,12 +91,10 @@ async fn open_account(
 ) -> Reply {
     let key = idempotency_key(&headers)?;
     if !valid_owner(&req.owner) {
-        return Err(BankError::invalid(format!(
-            "owner must be 1 to {MAX_OWNER_LEN} characters, not blank"
-        ))
-        .into());
+        let message = format!("owner must be 1 to {MAX_OWNER_LEN} characters, not blank");
+        return Err(BankError::invalid(message).into());
     }
-    json(
+    ok(
         StatusCode::CREATED,
         bank.open_account(&req.owner, key.as_deref()).await?,
     )
@@ -106,12 +102,12 @@ async fn open_account(
 
 async fn deposit(
     State(bank): Shared,
-    id: PathId,
+    PathId(id): PathId,
     headers: HeaderMap,
     Body(req): Body<AmountRequest>,
 ) -> Reply {
-    let (id, key) = (parse_id(id)?, idempotency_key(&headers)?);
-    json(
+    let key = idempotency_key(&headers)?;
+    ok(
         StatusCode::OK,
         bank.deposit(id, req.amount, key.as_deref()).await?,
     )
@@ -119,20 +115,20 @@ async fn deposit(
 
 async fn withdraw(
     State(bank): Shared,
-    id: PathId,
+    PathId(id): PathId,
     headers: HeaderMap,
     Body(req): Body<AmountRequest>,
 ) -> Reply {
-    let (id, key) = (parse_id(id)?, idempotency_key(&headers)?);
-    json(
+    let key = idempotency_key(&headers)?;
+    ok(
         StatusCode::OK,
         bank.withdraw(id, req.amount, key.as_deref()).await?,
     )
 }
 
-async fn close(State(bank): Shared, id: PathId, headers: HeaderMap) -> Reply {
-    let (id, key) = (parse_id(id)?, idempotency_key(&headers)?);
-    json(StatusCode::OK, bank.close(id, key.as_deref()).await?)
+async fn close(State(bank): Shared, PathId(id): PathId, headers: HeaderMap) -> Reply {
+    let key = idempotency_key(&headers)?;
+    ok(StatusCode::OK, bank.close(id, key.as_deref()).await?)
 }
 
 async fn transfer(
@@ -141,49 +137,32 @@ async fn transfer(
     Body(req): Body<TransferRequest>,
 ) -> Reply {
     let key = idempotency_key(&headers)?;
-    json(
-        StatusCode::ACCEPTED,
-        bank.transfer(req.from, req.to, req.amount, key.as_deref())
-            .await?,
-    )
+    let accepted = bank
+        .transfer(req.from, req.to, req.amount, key.as_deref())
+        .await?;
+    ok(StatusCode::ACCEPTED, accepted)
 }
 
-async fn account(State(bank): Shared, id: PathId, Query(q): Query<After>) -> Reply {
-    json(StatusCode::OK, bank.account(parse_id(id)?, q.after).await?)
+async fn account(State(bank): Shared, PathId(id): PathId, Query(q): Query<After>) -> Reply {
+    ok(StatusCode::OK, bank.account(id, q.after).await?)
 }
 
-async fn statement(State(bank): Shared, id: PathId, Query(q): Query<After>) -> Reply {
-    let id = parse_id(id)?;
+async fn statement(State(bank): Shared, PathId(id): PathId, Query(q): Query<After>) -> Reply {
     let lines = bank.statement(id, q.after).await?;
-    json(
+    ok(
         StatusCode::OK,
         serde_json::json!({ "account": id, "lines": lines }),
     )
 }
 
-async fn transfer_view(State(bank): Shared, id: PathId, Query(q): Query<After>) -> Reply {
-    json(
-        StatusCode::OK,
-        bank.transfer_view(parse_id(id)?, q.after).await?,
-    )
+async fn transfer_view(State(bank): Shared, PathId(id): PathId, Query(q): Query<After>) -> Reply {
+    ok(StatusCode::OK, bank.transfer_view(id, q.after).await?)
 }
 
 async fn projections(State(bank): Shared) -> Reply {
-    json(StatusCode::OK, bank.projections().await?)
+    ok(StatusCode::OK, bank.projections().await?)
 }
 
 async fn large_withdrawals(State(bank): Shared, Query(q): Query<After>) -> Reply {
-    json(StatusCode::OK, bank.large_withdrawals(q.after).await?)
-}
-
-async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
-}
-
-async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "method not allowed on this route",
-    )
+    ok(StatusCode::OK, bank.large_withdrawals(q.after).await?)
 }

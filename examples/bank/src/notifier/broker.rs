@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use cqrs_activemq::{ActiveMqDestination, ActiveMqQueue, ActiveMqRelay};
-use cqrs_core::{BoxError, CheckpointStore, Runner, RunnerConfig, RunnerHandle, Subscriber};
+use cqrs_core::{BoxError, CheckpointStore, RunnerConfig, RunnerHandle, Subscriber};
 use cqrs_kafka::{KafkaRelay, KafkaTopics};
 use cqrs_nats::{JetStreamEvents, JetStreamRelay};
 use cqrs_rabbitmq::{RabbitQueue, RabbitRelay};
@@ -13,19 +13,18 @@ use crate::backend::Backend;
 /// The relay's subscriber name (the key of its checkpoint).
 pub const BROKER_RELAY: &str = "broker_relay";
 
-/// Where the bank's events travel: the bank publishes to the RabbitMQ topic exchanges
-/// `<prefix>.<aggregate type>` or the JetStream stream `<PREFIX>` (subjects `<prefix>.>`), and
-/// the notifier reads them from its queue or durable consumer `queue`.
+/// Where the bank's events travel: the RabbitMQ topic exchanges `<prefix>.<aggregate type>` or
+/// the JetStream stream `<PREFIX>` (subjects `<prefix>.>`); the notifier reads them from its
+/// queue or durable consumer `queue`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Channels {
     /// The bank's prefix: exchanges `bank.account`, stream `BANK` with subjects `bank.>`.
     pub prefix: String,
     /// The notifier's queue (RabbitMQ) or durable consumer (JetStream).
     pub queue: String,
-    /// RabbitMQ: the relay also declares the notifier's queue (bound to every account event, as
-    /// the notifier declares it) before it publishes, so that the events relayed before the
-    /// notifier first starts wait for it. Off by default: a queue no one consumes grows without
-    /// end. (JetStream keeps the events in the bank's stream either way.)
+    /// RabbitMQ: the relay also declares the notifier's queue before it publishes, so that
+    /// events relayed before the notifier first starts wait for it. Off by default: a queue no
+    /// one consumes grows without end. (JetStream keeps the events in its stream either way.)
     pub declare_queue: bool,
 }
 
@@ -50,25 +49,26 @@ impl Channels {
         format!("{}.", self.prefix)
     }
 
-    /// The notifier's ActiveMQ queue: its copy of the bank's account virtual topic.
-    pub(crate) fn activemq_queue(&self) -> ActiveMqQueue {
-        ActiveMqQueue::of_virtual_topic(&format!("{}.account", self.prefix), &self.queue)
-    }
-
     // NOTE: a stream of the bank's own: a JetStream relay must be its stream's only publisher.
     pub(crate) fn jetstream(&self) -> JetStreamEvents {
         JetStreamEvents::new(self.prefix.to_uppercase(), &self.prefix)
     }
 
+    /// ActiveMQ: the notifier's queue on the virtual topic of the bank's accounts,
+    /// `Consumer.<queue>.VirtualTopic.<prefix>.account`.
+    pub(crate) fn activemq_queue(&self) -> ActiveMqQueue {
+        ActiveMqQueue::of_virtual_topic(&format!("{}.account", self.prefix), &self.queue)
+    }
+
     /// Kafka: a topic per aggregate type, `<prefix>.<aggregate type>`; the notifier's consumer
-    /// group is `queue`.
+    /// group is named after its queue.
     pub(crate) fn kafka_topics(&self) -> KafkaTopics {
         KafkaTopics::per_category(&self.prefix)
     }
 }
 
 /// A broker, from its URL: `amqp://...` for RabbitMQ, `nats://...` for NATS JetStream,
-/// `kafka://host:port` for Kafka.
+/// `kafka://host:port` for Kafka, `stomp://...` for ActiveMQ.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Broker {
     /// RabbitMQ at this AMQP URL.
@@ -98,19 +98,17 @@ impl Broker {
 impl std::str::FromStr for Broker {
     type Err = String;
 
+    /// The broker a URL names, by its scheme: add a broker here.
     fn from_str(url: &str) -> Result<Self, String> {
-        if url.starts_with("amqp://") || url.starts_with("amqps://") {
-            Ok(Broker::Amqp(url.to_owned()))
-        } else if url.starts_with("nats://") || url.starts_with("tls://") {
-            Ok(Broker::Nats(url.to_owned()))
-        } else if url.starts_with("kafka://") {
-            Ok(Broker::Kafka(url.to_owned()))
-        } else if url.starts_with("stomp://") {
-            Ok(Broker::Stomp(url.to_owned()))
-        } else {
-            Err(format!(
+        let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+        match scheme {
+            "amqp" | "amqps" => Ok(Broker::Amqp(url.to_owned())),
+            "nats" | "tls" => Ok(Broker::Nats(url.to_owned())),
+            "kafka" => Ok(Broker::Kafka(url.to_owned())),
+            "stomp" => Ok(Broker::Stomp(url.to_owned())),
+            _ => Err(format!(
                 "unknown broker {url:?}: expected amqp://..., nats://..., kafka://... or stomp://... (ActiveMQ)"
-            ))
+            )),
         }
     }
 }
@@ -138,14 +136,14 @@ pub async fn broker_relay(
             }
             Arc::new(relay)
         }
-        Broker::Stomp(url) => Arc::new(activemq_relay(url, backend, channels)?),
         Broker::Nats(url) => {
             let client = cqrs_nats::async_nats::connect(url).await?;
+            let (events, checkpoints) = (channels.jetstream(), backend.checkpoints());
             Arc::new(JetStreamRelay::new(
                 BROKER_RELAY,
                 client,
-                channels.jetstream(),
-                backend.checkpoints(),
+                events,
+                checkpoints,
             ))
         }
         Broker::Kafka(url) => Arc::new(KafkaRelay::new(
@@ -154,6 +152,7 @@ pub async fn broker_relay(
             channels.kafka_topics(),
             backend.checkpoints(),
         )),
+        Broker::Stomp(url) => Arc::new(activemq_relay(url, backend, channels)?),
     })
 }
 
@@ -172,25 +171,19 @@ fn activemq_relay(
     Ok(relay)
 }
 
-/// Starts the relay to `broker` in a runner of its own, fenced by the backend's leases where it
-/// has them. A batch the broker does not confirm is tried again until it does: the relay
-/// waits out a broker outage and parks nothing.
+/// Starts the relay to `broker` in a runner of its own, fenced by the backend's leases where
+/// it has them.
 pub async fn start_relay(
     backend: &Backend,
     broker: &Broker,
     channels: &Channels,
 ) -> Result<RunnerHandle, BoxError> {
-    // NOTE: a relay's failures are the broker's outages, not poison events: retry without
-    // end rather than park events, which would pass them by and never publish them.
+    // NOTE: a relay's failures are the broker's outages, not poison events: retry without end
+    // rather than park events, which would pass them by and never publish them.
     let config = RunnerConfig {
         max_attempts: u32::MAX,
         ..RunnerConfig::default()
     };
-    let mut runner = Runner::new(backend.events(), backend.dead_letters()).with_config(config);
-    if let Some(leases) = backend.leases() {
-        runner = runner.with_leases(leases);
-    }
-    Ok(runner
-        .with_arc(broker_relay(backend, broker, channels).await?)
-        .start())
+    let relay = broker_relay(backend, broker, channels).await?;
+    Ok(backend.runner(config).with_arc(relay).start())
 }

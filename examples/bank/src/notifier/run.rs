@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use cqrs_activemq::ActiveMqConsumer;
 use cqrs_core::BoxError;
 use cqrs_kafka::{KafkaConsumer, KafkaGroup};
 use cqrs_nats::{JetStreamConsumer, JetStreamQueue};
@@ -10,28 +11,20 @@ use cqrs_rabbitmq::RabbitConsumer;
 use super::broker::{Broker, Channels, kafka_brokers};
 use super::model::Notifier;
 
-/// How long JetStream waits for an acknowledgement before it delivers a message again. A
-/// notice is one small write and a pull brings [`PULL`] messages, so a message unacknowledged
-/// this long was lost with its notifier (JetStream's default of 30 s would hold a restarted
-/// notifier's backlog that long). A slow one is only delivered twice, which the inbox absorbs.
+/// How long JetStream waits for an acknowledgement before it delivers a message again: a pull
+/// of [`PULL`] small writes takes far less, and JetStream's default of 30 s would hold a
+/// restarted notifier's backlog that long. A slow message is delivered twice; the inbox
+/// absorbs it.
 const ACK_WAIT: Duration = Duration::from_secs(3);
 
-/// Messages per JetStream pull: few enough to be handled well within [`ACK_WAIT`].
+/// Messages per JetStream pull.
 const PULL: usize = 20;
 
-/// A started notifier: its read model and its consumer.
+/// A started notifier: its read model and its consumer (every bridge's is the broker kit's).
 #[derive(Debug)]
 pub struct NotifierHandle {
     notifier: Notifier,
-    consumer: Consumer,
-}
-
-#[derive(Debug)]
-enum Consumer {
-    Amqp(cqrs_rabbitmq::ConsumerHandle),
-    Nats(cqrs_nats::ConsumerHandle),
-    Kafka(cqrs_kafka::ConsumerHandle),
-    Stomp(cqrs_activemq::ConsumerHandle),
+    consumer: cqrs_rabbitmq::ConsumerHandle,
 }
 
 impl NotifierHandle {
@@ -42,20 +35,13 @@ impl NotifierHandle {
 
     /// Stops consuming; unacknowledged messages go back to the broker.
     pub async fn shutdown(self) {
-        match self.consumer {
-            Consumer::Amqp(c) => c.shutdown().await,
-            Consumer::Nats(c) => c.shutdown().await,
-            Consumer::Kafka(c) => c.shutdown().await,
-            Consumer::Stomp(c) => c.shutdown().await,
-        }
+        self.consumer.shutdown().await;
     }
 }
 
-/// Starts consuming the bank's account events from `broker` into `notifier`.
-///
-/// The queue (RabbitMQ) or the stream and durable consumer (JetStream) are declared before
-/// this returns, so that the bank's events published from then on wait for the notifier, and
-/// an unreachable broker is an error here rather than a retry loop.
+/// Starts consuming the bank's account events from `broker` into `notifier`. The queue (or
+/// the stream and durable consumer) exist when this returns, and an unreachable broker is an
+/// error here rather than a retry loop.
 pub async fn start_notifier(
     broker: &Broker,
     channels: &Channels,
@@ -68,28 +54,18 @@ pub async fn start_notifier(
             let conn = cqrs_rabbitmq::lapin::Connection::connect(url, Default::default()).await?;
             let channel = conn.create_channel().await?;
             queue.declare(&channel).await?;
-            channel.close(200, "declared".into()).await?;
             conn.close(200, "declared".into()).await?;
-            Consumer::Amqp(RabbitConsumer::new(url, queue, inbox).start())
-        }
-        Broker::Stomp(url) => {
-            let (url, queue) = (url.parse()?, channels.activemq_queue());
-            queue.declare(&url).await?;
-            Consumer::Stomp(cqrs_activemq::ActiveMqConsumer::new(url, queue, inbox).start())
+            RabbitConsumer::new(url, queue, inbox).start()
         }
         Broker::Nats(url) => {
             let client = cqrs_nats::async_nats::connect(url).await?;
             let queue = JetStreamQueue::new(&channels.jetstream(), &channels.queue)
                 .subscribe("account")
                 .ack_wait(ACK_WAIT);
-            queue
-                .declare(&cqrs_nats::async_nats::jetstream::new(client.clone()))
-                .await?;
-            Consumer::Nats(
-                JetStreamConsumer::new(client, queue, inbox)
-                    .with_prefetch(PULL)
-                    .start(),
-            )
+            let js = cqrs_nats::async_nats::jetstream::new(client.clone());
+            queue.declare(&js).await?;
+            let consumer = JetStreamConsumer::new(client, queue, inbox).with_prefetch(PULL);
+            consumer.start()
         }
         Broker::Kafka(url) => {
             let group =
@@ -99,24 +75,27 @@ pub async fn start_notifier(
             let consumer = KafkaConsumer::new(kafka_brokers(url), group, inbox)
                 .set("session.timeout.ms", "6000");
             consumer.declare().await?;
-            Consumer::Kafka(consumer.start())
+            consumer.start()
+        }
+        Broker::Stomp(url) => {
+            let (url, queue) = (url.parse()?, channels.activemq_queue());
+            queue.declare(&url).await?;
+            ActiveMqConsumer::new(url, queue, inbox).start()
         }
     };
     Ok(NotifierHandle { notifier, consumer })
 }
 
-/// `bank notifier --broker URL [--database URL]`: consumes into the notifier's database until
-/// `stop` resolves, logging each notice.
+/// `bank notifier`: consumes into the notifier's database until `stop` resolves.
 pub async fn run_notifier(
     broker: &Broker,
     channels: &Channels,
     database: &str,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), BoxError> {
-    let notifier = Notifier::open(database).await?;
-    let handle = start_notifier(broker, channels, notifier).await?;
-    let sent = handle.notifier().notices().await?.len();
-    tracing::info!(broker = broker.kind(), queue = %channels.queue, sent, "notifier consuming account events");
+    let handle = start_notifier(broker, channels, Notifier::open(database).await?).await?;
+    let notifier = handle.notifier().clone();
+    let sent = notifier.notices().await?.len();
     // NOTE: tests and scripts read this line to know the queue is there.
     println!(
         "bank notifier consuming {} queue {} ({sent} notices so far)",
@@ -124,7 +103,6 @@ pub async fn run_notifier(
         channels.queue
     );
     stop.await;
-    let notifier = handle.notifier().clone();
     handle.shutdown().await;
     let sent = notifier.notices().await?.len();
     notifier.close().await;

@@ -12,16 +12,6 @@ use crate::domain::account::{Account, AccountEvent};
 pub(crate) const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS accounts (id TEXT PRIMARY KEY, \
      owner TEXT NOT NULL, balance BIGINT NOT NULL, status TEXT NOT NULL, version BIGINT NOT NULL)";
 
-/// An account opened within the batch: its whole row.
-const UPSERT: &str = "INSERT INTO accounts (id, owner, balance, status, version) \
-     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, \
-     balance = excluded.balance, status = excluded.status, version = excluded.version \
-     WHERE accounts.version < excluded.version";
-
-/// An account opened before the batch: what changed (NULL leaves a column as it is).
-const UPDATE: &str = "UPDATE accounts SET balance = COALESCE($1, balance), \
-     status = COALESCE($2, status), version = $3 WHERE id = $4 AND version < $3";
-
 /// A row of `accounts`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct AccountView {
@@ -37,17 +27,17 @@ pub struct AccountView {
     pub version: i64,
 }
 
-/// What a batch does to one account.
+/// What a batch does to one account: `None` leaves a column as it is.
 #[derive(Debug, Default)]
 struct Change {
-    opened_by: Option<String>,
-    balance: Option<u64>,
-    closed: bool,
-    version: u64,
+    owner: Option<String>,
+    balance: Option<i64>,
+    status: Option<String>,
+    version: i64,
 }
 
-/// Writes what `events` do to `accounts`: one statement per account touched (its net
-/// change), which makes replays fast. A single event is a batch of one.
+/// Writes what `events` do to `accounts`: one statement per account touched, its net change,
+/// which makes replays fast. A single event is a batch of one.
 pub(crate) async fn project<DB>(
     conn: &mut DB::Connection,
     events: &[RecordedEvent],
@@ -61,8 +51,8 @@ where
     Option<String>: for<'q> Encode<'q, DB>,
     Option<i64>: for<'q> Encode<'q, DB>,
 {
-    // NOTE: kept in order of first appearance, so that a batch's SQL is deterministic.
-    let mut order: Vec<&str> = Vec::new();
+    // NOTE: in order of first appearance, so that a batch's SQL is deterministic.
+    let mut order = Vec::new();
     let mut changes: HashMap<&str, Change> = HashMap::new();
     for event in events {
         let Some(e) = event.decode_for::<Account>()? else {
@@ -73,34 +63,41 @@ where
             order.push(id);
             Change::default()
         });
-        c.version = event.stream_version;
+        c.version = bigint(event.stream_version)?;
         match e.payload {
-            AccountEvent::Opened { owner } => c.opened_by = Some(owner),
+            AccountEvent::Opened { owner } => c.owner = Some(owner),
             AccountEvent::Deposited { balance, .. }
             | AccountEvent::Withdrawn { balance, .. }
             | AccountEvent::TransferDebited { balance, .. }
             | AccountEvent::TransferCredited { balance, .. }
-            | AccountEvent::TransferRefunded { balance, .. } => c.balance = Some(balance),
+            | AccountEvent::TransferRefunded { balance, .. } => c.balance = Some(bigint(balance)?),
             AccountEvent::TransferSettled { .. } => {}
-            AccountEvent::Closed => c.closed = true,
+            AccountEvent::Closed => c.status = Some("closed".to_owned()),
         }
     }
     for id in order {
-        let c = &changes[id];
-        let version = bigint(c.version)?;
-        let query = match &c.opened_by {
-            Some(owner) => sqlx::query(UPSERT)
-                .bind(id.to_owned())
-                .bind(owner.clone())
-                .bind(bigint(c.balance.unwrap_or(0))?)
-                .bind(if c.closed { "closed" } else { "open" }.to_owned())
-                .bind(version),
-            None => sqlx::query(UPDATE)
-                .bind(c.balance.map(bigint).transpose()?)
-                .bind(c.closed.then(|| "closed".to_owned()))
-                .bind(version)
-                .bind(id.to_owned()),
+        let c = changes.remove(id).unwrap_or_default();
+        let query = match c.owner {
+            // Opened within the batch: the whole row.
+            Some(owner) => sqlx::query(
+                "INSERT INTO accounts (id, owner, balance, status, version) \
+                 VALUES ($1, $2, COALESCE($3, 0), COALESCE($4, 'open'), $5) \
+                 ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, \
+                 balance = excluded.balance, status = excluded.status, version = excluded.version \
+                 WHERE accounts.version < excluded.version",
+            )
+            .bind(id.to_owned())
+            .bind(owner),
+            // Opened before: what changed, if newer than the row.
+            None => sqlx::query(
+                "UPDATE accounts SET owner = COALESCE($2, owner), \
+                 balance = COALESCE($3, balance), status = COALESCE($4, status), version = $5 \
+                 WHERE id = $1 AND version < $5",
+            )
+            .bind(id.to_owned())
+            .bind(None::<String>),
         };
+        let query = query.bind(c.balance).bind(c.status).bind(c.version);
         query.execute(&mut *conn).await?;
     }
     Ok(())

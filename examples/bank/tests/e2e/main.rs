@@ -1,5 +1,6 @@
 //! End-to-end tests of the `bank` binary over HTTP, on the embedded store and on PostgreSQL,
-//! and of `bank notifier` on RabbitMQ, NATS JetStream and Kafka.
+//! and of `bank notifier` on RabbitMQ, NATS JetStream, Kafka and ActiveMQ; and, fed by hand
+//! through the library, the read models, the notifier's inbox and the transfer process manager.
 
 mod cli;
 mod cluster;
@@ -8,9 +9,12 @@ mod crash;
 mod edges;
 mod load;
 mod notifier;
-mod notifier_kafka;
 mod notifier_activemq;
+mod notifier_inbox;
+mod notifier_kafka;
 mod racing_keys;
+mod read_models;
 mod replay;
 mod stale_cache;
 mod support;
+mod transfer_process;

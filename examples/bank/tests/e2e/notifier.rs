@@ -467,7 +467,7 @@ fn the_notifier_refuses_an_unknown_broker() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("expected amqp://..., nats://... or kafka://..."),
+        err.contains("expected amqp://..., nats://..., kafka://... or stomp://..."),
         "{err}"
     );
 }

@@ -1,13 +1,13 @@
-//! Tests of the read models: batches write what their events write one by one, and a row
-//! never goes backwards, on SQLite and on PostgreSQL.
+//! The read models' projectors, fed recorded events by hand: a batch writes what its events
+//! write one by one, and a row never goes backwards, on SQLite and on PostgreSQL.
+
+use bank::{AccountEvent, AccountView, ReadModel, SqlProjection, TransferEvent, TransferView};
 use cqrs_core::{Cursor, DomainEvent, Metadata, NewEvent, RecordedEvent, StreamId};
 use cqrs_postgres::PgProjector;
 use cqrs_sqlite::SqliteProjector;
-use sqlx::{Connection, PgConnection, Sqlite, SqliteConnection};
+use sqlx::{Connection, PgConnection, SqliteConnection};
 
-use super::*;
-use crate::domain::account::AccountEvent;
-use crate::domain::transfer::TransferEvent;
+use crate::support::{Rng, pg_url};
 
 /// `event` as recorded at `version` of stream `kind`/`id`, at global position `position`.
 fn recorded(
@@ -31,33 +31,28 @@ fn recorded(
     }
 }
 
-/// An account history over five accounts, interleaved, as recorded events.
+/// 300 account events over five accounts, interleaved; the fifth empties and closes.
 fn history() -> Vec<RecordedEvent> {
-    let mut versions = [0u64; 5];
-    let mut balances = [0u64; 5];
+    let (mut versions, mut balances) = ([0u64; 5], [0u64; 5]);
+    let mut rng = Rng::new(42);
     let mut out = Vec::new();
-    let mut seed = 42u64;
-    for n in 0..300u64 {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let a = (seed >> 33) as usize % 5;
-        let amount = 1 + (seed >> 40) % 500;
+    for n in 0..300u128 {
+        let a = rng.below(5) as usize;
+        let amount = 1 + rng.below(500);
         let event = match versions[a] {
             0 => AccountEvent::Opened {
                 owner: format!("o{a}"),
             },
-            _ if a == 4 && versions[a] == 30 => {
-                let amount = balances[a];
-                balances[a] = 0;
+            30 if a == 4 => {
+                let amount = std::mem::take(&mut balances[a]);
                 AccountEvent::Withdrawn { amount, balance: 0 }
             }
-            _ if a == 4 && versions[a] == 31 => AccountEvent::Closed,
+            31 if a == 4 => AccountEvent::Closed,
             _ if a == 4 && versions[a] > 31 => continue,
             v if v % 7 == 0 => AccountEvent::TransferSettled {
-                transfer_id: uuid::Uuid::from_u128(n as u128),
+                transfer_id: uuid::Uuid::from_u128(n),
             },
-            _ if balances[a] >= amount && seed.is_multiple_of(3) => {
+            _ if balances[a] >= amount && rng.below(3) == 0 => {
                 balances[a] -= amount;
                 AccountEvent::Withdrawn {
                     amount,
@@ -85,7 +80,7 @@ fn history() -> Vec<RecordedEvent> {
     out
 }
 
-async fn fresh() -> SqliteConnection {
+async fn fresh_sqlite() -> SqliteConnection {
     let mut conn = SqliteConnection::connect("sqlite::memory:").await.unwrap();
     for model in ReadModel::ALL {
         SqliteProjector::setup(&SqlProjection(model), &mut conn)
@@ -95,35 +90,37 @@ async fn fresh() -> SqliteConnection {
     conn
 }
 
-async fn table(conn: &mut SqliteConnection) -> Vec<AccountView> {
-    sqlx::query_as("SELECT id, owner, balance, status, version FROM accounts ORDER BY id")
-        .fetch_all(conn)
-        .await
-        .unwrap()
-}
+const ACCOUNTS: &str = "SELECT id, owner, balance, status, version FROM accounts ORDER BY id";
+const TRANSFERS: &str =
+    "SELECT id, from_account, to_account, amount, status, reason, version FROM transfers";
 
 #[tokio::test]
 async fn a_batch_writes_what_its_events_write_one_by_one() {
-    let events = history();
-    let mut one_by_one = fresh().await;
-    let accounts = SqlProjection(ReadModel::Accounts);
+    let (events, accounts) = (history(), SqlProjection(ReadModel::Accounts));
+    let mut one_by_one = fresh_sqlite().await;
     for e in &events {
         SqliteProjector::handle(&accounts, &mut one_by_one, e)
             .await
             .unwrap();
     }
-    let expected = table(&mut one_by_one).await;
+    let expected: Vec<AccountView> = sqlx::query_as(ACCOUNTS)
+        .fetch_all(&mut one_by_one)
+        .await
+        .unwrap();
     assert_eq!(expected.len(), 5);
     assert!(expected.iter().any(|r| r.status == "closed"));
     for size in [2, 7, 64, events.len()] {
-        let mut batched = fresh().await;
+        let mut batched = fresh_sqlite().await;
         for chunk in events.chunks(size) {
-            ReadModel::Accounts
-                .project::<Sqlite>(&mut batched, chunk)
+            SqliteProjector::handle_batch(&accounts, &mut batched, chunk)
                 .await
                 .unwrap();
         }
-        assert_eq!(table(&mut batched).await, expected, "batches of {size}");
+        let rows: Vec<AccountView> = sqlx::query_as(ACCOUNTS)
+            .fetch_all(&mut batched)
+            .await
+            .unwrap();
+        assert_eq!(rows, expected, "batches of {size}");
     }
 }
 
@@ -135,8 +132,18 @@ fn read_models_know_their_names() {
     assert_eq!(ReadModel::from_name("nope"), None);
 }
 
-/// An account's and a transfer's events, in order.
-fn newer_and_older() -> (Vec<RecordedEvent>, Vec<RecordedEvent>) {
+/// What `accounts` and `transfers` hold.
+type Rows = (Vec<AccountView>, Vec<TransferView>);
+
+/// Delivers an account's and a transfer's events in order, then every older event again, one
+/// by one and as a batch (a redelivery, or an event parked and retried late): the rows stay
+/// at the newest events. `deliver` hands events to a model's projector; `rows` reads both
+/// tables.
+async fn never_backwards<C>(
+    conn: &mut C,
+    deliver: impl AsyncFn(&mut C, ReadModel, &[RecordedEvent]),
+    rows: impl AsyncFn(&mut C) -> Rows,
+) {
     let account = [
         AccountEvent::Opened {
             owner: "ann".into(),
@@ -151,36 +158,24 @@ fn newer_and_older() -> (Vec<RecordedEvent>, Vec<RecordedEvent>) {
         },
         AccountEvent::Closed,
     ];
+    let (from, to) = (uuid::Uuid::from_u128(1), uuid::Uuid::from_u128(2));
     let transfer = [
         TransferEvent::Started {
-            from: uuid::Uuid::from_u128(1),
-            to: uuid::Uuid::from_u128(2),
+            from,
+            to,
             amount: 5,
         },
         TransferEvent::Debited,
         TransferEvent::Completed,
     ];
-    let a = account.iter().zip(1..);
-    let t = transfer.iter().zip(1..);
-    (
-        a.map(|(e, v)| recorded("account", "a", v, v, e)).collect(),
-        t.map(|(e, v)| recorded("transfer", "t", v, 10 + v, e))
-            .collect(),
-    )
-}
-
-/// What `accounts` and `transfers` hold, as text.
-type Rows = (Vec<AccountView>, Vec<TransferView>);
-
-/// Delivers each history in order, then every older event again, one by one and as a batch
-/// (a redelivery, or an event parked and retried late): the rows stay at the newest events.
-/// `deliver` hands events to the projector of a model; `rows` reads both tables.
-async fn never_backwards<C>(
-    conn: &mut C,
-    deliver: impl AsyncFn(&mut C, ReadModel, &[RecordedEvent]),
-    rows: impl AsyncFn(&mut C) -> Rows,
-) {
-    let (account, transfer) = newer_and_older();
+    let account: Vec<_> = (1..)
+        .zip(&account)
+        .map(|(v, e)| recorded("account", "a", v, v, e))
+        .collect();
+    let transfer: Vec<_> = (1..)
+        .zip(&transfer)
+        .map(|(v, e)| recorded("transfer", "t", v, 10 + v, e))
+        .collect();
     for e in &account {
         deliver(conn, ReadModel::Accounts, std::slice::from_ref(e)).await;
     }
@@ -209,17 +204,14 @@ async fn never_backwards<C>(
     }
 }
 
-const ACCOUNTS: &str = "SELECT id, owner, balance, status, version FROM accounts ORDER BY id";
-const TRANSFERS: &str =
-    "SELECT id, from_account, to_account, amount, status, reason, version FROM transfers";
-
 #[tokio::test]
 async fn an_older_event_never_takes_a_row_back_on_sqlite() {
-    let mut conn = fresh().await;
+    let mut conn = fresh_sqlite().await;
     never_backwards(
         &mut conn,
-        async |conn: &mut SqliteConnection, model: ReadModel, events: &[RecordedEvent]| {
-            SqliteProjector::handle_batch(&SqlProjection(model), conn, events)
+        async |conn: &mut SqliteConnection, model, events: &[RecordedEvent]| {
+            let projection = SqlProjection(model);
+            SqliteProjector::handle_batch(&projection, conn, events)
                 .await
                 .unwrap();
         },
@@ -234,8 +226,7 @@ async fn an_older_event_never_takes_a_row_back_on_sqlite() {
 
 #[tokio::test]
 async fn an_older_event_never_takes_a_row_back_on_postgres() {
-    let url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let url = pg_url();
     let mut conn = PgConnection::connect(&url)
         .await
         .unwrap_or_else(|e| panic!("PostgreSQL is not reachable at {url}: {e}"));
@@ -253,8 +244,9 @@ async fn an_older_event_never_takes_a_row_back_on_postgres() {
     }
     never_backwards(
         &mut conn,
-        async |conn: &mut PgConnection, model: ReadModel, events: &[RecordedEvent]| {
-            PgProjector::handle_batch(&SqlProjection(model), conn, events)
+        async |conn: &mut PgConnection, model, events: &[RecordedEvent]| {
+            let projection = SqlProjection(model);
+            PgProjector::handle_batch(&projection, conn, events)
                 .await
                 .unwrap();
         },

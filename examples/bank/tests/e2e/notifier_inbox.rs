@@ -1,31 +1,28 @@
-//! The read model and its inbox, fed the bank's real events without a broker. The broker round
-//! trips, with real processes, are in `tests/e2e/notifier.rs`.
+//! The notifier's read model and its inbox, fed the bank's real events without a broker (the
+//! broker round trips are in `notifier.rs`).
 
 use std::time::Duration;
 
+use bank::{Amount, Backend, Bank, BankConfig, Broker, LARGE_WITHDRAWAL, Notifier};
 use cqrs_core::{Cursor, InboxSubscriber, RecordedEvent};
 
-use super::*;
-use crate::{Amount, Backend, Bank, BankConfig, LARGE_WITHDRAWAL};
+use crate::support::pg_db;
 
-/// A bank's events: alice opens, deposits, withdraws a large amount, pays bob 500; then closes
-/// nothing. Returns them with alice's and bob's ids.
+/// A bank's events: alice opens, deposits, withdraws a large amount, pays bob 500. Returns
+/// them with alice's and bob's ids.
 async fn bank_events() -> (Vec<RecordedEvent>, String, String) {
     let bank = Bank::start(
         Backend::open("sqlite::memory:").await.unwrap(),
         BankConfig::default(),
     );
-    let alice = bank.open_account("alice", None).await.unwrap();
-    let bob = bank.open_account("bob", None).await.unwrap();
-    bank.deposit(alice.id, Amount::new(3_000_000).unwrap(), None)
+    let amount = |n| Amount::new(n).unwrap();
+    let alice = bank.open_account("alice", None).await.unwrap().id;
+    let bob = bank.open_account("bob", None).await.unwrap().id;
+    bank.deposit(alice, amount(3_000_000), None).await.unwrap();
+    bank.withdraw(alice, amount(LARGE_WITHDRAWAL), None)
         .await
         .unwrap();
-    bank.withdraw(alice.id, Amount::new(LARGE_WITHDRAWAL).unwrap(), None)
-        .await
-        .unwrap();
-    bank.transfer(alice.id, bob.id, Amount::new(500).unwrap(), None)
-        .await
-        .unwrap();
+    bank.transfer(alice, bob, amount(500), None).await.unwrap();
     bank.settle(Duration::from_secs(10)).await.unwrap();
     let events = bank
         .backend()
@@ -34,19 +31,19 @@ async fn bank_events() -> (Vec<RecordedEvent>, String, String) {
         .await
         .unwrap();
     bank.shutdown().await;
-    (events, alice.id.to_string(), bob.id.to_string())
+    (events, alice.to_string(), bob.to_string())
 }
 
 async fn assert_heard(n: &Notifier, alice: &str, bob: &str) {
     let a = n.account(alice).await.unwrap().expect("alice");
     assert_eq!(a.owner, "alice");
     assert_eq!(a.balance, 3_000_000 - LARGE_WITHDRAWAL - 500);
+    let mut got = a.notices;
+    got.sort();
     let mut want = vec![
         "welcome, alice".to_owned(),
         format!("large withdrawal of {LARGE_WITHDRAWAL}"),
     ];
-    let mut got = a.notices;
-    got.sort();
     want.sort();
     assert_eq!(got, want);
     let b = n.account(bob).await.unwrap().expect("bob");
@@ -82,28 +79,9 @@ async fn events_delivered_twice_and_out_of_order_take_effect_once() {
 
 #[tokio::test]
 async fn events_delivered_twice_and_out_of_order_take_effect_once_on_postgres() {
-    let admin = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let mut conn = match <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await {
-        Ok(c) => c,
-        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("PostgreSQL unreachable at {admin}: {e}")
-        }
-        Err(e) => return eprintln!("skipping: PostgreSQL unreachable at {admin}: {e}"),
-    };
-    let name = format!("bank_notifier_{}", uuid::Uuid::new_v4().simple());
-    let create = format!("CREATE DATABASE {name}");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(create))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let (server, _) = admin.rsplit_once('/').expect("a database URL with a path");
-    delivered_twice_and_out_of_order(&format!("{server}/{name}")).await;
-    let drop = format!("DROP DATABASE {name} WITH (FORCE)");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    let Some(db) = pg_db().await else { return };
+    delivered_twice_and_out_of_order(&db.url).await;
+    db.drop_db().await;
 }
 
 #[tokio::test]
@@ -133,14 +111,16 @@ async fn a_reopened_notifier_keeps_its_read_model_and_its_inbox() {
 
 #[test]
 fn brokers_are_told_apart_by_url() {
-    assert_eq!(
-        "amqp://guest:guest@h:5672/%2f".parse::<Broker>().unwrap(),
-        Broker::Amqp("amqp://guest:guest@h:5672/%2f".into())
-    );
+    let amqp = "amqp://guest:guest@h:5672/%2f";
+    assert_eq!(amqp.parse::<Broker>().unwrap(), Broker::Amqp(amqp.into()));
     assert_eq!("nats://h:4222".parse::<Broker>().unwrap().kind(), "nats");
     assert_eq!(
         "kafka://h1:9092,h2:9092".parse::<Broker>().unwrap(),
         Broker::Kafka("kafka://h1:9092,h2:9092".into())
+    );
+    assert_eq!(
+        "stomp://h:61613".parse::<Broker>().unwrap().kind(),
+        "activemq"
     );
     assert!("mqtt://h".parse::<Broker>().is_err());
 }
