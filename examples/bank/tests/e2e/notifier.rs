@@ -94,8 +94,7 @@ pub(crate) async fn broker(var: &str, default: &str) -> Option<Broker> {
 
 fn url(broker: &Broker) -> &str {
     match broker {
-        Broker::Amqp(u) | Broker::Nats(u) | Broker::Kafka(u) => u,
-        Broker::Amqp(u) | Broker::Nats(u) | Broker::Stomp(u) => u,
+        Broker::Amqp(u) | Broker::Nats(u) | Broker::Kafka(u) | Broker::Stomp(u) => u,
     }
 }
 
