@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bank::{Backend, Bank, BankConfig, Handlers, ReadModel, TRANSFER_PROCESS};
-use cqrs_core::{DeadLetterStatus, Replay, RetryPolicy};
+use cqrs_core::{DeadLetter, DeadLetterStatus, Replay, RetryPolicy};
 use indicatif::{ProgressBar, ProgressStyle};
 
 mod demo;
@@ -131,18 +131,23 @@ pub(crate) async fn projections(url: &str) -> CliResult {
     let head = backend.events().head_position().await?;
     let letters = backend.dead_letters().list(None).await?;
     println!(
-        "{:<20} {:>10} {:>10} {:>7}",
-        "NAME", "POSITION", "LAG", "PARKED"
+        "{:<20} {:>10} {:>10} {:>7} {:>7}",
+        "NAME", "POSITION", "LAG", "PARKED", "HELD"
     );
     let handlers = Handlers::new(&backend, RetryPolicy::default());
     for sub in bank::subscribers(&backend, &handlers) {
         let position = sub.checkpoint().await?.position;
-        let parked = letters
-            .iter()
-            .filter(|l| l.subscriber == sub.name())
+        let mine = letters.iter().filter(|l| l.subscriber == sub.name());
+        let held = mine
+            .clone()
+            .filter(|l| l.status == DeadLetterStatus::Held)
             .count();
+        let parked = mine.count() - held;
         let lag = head.saturating_sub(position);
-        println!("{:<20} {position:>10} {lag:>10} {parked:>7}", sub.name());
+        println!(
+            "{:<20} {position:>10} {lag:>10} {parked:>7} {held:>7}",
+            sub.name()
+        );
     }
     println!("head position: {head}");
     backend.close().await;
@@ -155,9 +160,23 @@ pub(crate) async fn dead_letters(url: &str) -> CliResult {
     if letters.is_empty() {
         println!("no dead letters");
     }
-    for l in letters {
+    // NOTE: a held letter is listed under the letter of its stream it waits behind.
+    let behind = |blocker: &DeadLetter, l: &DeadLetter| {
+        l.status == DeadLetterStatus::Held
+            && l.subscriber == blocker.subscriber
+            && l.event.stream == blocker.event.stream
+            && l.event.stream_version > blocker.event.stream_version
+    };
+    for l in &letters {
+        let blocked = letters
+            .iter()
+            .any(|b| b.status != DeadLetterStatus::Held && behind(b, l));
+        if blocked {
+            continue;
+        }
         let status = match l.status {
             DeadLetterStatus::Parked => "parked",
+            DeadLetterStatus::Held => "held, released shortly",
             _ => "retry requested",
         };
         let e = &l.event;
@@ -173,6 +192,16 @@ pub(crate) async fn dead_letters(url: &str) -> CliResult {
             l.parked_at.format("%Y-%m-%d %H:%M:%S"),
             l.error
         );
+        for h in letters.iter().filter(|h| behind(l, h)) {
+            let e = &h.event;
+            println!(
+                "    held behind it: {}  v{} {} (position {})",
+                h.id,
+                e.stream_version,
+                e.event_type,
+                e.position()
+            );
+        }
     }
     backend.close().await;
     Ok(())
