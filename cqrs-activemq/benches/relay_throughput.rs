@@ -2,7 +2,7 @@
 //! each with its receipt, to a queue) on the broker at ACTIVEMQ_URL, beside the raw limit: a
 //! plain STOMP loop over a socket sending the same bodies, persistent, a receipt each, in
 //! windows of the batch size, measured in the same run. Run with
-//! `cargo run --release -p cqrs-activemq --example relay_throughput` (EVENTS sets the count,
+//! `cargo bench -p cqrs-activemq --bench relay_throughput` (EVENTS sets the count,
 //! 10,000 by default). Each kind runs 3 times, alternating; the medians are printed. The
 //! queues are emptied afterwards.
 

@@ -2,7 +2,7 @@
 //! Kafka broker at KAFKA_BROKERS (default `127.0.0.1:9092`), beside the raw limit measured in the
 //! same run: the same records produced in a loop by a producer with the same settings
 //! (idempotent, `acks=all`), every delivery report awaited. Run with
-//! `cargo run --release -p cqrs-kafka --example relay_throughput` (EVENTS sets the count, 20,000
+//! `cargo bench -p cqrs-kafka --bench relay_throughput` (EVENTS sets the count, 20,000
 //! by default).
 
 use std::sync::Arc;
