@@ -225,7 +225,8 @@ async fn a_parked_event_holds_back_its_account_until_retried_then_the_read_model
         .unwrap();
     let poison = format!(
         "CREATE TRIGGER poison_accounts BEFORE UPDATE ON accounts \
-         WHEN NEW.id = '{id}' AND NEW.version = 3 BEGIN SELECT RAISE(ABORT, 'poisoned'); END; \
+         WHEN NEW.id = '{id}' AND OLD.version < 3 AND NEW.version >= 3 \
+         BEGIN SELECT RAISE(ABORT, 'poisoned'); END; \
          CREATE TRIGGER poison_statement BEFORE INSERT ON statement \
          WHEN NEW.account_id = '{id}' AND NEW.version = 3 BEGIN SELECT RAISE(ABORT, 'poisoned'); END;"
     );
