@@ -6,7 +6,8 @@ use crate::event::DomainEvent;
 ///
 /// `handle` is the decision: pure, synchronous, given the current state and a command it returns
 /// the events that follow or a typed domain error. `apply` is the evolution: it never fails and
-/// never does I/O. The state starts at `Default`.
+/// never does I/O. The state starts at [`initial`](Aggregate::initial), which is `Default`
+/// unless overridden.
 ///
 /// ```
 /// use cqrs_core::{Aggregate, DomainEvent};
@@ -58,4 +59,47 @@ pub trait Aggregate: Default + Clone + Send + Sync + 'static {
 
     /// Evolves the state by one event. Must not fail and must not do I/O.
     fn apply(&mut self, event: &Self::Event);
+
+    /// The state of aggregate `id` before its first event: where the aggregate learns its own
+    /// id, so that commands need not repeat it and events can carry it. The
+    /// [`CommandHandler`](crate::CommandHandler) starts every load from it (a load from a
+    /// snapshot starts from the saved state instead, so keep the id in the serialized state).
+    /// The default is `Self::default()`, ignoring the id.
+    ///
+    /// ```
+    /// use cqrs_core::{Aggregate, DomainEvent};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    /// enum ItemEvent { Registered { sku: String } }
+    /// impl DomainEvent for ItemEvent {}
+    ///
+    /// #[derive(Debug, Clone, Default)]
+    /// struct Item { sku: String, registered: bool }
+    ///
+    /// impl Aggregate for Item {
+    ///     const TYPE: &'static str = "item";
+    ///     type Command = ();
+    ///     type Event = ItemEvent;
+    ///     type Error = std::convert::Infallible;
+    ///
+    ///     fn initial(id: &str) -> Self {
+    ///         Item { sku: id.to_owned(), ..Item::default() }
+    ///     }
+    ///     fn handle(&self, _: &()) -> Result<Vec<ItemEvent>, Self::Error> {
+    ///         // The command says nothing of the id: the state knows it.
+    ///         Ok(vec![ItemEvent::Registered { sku: self.sku.clone() }])
+    ///     }
+    ///     fn apply(&mut self, _: &ItemEvent) {
+    ///         self.registered = true;
+    ///     }
+    /// }
+    ///
+    /// let item = Item::initial("sku-1");
+    /// assert_eq!(item.handle(&()).unwrap(), [ItemEvent::Registered { sku: "sku-1".into() }]);
+    /// ```
+    fn initial(id: &str) -> Self {
+        let _ = id;
+        Self::default()
+    }
 }

@@ -150,18 +150,31 @@ pub fn is_fenced_out(err: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// An error and its sources, joined by `": "`: the whole story on one line, for logs, dead
-/// letters and status displays.
+/// letters and status displays. A source whose text the story already holds (an error that
+/// prints its source in its own message) is not repeated.
 ///
 /// ```
 /// let err = cqrs_core::Error::backend(std::io::Error::other("disk full"));
 /// assert_eq!(cqrs_core::error_chain(&err), "back-end error: disk full");
+///
+/// // An error that prints its source itself: the source is not told twice.
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("query failed: {0}")]
+/// struct QueryFailed(#[source] std::io::Error);
+/// let err = QueryFailed(std::io::Error::other("no such table: stock"));
+/// assert_eq!(cqrs_core::error_chain(&err), "query failed: no such table: stock");
 /// ```
 pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut out = err.to_string();
     let mut src = err.source();
     while let Some(s) = src {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
+        let text = s.to_string();
+        // NOTE: many errors print their source in their own message (sqlx's, `#[error("...:
+        // {0}")]` wrappers); the text is then already there and is not repeated.
+        if !text.is_empty() && !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
         src = s.source();
     }
     out

@@ -46,6 +46,16 @@ pub trait Subscriber: Send + Sync {
     fn segment(&self) -> Option<crate::Segment> {
         None
     }
+    /// Prepares the read model (creates its tables, say) before anything else is asked of the
+    /// subscriber. The [`Runner`](crate::Runner) runs it once per start, before it reads the
+    /// checkpoint or delivers the first event (retrying it while it fails, the error shown in
+    /// the status), and [`Replay`](crate::Replay) runs it before the reset; wait for it with
+    /// [`RunnerHandle::ready`](crate::RunnerHandle::ready). It must be idempotent
+    /// (`CREATE TABLE IF NOT EXISTS`): it runs at every start, maybe in several processes at
+    /// once. The default does nothing.
+    async fn setup(&self) -> Result<(), BoxError> {
+        Ok(())
+    }
     /// The cursor after the last event whose effect is committed.
     async fn checkpoint(&self) -> Result<Cursor>;
     /// Handles `events` in order, then records `to` as the checkpoint. `events` may be empty
@@ -135,6 +145,11 @@ pub trait Projector: Send + Sync {
     fn segment(&self) -> Option<crate::Segment> {
         None
     }
+    /// Prepares the read model before the first event (see [`Subscriber::setup`]): run once
+    /// per start by the runner, and by a replay; must be idempotent. The default does nothing.
+    async fn setup(&self) -> Result<(), BoxError> {
+        Ok(())
+    }
     /// Handles one event.
     async fn handle(&self, event: &RecordedEvent) -> Result<(), BoxError>;
     /// Handles events in order; by default one by one.
@@ -161,6 +176,9 @@ impl<P: Projector + ?Sized> Projector for Arc<P> {
     fn segment(&self) -> Option<crate::Segment> {
         (**self).segment()
     }
+    async fn setup(&self) -> Result<(), BoxError> {
+        (**self).setup().await
+    }
     async fn handle(&self, event: &RecordedEvent) -> Result<(), BoxError> {
         (**self).handle(event).await
     }
@@ -182,6 +200,9 @@ impl<S: Subscriber + ?Sized> Subscriber for Arc<S> {
     }
     fn segment(&self) -> Option<crate::Segment> {
         (**self).segment()
+    }
+    async fn setup(&self) -> Result<(), BoxError> {
+        (**self).setup().await
     }
     async fn checkpoint(&self) -> Result<Cursor> {
         (**self).checkpoint().await
@@ -251,6 +272,9 @@ impl<P: Projector, C: CheckpointStore> Subscriber for Checkpointed<P, C> {
     }
     fn segment(&self) -> Option<crate::Segment> {
         self.projector.segment()
+    }
+    async fn setup(&self) -> Result<(), BoxError> {
+        self.projector.setup().await
     }
     async fn checkpoint(&self) -> Result<Cursor> {
         self.checkpoints.load(self.projector.name()).await

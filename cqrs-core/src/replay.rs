@@ -42,7 +42,7 @@ impl ReplayReport {
     }
 }
 
-/// Rebuilds a subscriber's read model: resets it (read model, checkpoint and dead letters, with
+/// Rebuilds a subscriber's read model: runs its [`setup`](Subscriber::setup), resets it (read model, checkpoint and dead letters, with
 /// [`Subscriber::reset_all`]), then feeds it the
 /// all-stream from position zero in batches until it is caught up. Events that keep failing are
 /// parked as in the live runner. Run it while the live runner of that subscriber is stopped (or
@@ -142,12 +142,15 @@ impl Replay {
         let started = Instant::now();
         // NOTE: the old dead letters go with the old read model: retried after the rebuild, one
         // would apply its event a second time, and a still failing event would get a second.
+        let failed = |source| Error::Handler {
+            handler: sub.name().to_owned(),
+            source,
+        };
+        // NOTE: set-up first, as the runner does: the reset may need the read model's tables.
+        sub.setup().await.map_err(failed)?;
         sub.reset_all(&*self.processor.dead_letters)
             .await
-            .map_err(|source| Error::Handler {
-                handler: sub.name().to_owned(),
-                source,
-            })?;
+            .map_err(failed)?;
         let head = self.store.head_position().await?;
         let mut processor = self.processor.clone();
         processor.blocked.clear();

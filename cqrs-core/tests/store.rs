@@ -73,6 +73,7 @@ async fn retries_resolve_conflicts_without_lost_updates() {
             .with_retry(RetryPolicy {
                 max_attempts: 100,
                 backoff: std::time::Duration::from_micros(50),
+                ..RetryPolicy::default()
             })
             .with_cache(16),
     );

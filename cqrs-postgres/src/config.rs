@@ -49,6 +49,29 @@ impl PgConfig {
         }
     }
 
+    /// The default settings with a fresh schema of its own, `{prefix}_` and 12 random hex
+    /// digits, for a test or a throwaway run: connecting creates and migrates it, and
+    /// [`PgDatabase::drop_schema`](crate::PgDatabase::drop_schema) drops it with everything in
+    /// it. Nothing drops it by itself: a test that fails before the drop leaves it behind
+    /// (harmless, and easy to find by its prefix). `prefix` must be a valid schema name of at
+    /// most 32 bytes, or connecting fails with [`Error::Invalid`].
+    ///
+    /// ```no_run
+    /// use cqrs_postgres::{PgConfig, PgDatabase};
+    /// # tokio::runtime::Runtime::new()?.block_on(async {
+    /// let db = PgDatabase::connect(&std::env::var("DATABASE_URL")?, PgConfig::throwaway("inventory_test")).await?;
+    /// assert!(db.schema().starts_with("inventory_test_"));
+    /// // ... the test ...
+    /// db.drop_schema().await?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn throwaway(prefix: &str) -> Self {
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        Self::with_schema(format!("{prefix}_{}", &suffix[..12]))
+    }
+
     /// Sets the pool size.
     pub fn max_connections(mut self, n: u32) -> Self {
         self.max_connections = n;

@@ -4,10 +4,11 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use cqrs_core::{Error, Result};
+use sqlx::AssertSqlSafe;
 use sqlx::postgres::{PgConnectOptions, PgPool};
 
 use crate::append_conns::AppendConns;
-use crate::config::{PgConfig, migrate, open_pool, schema_options};
+use crate::config::{PgConfig, check_schema, migrate, open_pool, schema_options};
 use crate::diagnostics::{PgDiagnostics, diagnose};
 use crate::error::backend;
 use crate::notify::Notifier;
@@ -136,6 +137,28 @@ impl PgDatabase {
     /// Checkpoints against the head, the watermark and what holds it back; see [`diagnose`].
     pub async fn diagnostics(&self) -> Result<PgDiagnostics> {
         diagnose(&self.inner.pool).await
+    }
+
+    /// Drops this hub's schema with every table in it (`DROP SCHEMA ... CASCADE`), then closes
+    /// the pool: the end of a [`PgConfig::throwaway`] schema. Stop the runners using it first.
+    /// Refuses the `public` schema with [`Error::Invalid`].
+    pub async fn drop_schema(self) -> Result<()> {
+        let schema = self.inner.schema.clone();
+        check_schema(&schema)?;
+        if schema == "public" {
+            return Err(Error::Invalid(
+                "drop_schema refuses the public schema".into(),
+            ));
+        }
+        // NOTE: the name was checked to be a plain identifier, so it is safe to splice in.
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE"
+        )))
+        .execute(&self.inner.pool)
+        .await
+        .map_err(Error::backend)?;
+        self.inner.pool.close().await;
+        Ok(())
     }
 
     /// Wakes subscribers here and in other processes: appends do it themselves; call it after

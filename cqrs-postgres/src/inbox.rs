@@ -17,6 +17,7 @@ impl<P: PgProjector> InboxSubscriber for PgTransactional<P> {
     /// NOTE: a delivery racing another of the same id waits on the key until that one ends:
     /// if it committed, this one does nothing; if it rolled back, this one handles the event.
     async fn handle_once(&self, event: &RecordedEvent) -> Result<bool, BoxError> {
+        self.setup().await?;
         let mut tx = self.pool().begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO inbox (subscriber, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",

@@ -147,5 +147,7 @@ pub use projector::{PgProjector, PgTransactional};
 pub use rows::CORRUPT_METADATA_KEY;
 pub use snapshots::PgSnapshotStore;
 
-// Re-exported so that users name the same sqlx as this crate.
+/// The sqlx this crate is built on (0.9), re-exported so that projectors and queries name the
+/// same `PgConnection` and pool types: use `cqrs_postgres::sqlx`, or depend on the same sqlx
+/// version.
 pub use sqlx;

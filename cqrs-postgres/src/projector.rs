@@ -9,6 +9,7 @@ use cqrs_core::{
     is_fenced_out,
 };
 use sqlx::{PgConnection, PgPool};
+use tokio::sync::OnceCell;
 
 use crate::error::is_connection_lost;
 use crate::lease::PgLeases;
@@ -29,6 +30,12 @@ use crate::{checkpoints, dead_letters};
 /// #[async_trait::async_trait]
 /// impl PgProjector for EventCounts {
 ///     fn name(&self) -> &str { "event_counts" }
+///     async fn setup(&self, tx: &mut PgConnection) -> Result<(), BoxError> {
+///         sqlx::query("CREATE TABLE IF NOT EXISTS event_counts (event_type TEXT PRIMARY KEY, n BIGINT NOT NULL)")
+///             .execute(tx)
+///             .await?;
+///         Ok(())
+///     }
 ///     async fn handle(&self, tx: &mut PgConnection, event: &RecordedEvent) -> Result<(), BoxError> {
 ///         sqlx::query("INSERT INTO event_counts (event_type, n) VALUES ($1, 1) \
 ///                      ON CONFLICT (event_type) DO UPDATE SET n = event_counts.n + 1")
@@ -57,6 +64,17 @@ pub trait PgProjector: Send + Sync {
     fn segment(&self) -> Option<cqrs_core::Segment> {
         None
     }
+    /// Creates the read model's tables if they do not exist (`CREATE TABLE IF NOT EXISTS`),
+    /// inside `tx`. Runs once per [`PgTransactional`], before anything else: the runner runs it
+    /// when it starts, before it delivers the first event ([`cqrs_core::Subscriber::setup`];
+    /// wait for it with [`cqrs_core::RunnerHandle::ready`]), and so does a replay. Processes
+    /// starting together take turns (a transaction-scoped advisory lock per schema and
+    /// projector), so `CREATE TABLE IF NOT EXISTS` never races itself. The default does
+    /// nothing.
+    async fn setup(&self, tx: &mut PgConnection) -> Result<(), BoxError> {
+        let _ = tx;
+        Ok(())
+    }
     /// Handles one event inside the open transaction `tx`.
     async fn handle(&self, tx: &mut PgConnection, event: &RecordedEvent) -> Result<(), BoxError>;
     /// Handles events in order inside `tx`; by default one by one. Override it to write a batch
@@ -82,6 +100,9 @@ pub trait PgProjector: Send + Sync {
 impl<P: PgProjector + ?Sized> PgProjector for Arc<P> {
     fn name(&self) -> &str {
         (**self).name()
+    }
+    async fn setup(&self, tx: &mut PgConnection) -> Result<(), BoxError> {
+        (**self).setup(tx).await
     }
     async fn handle(&self, tx: &mut PgConnection, event: &RecordedEvent) -> Result<(), BoxError> {
         (**self).handle(tx, event).await
@@ -129,6 +150,7 @@ pub struct PgTransactional<P> {
     pool: PgPool,
     projector: P,
     fence: Option<PgLeases>,
+    ready: OnceCell<()>,
 }
 
 impl<P: PgProjector> PgTransactional<P> {
@@ -138,7 +160,32 @@ impl<P: PgProjector> PgTransactional<P> {
             pool,
             projector,
             fence: None,
+            ready: OnceCell::new(),
         }
+    }
+
+    /// Runs the projector's [`setup`](PgProjector::setup) in a transaction (once; later calls
+    /// return at once). The runner calls it when it starts; call it yourself only to query the
+    /// read model without a runner.
+    pub async fn setup(&self) -> Result<(), BoxError> {
+        self.ready
+            .get_or_try_init(|| async {
+                let mut tx = self.pool.begin().await?;
+                // NOTE: CREATE TABLE IF NOT EXISTS is not safe against itself (two sessions
+                // may both find the name free): processes set up one at a time, per schema and
+                // projector. The lock ends with the transaction.
+                sqlx::query(
+                    "SELECT pg_advisory_xact_lock(hashtextextended('cqrs-postgres-setup:' || current_schema() || ':' || $1, 0))",
+                )
+                .bind(self.projector.name())
+                .execute(&mut *tx)
+                .await?;
+                self.projector.setup(&mut tx).await?;
+                tx.commit().await?;
+                Ok::<(), BoxError>(())
+            })
+            .await?;
+        Ok(())
     }
 
     /// Commits a batch only while this process holds the projector's lease in `leases` (give
@@ -294,6 +341,10 @@ impl<P: PgProjector> Subscriber for PgTransactional<P> {
 
     fn segment(&self) -> Option<cqrs_core::Segment> {
         self.projector.segment()
+    }
+    /// Runs the projector's [`PgProjector::setup`] (once).
+    async fn setup(&self) -> Result<(), BoxError> {
+        PgTransactional::setup(self).await
     }
 
     async fn checkpoint(&self) -> Result<Cursor> {

@@ -15,7 +15,7 @@ impl<P: SqliteProjector> InboxSubscriber for SqliteTransactional<P> {
     /// Records the event id in the `inbox` table and runs the handler, in one write
     /// transaction; an id already there rolls back and returns `false`.
     async fn handle_once(&self, event: &RecordedEvent) -> Result<bool, BoxError> {
-        self.setup().await?;
+        SqliteTransactional::setup(self).await?;
         let name = self.projector().name();
         let db = self.database();
         retry_busy!(&db.inner.config, async {

@@ -111,3 +111,8 @@ pub use event_store::SqliteEventStore;
 pub use lease::SqliteLeases;
 pub use projector::{SqliteProjector, SqliteTransactional};
 pub use snapshots::SqliteSnapshotStore;
+
+/// The sqlx this crate is built on (0.9), re-exported so that projectors and queries name the
+/// same `SqliteConnection` and pool types: use `cqrs_sqlite::sqlx`, or depend on the same
+/// sqlx version.
+pub use sqlx;

@@ -83,7 +83,10 @@ pub trait SqliteProjector: Send + Sync {
     }
 
     /// Creates the read model's tables if they do not exist (`CREATE TABLE IF NOT EXISTS`).
-    /// Runs once per [`SqliteTransactional`], before anything else. The default does nothing.
+    /// Runs once per [`SqliteTransactional`], before anything else: the runner runs it when it
+    /// starts, before it delivers the first event ([`cqrs_core::Subscriber::setup`]; wait for
+    /// it with [`cqrs_core::RunnerHandle::ready`]), and so does a replay. The default does
+    /// nothing.
     async fn setup(&self, conn: &mut SqliteConnection) -> Result<(), BoxError> {
         let _ = conn;
         Ok(())
@@ -211,8 +214,8 @@ impl<P: SqliteProjector> SqliteTransactional<P> {
     }
 
     /// Runs the projector's [`setup`](SqliteProjector::setup) (once; later calls return at
-    /// once). The subscriber calls it before its first batch; call it yourself to query the
-    /// read model before the runner starts.
+    /// once). The runner calls it when it starts (see [`cqrs_core::RunnerHandle::ready`]);
+    /// call it yourself only to query the read model without a runner.
     pub async fn setup(&self) -> Result<()> {
         self.ready
             .get_or_try_init(|| async {
@@ -266,14 +269,19 @@ impl<P: SqliteProjector> Subscriber for SqliteTransactional<P> {
     fn segment(&self) -> Option<cqrs_core::Segment> {
         self.projector.segment()
     }
+    /// Runs the projector's [`SqliteProjector::setup`] (once).
+    async fn setup(&self) -> Result<(), BoxError> {
+        SqliteTransactional::setup(self).await?;
+        Ok(())
+    }
 
     async fn checkpoint(&self) -> Result<Cursor> {
-        self.setup().await?;
+        SqliteTransactional::setup(self).await?;
         SqliteTransactional::checkpoint(self).await
     }
 
     async fn process(&self, events: &[RecordedEvent], to: Cursor) -> Result<(), BoxError> {
-        self.setup().await?;
+        SqliteTransactional::setup(self).await?;
         let name = self.projector.name();
         in_write_tx!(&self.db, |conn| async {
             self.check_fence()?;
@@ -301,7 +309,7 @@ impl<P: SqliteProjector> Subscriber for SqliteTransactional<P> {
     }
 
     async fn reset(&self) -> Result<(), BoxError> {
-        self.setup().await?;
+        SqliteTransactional::setup(self).await?;
         let name = self.projector.name();
         in_write_tx!(&self.db, |conn| async {
             self.projector
@@ -320,7 +328,7 @@ impl<P: SqliteProjector> Subscriber for SqliteTransactional<P> {
         to: Cursor,
         _dead_letters: &dyn DeadLetterStore,
     ) -> Result<(), BoxError> {
-        self.setup().await?;
+        SqliteTransactional::setup(self).await?;
         let name = self.projector.name();
         in_write_tx!(&self.db, |conn| async {
             self.check_fence()?;
@@ -341,7 +349,7 @@ impl<P: SqliteProjector> Subscriber for SqliteTransactional<P> {
         _current: Cursor,
         _dead_letters: &dyn DeadLetterStore,
     ) -> Result<(), BoxError> {
-        self.setup().await?;
+        SqliteTransactional::setup(self).await?;
         in_write_tx!(&self.db, |conn| async {
             self.check_fence()?;
             if dead_letters::remove(conn, letter.id).await? {
@@ -358,7 +366,7 @@ impl<P: SqliteProjector> Subscriber for SqliteTransactional<P> {
     /// Resets the read model and the checkpoint and removes the dead letters, in one
     /// transaction.
     async fn reset_all(&self, _dead_letters: &dyn DeadLetterStore) -> Result<(), BoxError> {
-        self.setup().await?;
+        SqliteTransactional::setup(self).await?;
         let name = self.projector.name();
         in_write_tx!(&self.db, |conn| async {
             self.projector

@@ -196,6 +196,7 @@ async fn command_handlers_on_one_aggregate() {
     let retry = RetryPolicy {
         max_attempts: 50,
         backoff: Duration::from_micros(200),
+        ..RetryPolicy::default()
     };
     let mut tasks = Vec::new();
     for w in 0..WRITERS {
@@ -205,7 +206,7 @@ async fn command_handlers_on_one_aggregate() {
             for _ in 0..25 {
                 match handler.execute("hot", &(w as u64 + 1)).await {
                     Ok(out) => {
-                        assert_eq!(out.events, 1);
+                        assert_eq!(out.appended, 1);
                         landed += w as u64 + 1;
                     }
                     Err(CommandError::Store(e)) if e.is_conflict() => conflicted += 1,

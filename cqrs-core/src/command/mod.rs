@@ -160,10 +160,11 @@ impl<A: Aggregate> CommandHandler<A> {
         StreamId::new(A::TYPE, id)
     }
 
-    /// Loads aggregate `id` from the store (snapshot, then later events): its state and version.
+    /// Loads aggregate `id` from the store (snapshot, or else [`Aggregate::initial`], then later
+    /// events): its state and version.
     pub async fn load(&self, id: &str) -> Result<(A, u64)> {
         let stream = Self::stream(id);
-        let (mut state, mut version) = (A::default(), 0);
+        let (mut state, mut version) = (A::initial(id), 0);
         if let Some(s) = &self.snapshots
             && let Some(snap) = s.store.load(&stream).await?
             && snap.schema == s.schema
@@ -292,12 +293,7 @@ impl<A: Aggregate> CommandHandler<A> {
                     return Ok(repeated(prev.version, prev.position));
                 }
                 decided?;
-                return Ok(CommandOutcome {
-                    version,
-                    position: 0,
-                    events: 0,
-                    duplicate: false,
-                });
+                return Ok(CommandOutcome::new(version, 0, 0, false));
             }
             let events = decided?;
             let new_events = events
@@ -325,12 +321,7 @@ impl<A: Aggregate> CommandHandler<A> {
                     }
                     self.after_append(&stream, id, version, &state, res.version)
                         .await;
-                    return Ok(CommandOutcome {
-                        version: res.version,
-                        position: res.position,
-                        events: count,
-                        duplicate: false,
-                    });
+                    return Ok(CommandOutcome::new(res.version, res.position, count, false));
                 }
                 // NOTE: a stale cached state is not a conflict the caller ran into (without the
                 // cache the stream would have been read afresh): decide again at once, without
@@ -342,10 +333,7 @@ impl<A: Aggregate> CommandHandler<A> {
                 Err(e) if e.is_conflict() && attempt < self.retry.max_attempts => {
                     self.evict(id);
                     trust_cache = false;
-                    let wait = self
-                        .retry
-                        .backoff
-                        .saturating_mul(1 << (attempt - 1).min(16));
+                    let wait = self.retry.wait(attempt);
                     attempt += 1;
                     if !wait.is_zero() {
                         tokio::time::sleep(wait).await;
@@ -396,10 +384,5 @@ fn command_events<A: Aggregate>(
 
 /// The answer to a command id handled before: its first result, nothing appended now.
 fn repeated(version: u64, position: u64) -> CommandOutcome {
-    CommandOutcome {
-        version,
-        position,
-        events: 0,
-        duplicate: true,
-    }
+    CommandOutcome::new(version, position, 0, true)
 }

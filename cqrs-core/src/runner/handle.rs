@@ -39,15 +39,72 @@ impl RunnerHandle {
         names
     }
 
+    /// Waits until every subscriber's [`setup`](crate::Subscriber::setup) has run (its tables
+    /// exist), so that a service can answer queries of its read models right after start.
+    ///
+    /// Fails with [`Error::Timeout`] after `timeout`, naming the subscribers not ready and the
+    /// last error of their set-up, and with [`Error::ShuttingDown`] if the runner stopped first.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use std::time::Duration;
+    /// # use cqrs_core::*;
+    /// # tokio::runtime::Runtime::new()?.block_on(async {
+    /// # #[derive(Debug)] struct Noop;
+    /// # #[async_trait::async_trait]
+    /// # impl Projector for Noop {
+    /// #     fn name(&self) -> &str { "noop" }
+    /// #     async fn handle(&self, _: &RecordedEvent) -> Result<(), BoxError> { Ok(()) }
+    /// # }
+    /// let runner = Runner::new(Arc::new(InMemoryEventStore::new()), Arc::new(InMemoryDeadLetterStore::new()))
+    ///     .with(Checkpointed::new(Noop, InMemoryCheckpointStore::new()))
+    ///     .start();
+    /// runner.ready(Duration::from_secs(5)).await?; // now the read models can be queried
+    /// runner.shutdown().await;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn ready(&self, timeout: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        for name in self.names() {
+            let state = &self.states[&name];
+            let mut rx = state.ready.subscribe();
+            match tokio::time::timeout_at(deadline, rx.wait_for(|r| *r)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) => return Err(Error::ShuttingDown),
+                Err(_) => {
+                    let why = state.last_error.lock().expect("status lock").clone();
+                    return Err(Error::Timeout(format!(
+                        "{name} not set up within {timeout:?}{}",
+                        why.map(|e| format!(" (last error: {e})"))
+                            .unwrap_or_default()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Waits until `subscriber` has handled the event at global `position`, so that a caller
     /// can read its own writes. Works in every process sharing the store: where another
     /// process holds the subscriber's lease, this runner follows that process's committed
     /// checkpoint.
     ///
-    /// Fails with [`Error::Parked`] when the subscriber passed the event by parking it (its
-    /// effect is missing from the read model; the error text says why), with [`Error::Timeout`]
-    /// after `timeout` (also while the batch holding the event was not committed, for example
-    /// rolled back by a lost lease), and with [`Error::NotFound`] for an unknown subscriber.
+    /// What `Ok(())` promises: the subscriber's checkpoint has passed `position` **and** the
+    /// event there took effect (its batch committed, and it was handled, not parked), so a
+    /// query of the read model made now sees it (and everything before it that was not
+    /// parked). Position 0 (a command that appended nothing) returns at once.
+    ///
+    /// Otherwise it fails, and the read model must not be trusted to show the write:
+    /// - [`Error::Parked`] when the subscriber passed the event by parking it as a dead letter
+    ///   (a missing table, a handler bug): its effect is missing from the read model; the error
+    ///   text says why;
+    /// - [`Error::Timeout`] after `timeout` (also while the batch holding the event was not
+    ///   committed, for example rolled back by a lost lease, or while the subscriber retries a
+    ///   failing event before parking it);
+    /// - [`Error::NotFound`] for an unknown subscriber or a position past the store's head;
+    /// - [`Error::ShuttingDown`] when the runner stops meanwhile.
     pub async fn wait_for(&self, subscriber: &str, position: u64, timeout: Duration) -> Result<()> {
         let state = self
             .states

@@ -31,6 +31,8 @@ pub(crate) struct SubState {
     /// while there are any.
     pub(super) waiters: AtomicUsize,
     pub(super) waiter_came: Notify,
+    /// Whether the subscriber's [`setup`](crate::Subscriber::setup) ran in this runner.
+    pub(super) ready: watch::Sender<bool>,
 }
 
 impl SubState {
@@ -46,6 +48,7 @@ impl SubState {
             parked_at: Mutex::new(BTreeMap::new()),
             waiters: AtomicUsize::new(0),
             waiter_came: Notify::new(),
+            ready: watch::channel(false).0,
         }
     }
 

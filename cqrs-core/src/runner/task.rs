@@ -27,6 +27,9 @@ pub(super) struct SubTask {
 impl SubTask {
     pub(super) async fn run(mut self) {
         let retry_wait = self.processor.config.poll_interval;
+        if self.set_up().await {
+            self.state.ready.send_replace(true);
+        }
         while !*self.stop.borrow() {
             let lease = match &self.leases {
                 None => None,
@@ -53,6 +56,31 @@ impl SubTask {
             }
         }
         self.state.active.store(false, Ordering::Release);
+    }
+
+    /// Runs the subscriber's [`setup`](Subscriber::setup) until it succeeds; false when the
+    /// runner stopped first.
+    ///
+    /// NOTE: before the lease is asked for: set-up is idempotent, and a process that follows
+    /// another's checkpoint serves queries of the read model too.
+    async fn set_up(&mut self) -> bool {
+        let retry_wait = self.processor.config.poll_interval;
+        loop {
+            if *self.stop.borrow() {
+                return false;
+            }
+            match self.sub.setup().await {
+                Ok(()) => {
+                    self.state.error(None);
+                    return true;
+                }
+                Err(e) => {
+                    tracing::warn!(subscriber = self.sub.name(), error = %e, "set-up failed, trying again");
+                    self.state.error(Some(error_chain(&*e)));
+                    sleep_or_stop(retry_wait, &mut self.stop).await;
+                }
+            }
+        }
     }
 
     /// While another process holds the lease (until the next try to take it): keeps the

@@ -136,7 +136,7 @@ pub async fn stale_caches(a: Arc<dyn EventStore>, b: Arc<dyn EventStore>) {
             .unwrap_or_else(|e| panic!("round {round}: a deposit on a stale entry failed: {e:?}"));
         // b's entry says 10: only the deposit just made through a covers this.
         match b.execute(&id, &WalletCommand::Withdraw(100)).await {
-            Ok(out) => assert_eq!(out.events, 1, "round {round}: the withdrawal appends"),
+            Ok(out) => assert_eq!(out.appended, 1, "round {round}: the withdrawal appends"),
             Err(e) => panic!(
                 "round {round}: a covered withdrawal was refused on a stale cached state: {e:?}"
             ),
@@ -161,7 +161,7 @@ pub async fn stale_caches(a: Arc<dyn EventStore>, b: Arc<dyn EventStore>) {
             .await
             .expect("freeze");
         assert_eq!(
-            frozen.events, 1,
+            frozen.appended, 1,
             "round {round}: freeze on an unfrozen wallet"
         );
         let thawed = a
@@ -169,7 +169,7 @@ pub async fn stale_caches(a: Arc<dyn EventStore>, b: Arc<dyn EventStore>) {
             .await
             .expect("thaw");
         assert_eq!(
-            thawed.events, 1,
+            thawed.appended, 1,
             "round {round}: unfreeze of a frozen wallet was decided on a stale entry"
         );
     }
@@ -220,7 +220,7 @@ pub async fn racing_repeats(store: Arc<dyn EventStore>) {
                 .execute_with(&id, &command, CommandOptions::with_id(cid))
                 .await
                 .expect("the first call");
-            assert_eq!(first.events, 1);
+            assert_eq!(first.appended, 1);
             release.send(()).expect("release");
             let repeat = repeat
                 .await
@@ -231,7 +231,7 @@ pub async fn racing_repeats(store: Arc<dyn EventStore>) {
                 "a racing repeat of {command:?} was answered as a new command: {repeat:?}"
             );
             assert_eq!(
-                (repeat.version, repeat.position, repeat.events),
+                (repeat.version, repeat.position, repeat.appended),
                 (first.version, first.position, 0),
                 "a racing repeat gets the first result"
             );

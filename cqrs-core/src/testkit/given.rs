@@ -53,6 +53,16 @@ impl<A: Aggregate> AggregateTest<A> {
         }
     }
 
+    /// Starts from the state these events build on aggregate `id`'s
+    /// [`initial`](Aggregate::initial) state, for an aggregate that knows its own id.
+    pub fn given_for(id: &str, events: impl IntoIterator<Item = A::Event>) -> Self {
+        let mut state = A::initial(id);
+        for e in events {
+            state.apply(&e);
+        }
+        AggregateTest { state }
+    }
+
     /// Decides on `command`.
     pub fn when(self, command: A::Command) -> Outcome<A> {
         let result = self.state.handle(&command);
@@ -102,6 +112,61 @@ where
             Err(e) => assert!(
                 check(&e),
                 "the command was rejected with an unexpected error: {e}"
+            ),
+        }
+    }
+
+    /// Asserts the command was accepted and produced no events (a repeat that changes
+    /// nothing, say); returns the state.
+    #[track_caller]
+    pub fn then_nothing(self) -> A {
+        self.then([])
+    }
+}
+
+impl<A: Aggregate> Outcome<A> {
+    /// Asserts the command was rejected with exactly `expected`.
+    ///
+    /// ```
+    /// # use cqrs_core::{Aggregate, DomainEvent};
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    /// # enum StockEvent { Shipped { qty: u32 } }
+    /// # impl DomainEvent for StockEvent {}
+    /// #[derive(Debug, PartialEq, thiserror::Error)]
+    /// enum StockError {
+    ///     #[error("only {on_hand} on hand, {requested} requested")]
+    ///     Short { on_hand: u32, requested: u32 },
+    /// }
+    /// # #[derive(Debug, Clone, Default)]
+    /// # struct Stock { on_hand: u32 }
+    /// # impl Aggregate for Stock {
+    /// #     const TYPE: &'static str = "stock";
+    /// #     type Command = u32; type Event = StockEvent; type Error = StockError;
+    /// #     fn handle(&self, qty: &u32) -> Result<Vec<StockEvent>, StockError> {
+    /// #         if *qty > self.on_hand { return Err(StockError::Short { on_hand: self.on_hand, requested: *qty }) }
+    /// #         Ok(vec![StockEvent::Shipped { qty: *qty }]) }
+    /// #     fn apply(&mut self, StockEvent::Shipped { qty }: &StockEvent) { self.on_hand -= qty; }
+    /// # }
+    /// use cqrs_core::testkit::AggregateTest;
+    ///
+    /// AggregateTest::<Stock>::given_nothing()
+    ///     .when(3)
+    ///     .then_rejected(StockError::Short { on_hand: 0, requested: 3 });
+    /// ```
+    #[track_caller]
+    pub fn then_rejected(self, expected: A::Error)
+    where
+        A::Error: PartialEq + Debug,
+        A::Event: Debug,
+    {
+        match self.result {
+            Ok(events) => {
+                panic!("expected the rejection {expected:?}, the command produced {events:?}")
+            }
+            Err(e) => assert_eq!(
+                e, expected,
+                "the command was rejected with another error than expected"
             ),
         }
     }

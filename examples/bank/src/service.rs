@@ -44,6 +44,7 @@ impl Default for BankConfig {
             retry: RetryPolicy {
                 max_attempts: 10,
                 backoff: Duration::from_millis(1),
+                ..RetryPolicy::default()
             },
         }
     }
