@@ -548,3 +548,76 @@ async fn tries_lost_with_the_connection_count_toward_the_dead_letter_bound() {
     consumer.shutdown().await;
     runner.shutdown().await;
 }
+
+/// The events this service knows; any other type is a decode error.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+enum Known {
+    Noted(serde_json::Value),
+}
+
+impl DomainEvent for Known {}
+
+/// Decodes what it is given as a [`Known`], then records it.
+#[derive(Debug, Default)]
+struct Typed(Recorder);
+
+#[async_trait]
+impl Projector for Typed {
+    fn name(&self) -> &str {
+        "typed"
+    }
+    async fn handle(&self, event: &RecordedEvent) -> Result<(), BoxError> {
+        event.decode::<Known>()?;
+        self.0.handle(event).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_of_an_unknown_type_is_dead_lettered_with_the_decode_error_while_others_go_on() {
+    let Some(url) = broker().await else { return };
+    let tag = unique("unknown");
+    let queue = ActiveMqQueue::new(&tag).max_attempts(2);
+    let envelope = |id: &str, event_type: &str, version: &str| {
+        [
+            (HEADERS.event_id, id.to_owned()),
+            (HEADERS.event_type, event_type.to_owned()),
+            (HEADERS.schema_version, "1".to_owned()),
+            (HEADERS.stream_category, CATEGORY.to_owned()),
+            (HEADERS.stream_id, "s0".to_owned()),
+            (HEADERS.stream_version, version.to_owned()),
+            (HEADERS.position, version.to_owned()),
+            (HEADERS.recorded_at, "2026-01-01T00:00:00Z".to_owned()),
+        ]
+    };
+    let send = |headers: [(&'static str, String); 8]| {
+        let url = url.clone();
+        let tag = tag.clone();
+        async move {
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            send_raw(&url, &tag, &headers, "{}").await;
+        }
+    };
+    let unknown = uuid::Uuid::new_v4().to_string();
+    send(envelope(&unknown, "Unheard", "1")).await;
+    send(envelope(&uuid::Uuid::new_v4().to_string(), "Noted", "2")).await;
+
+    let inbox = Arc::new(InMemoryInbox::new(Typed::default()));
+    let consumer = ActiveMqConsumer::new(url.clone(), queue.clone(), inbox.clone()).start();
+    eventually(20, "one handled, one dead-lettered", || {
+        let s = consumer.stats();
+        s.handled == 1 && s.dead_lettered == 1
+    })
+    .await;
+    let dead = drain(&url, &queue.dead_letter_queue(), Duration::from_secs(2)).await;
+    assert_eq!(dead.len(), 1);
+    let (error, attempts) = dead_letter_error(&dead[0].headers).expect("error headers");
+    assert!(error.contains("cannot decode event Unheard"), "{error}");
+    assert_eq!(attempts, 2, "tried to the bound, then dead-lettered");
+    assert_eq!(
+        dead[0].get(HEADERS.event_id),
+        Some(unknown.as_str()),
+        "kept whole"
+    );
+    consumer.shutdown().await;
+}
