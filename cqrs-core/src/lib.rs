@@ -105,6 +105,26 @@
 //! - [`InboxSubscriber`]: exactly-once effect for events arriving from a broker.
 //! - [`testkit`] (feature `testkit`, on by default): given/when/then for aggregates, the store
 //!   conformance suite every back-end runs, and checks of command handling on a real store.
+//!
+//! # Metrics
+//!
+//! Through the [`metrics`](https://docs.rs/metrics) facade: the crate picks no exporter, so
+//! nothing is recorded until the service installs a recorder (a Prometheus exporter, say).
+//!
+//! | Name | Kind | Labels | What |
+//! |---|---|---|---|
+//! | `cqrs_commands_total` | counter | `aggregate`, `outcome` (`ok`, `duplicate`, `rejected`, `conflict`, `error`) | commands handled |
+//! | `cqrs_command_retries_total` | counter | `aggregate` | tries again after a concurrency conflict |
+//! | `cqrs_events_appended_total` | counter | `aggregate` | events appended by commands |
+//! | `cqrs_command_duration_seconds` | histogram | `aggregate` | load, decide and append, retries included |
+//! | `cqrs_subscriber_events_total` | counter | `subscriber`, `outcome` (`handled`, `parked`) | events passed by a runner (held ones count as parked) |
+//! | `cqrs_subscriber_batch_duration_seconds` | histogram | `subscriber` | one batch, from hand-over to commit |
+//! | `cqrs_subscriber_position` | gauge | `subscriber` | the global position a subscriber has passed |
+//! | `cqrs_subscriber_blocked_streams` | gauge | `subscriber` | streams held back behind a dead letter |
+//!
+//! Spans (`tracing`): `command` (aggregate, stream_id, command_id) around every command, and
+//! `subscriber.batch` (subscriber, from, to, events, handled, parked) around every batch a
+//! runner hands over.
 
 mod aggregate;
 mod command;

@@ -153,7 +153,7 @@ async fn an_idempotent_command_appends_once() {
         .unwrap();
     assert!(again.duplicate && !first.duplicate);
     assert_eq!(
-        (again.version, again.position, again.events),
+        (again.version, again.position, again.appended),
         (first.version, first.position, 0)
     );
     assert_eq!(accounts.load("a").await.unwrap().0.balance, 8);

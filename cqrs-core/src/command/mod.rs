@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::aggregate::Aggregate;
@@ -248,7 +249,52 @@ impl<A: Aggregate> CommandHandler<A> {
     /// and gets the first result (`duplicate: true`), also when it races the first: a repeat
     /// that is refused, or decides nothing, on the state the first one left checks the id again
     /// before it answers.
+    ///
+    /// Runs in a `command` span (aggregate type, stream id, command id) and counts what it did
+    /// in the [metrics](crate#metrics) `cqrs_commands_total` (by aggregate and outcome),
+    /// `cqrs_command_retries_total`, `cqrs_events_appended_total` and
+    /// `cqrs_command_duration_seconds`.
     pub async fn execute_with(
+        &self,
+        id: &str,
+        command: &A::Command,
+        options: CommandOptions,
+    ) -> Result<CommandOutcome, CommandError<A::Error>> {
+        let span = tracing::info_span!(
+            "command",
+            aggregate = A::TYPE,
+            stream_id = id,
+            command_id = ?options.command_id,
+        );
+        let started = std::time::Instant::now();
+        let result = self
+            .execute_traced(id, command, options)
+            .instrument(span.clone())
+            .await;
+        let outcome = match &result {
+            Ok(o) if o.duplicate => "duplicate",
+            Ok(_) => "ok",
+            Err(CommandError::Rejected(_)) => "rejected",
+            Err(CommandError::Store(e)) if e.is_conflict() => "conflict",
+            Err(_) => "error",
+        };
+        if let Err(e) = &result {
+            span.in_scope(|| tracing::debug!(outcome, error = %e, "command failed"));
+        }
+        metrics::counter!("cqrs_commands_total", "aggregate" => A::TYPE, "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!("cqrs_command_duration_seconds", "aggregate" => A::TYPE)
+            .record(started.elapsed());
+        if let Ok(o) = &result
+            && o.appended > 0
+        {
+            metrics::counter!("cqrs_events_appended_total", "aggregate" => A::TYPE)
+                .increment(o.appended as u64);
+        }
+        result
+    }
+
+    async fn execute_traced(
         &self,
         id: &str,
         command: &A::Command,
@@ -331,6 +377,9 @@ impl<A: Aggregate> CommandHandler<A> {
                     trust_cache = false;
                 }
                 Err(e) if e.is_conflict() && attempt < self.retry.max_attempts => {
+                    tracing::debug!(attempt, "concurrency conflict, retrying");
+                    metrics::counter!("cqrs_command_retries_total", "aggregate" => A::TYPE)
+                        .increment(1);
                     self.evict(id);
                     trust_cache = false;
                     let wait = self.retry.wait(attempt);

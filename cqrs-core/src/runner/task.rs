@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use super::SubState;
 use crate::error::{Error, Result, error_chain};
@@ -177,14 +178,37 @@ impl SubTask {
                 }
                 continue;
             }
+            let name = self.sub.name().to_owned();
+            let span = tracing::info_span!(
+                "subscriber.batch",
+                subscriber = %name,
+                from = cursor.position,
+                to = batch.last().map_or(0, |e| e.cursor.position),
+                events = batch.len(),
+                handled = tracing::field::Empty,
+                parked = tracing::field::Empty,
+            );
+            let started = Instant::now();
             let out = self
                 .processor
                 .process(&*self.sub, batch, &mut self.stop)
+                .instrument(span.clone())
                 .await?;
+            span.record("handled", out.handled);
+            span.record("parked", out.parked);
+            metrics::histogram!("cqrs_subscriber_batch_duration_seconds", "subscriber" => name.clone())
+                .record(started.elapsed());
             if let Some(to) = out.cursor {
                 cursor = to;
                 self.state.handled.fetch_add(out.handled, Ordering::Relaxed);
                 self.state.parked.fetch_add(out.parked, Ordering::Relaxed);
+                let events = |outcome: &'static str| metrics::counter!("cqrs_subscriber_events_total", "subscriber" => name.clone(), "outcome" => outcome);
+                events("handled").increment(out.handled);
+                events("parked").increment(out.parked);
+                metrics::gauge!("cqrs_subscriber_position", "subscriber" => name.clone())
+                    .set(cursor.position as f64);
+                metrics::gauge!("cqrs_subscriber_blocked_streams", "subscriber" => name.clone())
+                    .set(self.state.blocked.load(Ordering::Relaxed) as f64);
                 // NOTE: the error is cleared before the cursor moves, so that whoever
                 // `wait_for` wakes sees the status of the batch that moved it.
                 self.state.error(None);
