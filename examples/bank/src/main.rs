@@ -52,8 +52,9 @@ enum Command {
         #[command(flatten)]
         db: Database,
         /// Also relay every event to this broker: `amqp://...` (RabbitMQ), `nats://...`
-        /// (NATS JetStream) or `kafka://host:port` (Kafka, topics `<prefix>.<aggregate type>`). On RabbitMQ, start `bank notifier` once first (events published
-        /// before its queue exists are dropped), or pass `--declare-queue`.
+        /// (NATS JetStream), `kafka://host:port` (Kafka, topics `<prefix>.<aggregate type>`) or
+        /// `stomp://host:61613` (ActiveMQ). On RabbitMQ, start `bank notifier` once first (events
+        /// published before its queue exists are dropped), or pass `--declare-queue`.
         #[arg(long)]
         broker: Option<bank::Broker>,
         /// The exchanges `<PREFIX>.<aggregate type>` (RabbitMQ) or the stream `<PREFIX>`
@@ -65,6 +66,10 @@ enum Command {
         /// yet.
         #[arg(long, value_name = "QUEUE", requires = "broker")]
         declare_queue: Option<String>,
+        /// The token the admin page (`/admin`) asks for before a retry or a skip; without one,
+        /// anyone who reaches the address may retry and skip dead letters.
+        #[arg(long, env = "BANK_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
     },
     /// A second service: consumes the bank's account events from a broker into its own read
     /// model (balances and the notices sent to customers), logging each notice.
@@ -149,6 +154,7 @@ async fn main() -> ExitCode {
             broker,
             broker_prefix,
             declare_queue,
+            admin_token,
         } => {
             let relay = broker.map(|broker| {
                 let channels = Channels {
@@ -159,7 +165,7 @@ async fn main() -> ExitCode {
                 (broker, channels)
             });
             let read_timeout = Duration::from_millis(read_timeout_ms);
-            cli::serve(&listen, &db.url, read_timeout, relay).await
+            cli::serve(&listen, &db.url, read_timeout, relay, admin_token).await
         }
         Command::Notifier {
             broker,

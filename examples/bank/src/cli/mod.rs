@@ -20,6 +20,7 @@ pub(crate) async fn serve(
     url: &str,
     read_timeout: Duration,
     relay: Option<(bank::Broker, bank::Channels)>,
+    admin_token: Option<String>,
 ) -> CliResult {
     let backend = Backend::open(url).await?;
     let kind = backend.kind();
@@ -39,7 +40,7 @@ pub(crate) async fn serve(
     let addr = listener.local_addr()?;
     // NOTE: tests and scripts read this line to learn the port (`--listen 127.0.0.1:0`).
     println!("bank listening on http://{addr} ({kind} store)");
-    axum::serve(listener, bank::router(bank.clone()))
+    axum::serve(listener, bank::router_with_admin(bank.clone(), admin_token))
         .with_graceful_shutdown(stop_signal())
         .await?;
     tracing::info!("stopping");

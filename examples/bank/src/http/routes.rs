@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use cqrs_admin::{Admin, ProjectionSource};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -35,6 +36,38 @@ type Reply = Result<Response, ApiError>;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn router(bank: Arc<Bank>) -> Router {
+    router_with_admin(bank, None)
+}
+
+/// [`router`], with the admin that asks for `admin_token` (if any) before a mutation. The admin
+/// ([`cqrs_admin`]) is mounted at `/admin`: the page, and its JSON under `/admin/api`.
+pub fn router_with_admin(bank: Arc<Bank>, admin_token: Option<String>) -> Router {
+    let backend = bank.backend();
+    let mut admin = Admin::new(
+        Projections(bank.clone()),
+        backend.dead_letters(),
+        backend.events(),
+    );
+    if let Some(token) = admin_token {
+        admin = admin.with_token(token);
+    }
+    api(bank).nest("/admin", admin.router())
+}
+
+/// The bank's projections, as the admin reads them.
+struct Projections(Arc<Bank>);
+
+#[cqrs_core::async_trait]
+impl ProjectionSource for Projections {
+    async fn status(&self) -> cqrs_core::Result<Vec<cqrs_core::SubscriberStatus>> {
+        self.0
+            .projections()
+            .await
+            .map_err(cqrs_core::Error::backend)
+    }
+}
+
+fn api(bank: Arc<Bank>) -> Router {
     Router::new()
         .route("/accounts", post(open_account))
         .route("/accounts/{id}", get(account))

@@ -2,6 +2,7 @@
 //! and of `bank notifier` on RabbitMQ, NATS JetStream, Kafka and ActiveMQ; and, fed by hand
 //! through the library, the read models, the notifier's inbox and the transfer process manager.
 
+mod admin;
 mod cli;
 mod cluster;
 mod contract;
