@@ -40,7 +40,16 @@ pub(crate) async fn serve(
     let addr = listener.local_addr()?;
     // NOTE: tests and scripts read this line to learn the port (`--listen 127.0.0.1:0`).
     println!("bank listening on http://{addr} ({kind} store)");
-    axum::serve(listener, bank::router_with_admin(bank.clone(), admin_token))
+    // NOTE: the framework records through the `metrics` facade; this recorder keeps it for
+    // `GET /metrics`.
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
+    let ops = bank::Operations {
+        admin_token,
+        metrics: Some(metrics),
+    };
+    axum::serve(listener, bank::router_with(bank.clone(), ops))
         .with_graceful_shutdown(stop_signal())
         .await?;
     tracing::info!("stopping");

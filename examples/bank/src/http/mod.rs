@@ -3,4 +3,4 @@
 mod json;
 mod routes;
 
-pub use routes::{router, router_with_admin};
+pub use routes::{Operations, router, router_with};

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cqrs_admin::{Admin, ProjectionSource};
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -36,22 +37,36 @@ type Reply = Result<Response, ApiError>;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn router(bank: Arc<Bank>) -> Router {
-    router_with_admin(bank, None)
+    router_with(bank, Operations::default())
 }
 
-/// [`router`], with the admin that asks for `admin_token` (if any) before a mutation. The admin
-/// ([`cqrs_admin`]) is mounted at `/admin`: the page, and its JSON under `/admin/api`.
-pub fn router_with_admin(bank: Arc<Bank>, admin_token: Option<String>) -> Router {
+/// What `bank serve` serves beside the API.
+#[derive(Debug, Default, Clone)]
+pub struct Operations {
+    /// The token the admin asks for before a mutation (none: anyone may retry and skip).
+    pub admin_token: Option<String>,
+    /// The installed Prometheus recorder, served at `GET /metrics` (none: no such route).
+    pub metrics: Option<PrometheusHandle>,
+}
+
+/// [`router`], with the admin ([`cqrs_admin`], mounted at `/admin`: the page, and its JSON
+/// under `/admin/api`) asking for the token of `ops`, and `GET /metrics` in the Prometheus text
+/// format when `ops` has a recorder.
+pub fn router_with(bank: Arc<Bank>, ops: Operations) -> Router {
     let backend = bank.backend();
     let mut admin = Admin::new(
         Projections(bank.clone()),
         backend.dead_letters(),
         backend.events(),
     );
-    if let Some(token) = admin_token {
+    if let Some(token) = ops.admin_token {
         admin = admin.with_token(token);
     }
-    api(bank).nest("/admin", admin.router())
+    let mut app = api(bank).nest("/admin", admin.router());
+    if let Some(metrics) = ops.metrics {
+        app = app.route("/metrics", get(move || async move { metrics.render() }));
+    }
+    app
 }
 
 /// The bank's projections, as the admin reads them.

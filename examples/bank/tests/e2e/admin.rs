@@ -279,3 +279,53 @@ async fn in_a_real_browser_a_parked_event_shows_and_a_click_on_retry_drains_it()
     assert_eq!(st["lines"].as_array().unwrap().len(), 1, "{st}");
     pool.close().await;
 }
+
+#[tokio::test]
+async fn metrics_are_scraped_in_the_prometheus_format_and_count_what_was_done() {
+    let (_dir, db) = sqlite_db();
+    let server = Server::start(&db);
+    let c = server.client();
+    let id = c.open("hedy").await;
+    let mut last = 0;
+    for amount in [1, 2, 3] {
+        last = c.deposit(&id, amount).await;
+    }
+    // A refusal: more than the balance.
+    let (s, _) = c
+        .post(
+            &format!("/accounts/{id}/withdraw"),
+            serde_json::json!({ "amount": 100 }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    c.get(&format!("/accounts/{id}?after={last}")).await;
+
+    let text = reqwest::get(format!("{}/metrics", server.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    };
+    assert_eq!(
+        value("cqrs_commands_total{aggregate=\"account\",outcome=\"ok\"}"),
+        4.0
+    );
+    assert_eq!(
+        value("cqrs_commands_total{aggregate=\"account\",outcome=\"rejected\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("cqrs_events_appended_total{aggregate=\"account\"}"),
+        4.0
+    );
+    assert!(value("cqrs_subscriber_position{subscriber=\"accounts\"}") >= last as f64);
+    assert!(
+        text.contains("# TYPE cqrs_commands_total counter"),
+        "{text}"
+    );
+}
