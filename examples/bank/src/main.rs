@@ -20,6 +20,10 @@ mod cli;
 struct Args {
     #[command(subcommand)]
     command: Command,
+    /// How the log lines on stderr are written: `text`, or `json` (one object per line, with
+    /// the span fields, for a log collector).
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -142,10 +146,14 @@ async fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(if services { "info" } else { "warn" })
     });
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if args.log_format == "json" {
+        logs.json().with_current_span(true).init();
+    } else {
+        logs.init();
+    }
     let result = match args.command {
         Command::Serve {
             listen,

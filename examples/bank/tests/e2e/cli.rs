@@ -311,3 +311,59 @@ async fn a_parked_event_holds_back_its_account_until_retried_then_the_read_model
     assert_eq!(lines, [(2, 100), (3, 300), (4, 600), (5, 1000)]);
     pool.close().await;
 }
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_with_the_span_fields() {
+    use std::io::{BufRead, BufReader};
+    let (_dir, db) = sqlite_db();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bank"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--database", &db])
+        .args(["--log-format", "json"])
+        .env("RUST_LOG", "info,cqrs_core=debug")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = format!(
+        "http://{}",
+        line.split("http://")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+    );
+    let c = crate::support::Client::new(&base);
+    let id = c.open("ida").await;
+    // A refused withdrawal: the command span logs its failure at debug.
+    c.post(
+        &format!("/accounts/{id}/withdraw"),
+        serde_json::json!({ "amount": 5 }),
+    )
+    .await;
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"].is_string() && l["fields"].is_object())
+    );
+    let refused = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "command failed")
+        .unwrap_or_else(|| panic!("no command failure logged: {lines:#?}"));
+    assert_eq!(refused["span"]["name"], "command");
+    assert_eq!(refused["span"]["stream_id"], id.as_str());
+    assert_eq!(refused["fields"]["outcome"], "rejected");
+}
