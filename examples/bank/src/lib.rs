@@ -52,7 +52,7 @@ pub use domain::transfer::{
     Transfer, TransferCommand, TransferError, TransferEvent, TransferStatus,
 };
 pub use error::BankError;
-pub use http::{Operations, router, router_with};
+pub use http::{Operations, operations_router, router, router_with};
 pub use notifier::{
     BROKER_RELAY, Broker, Channels, DEFAULT_NOTIFIER_DATABASE, Notice, NotifiedAccount, Notifier,
     NotifierHandle, broker_relay, run_notifier, start_notifier, start_relay,

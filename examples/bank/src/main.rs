@@ -74,6 +74,10 @@ enum Command {
         /// anyone who reaches the address may retry and skip dead letters.
         #[arg(long, env = "BANK_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: Option<String>,
+        /// Serve the admin (`/admin`) and `/metrics` on this address of their own instead of
+        /// beside the API (an address only operators reach, say).
+        #[arg(long, value_name = "ADDR")]
+        admin_listen: Option<String>,
     },
     /// A second service: consumes the bank's account events from a broker into its own read
     /// model (balances and the notices sent to customers), logging each notice.
@@ -163,6 +167,7 @@ async fn main() -> ExitCode {
             broker_prefix,
             declare_queue,
             admin_token,
+            admin_listen,
         } => {
             let relay = broker.map(|broker| {
                 let channels = Channels {
@@ -173,7 +178,11 @@ async fn main() -> ExitCode {
                 (broker, channels)
             });
             let read_timeout = Duration::from_millis(read_timeout_ms);
-            cli::serve(&listen, &db.url, read_timeout, relay, admin_token).await
+            let admin = cli::AdminAt {
+                token: admin_token,
+                listen: admin_listen,
+            };
+            cli::serve(&listen, &db.url, read_timeout, relay, admin).await
         }
         Command::Notifier {
             broker,

@@ -15,12 +15,19 @@ pub(crate) use demo::demo;
 /// What a subcommand fails with.
 pub(crate) type CliResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
+/// Where `bank serve` serves its admin, and the token it asks for.
+#[derive(Debug, Default)]
+pub(crate) struct AdminAt {
+    pub(crate) token: Option<String>,
+    pub(crate) listen: Option<String>,
+}
+
 pub(crate) async fn serve(
     listen: &str,
     url: &str,
     read_timeout: Duration,
     relay: Option<(bank::Broker, bank::Channels)>,
-    admin_token: Option<String>,
+    admin: AdminAt,
 ) -> CliResult {
     let backend = Backend::open(url).await?;
     let kind = backend.kind();
@@ -46,10 +53,21 @@ pub(crate) async fn serve(
         .install_recorder()
         .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
     let ops = bank::Operations {
-        admin_token,
+        admin_token: admin.token,
         metrics: Some(metrics),
     };
-    axum::serve(listener, bank::router_with(bank.clone(), ops))
+    let app = match admin.listen {
+        None => bank::router_with(bank.clone(), ops),
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(&addr).await?;
+            // NOTE: tests and scripts read this line to learn the port.
+            println!("bank admin on http://{}/admin", listener.local_addr()?);
+            let ops = bank::operations_router(bank.clone(), ops);
+            tokio::spawn(async move { axum::serve(listener, ops).await });
+            bank::router(bank.clone())
+        }
+    };
+    axum::serve(listener, app)
         .with_graceful_shutdown(stop_signal())
         .await?;
     tracing::info!("stopping");

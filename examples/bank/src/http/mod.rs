@@ -3,4 +3,4 @@
 mod json;
 mod routes;
 
-pub use routes::{Operations, router, router_with};
+pub use routes::{Operations, operations_router, router, router_with};

@@ -37,7 +37,7 @@ type Reply = Result<Response, ApiError>;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn router(bank: Arc<Bank>) -> Router {
-    router_with(bank, Operations::default())
+    api(bank)
 }
 
 /// What `bank serve` serves beside the API.
@@ -53,6 +53,12 @@ pub struct Operations {
 /// under `/admin/api`) asking for the token of `ops`, and `GET /metrics` in the Prometheus text
 /// format when `ops` has a recorder.
 pub fn router_with(bank: Arc<Bank>, ops: Operations) -> Router {
+    api(bank.clone()).merge(operations_router(bank, ops))
+}
+
+/// The admin (at `/admin`) and `GET /metrics` alone, to serve on an address of their own
+/// (`bank serve --admin-listen`).
+pub fn operations_router(bank: Arc<Bank>, ops: Operations) -> Router {
     let backend = bank.backend();
     let mut admin = Admin::new(
         Projections(bank.clone()),
@@ -62,7 +68,7 @@ pub fn router_with(bank: Arc<Bank>, ops: Operations) -> Router {
     if let Some(token) = ops.admin_token {
         admin = admin.with_token(token);
     }
-    let mut app = api(bank).nest("/admin", admin.router());
+    let mut app = Router::new().nest("/admin", admin.router());
     if let Some(metrics) = ops.metrics {
         app = app.route("/metrics", get(move || async move { metrics.render() }));
     }

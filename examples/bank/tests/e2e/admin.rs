@@ -226,7 +226,7 @@ async fn in_a_real_browser_a_parked_event_shows_and_a_click_on_retry_drains_it()
             page.contains("transfer_process"),
             "the projections listed: {page}"
         );
-        if page.contains("poisoned &lt;now&gt;") && page.contains("parked") {
+        if page.contains("poisoned &lt;now&gt;") && page.contains("class=\"status\">parked<") {
             break;
         }
         assert!(
@@ -276,7 +276,16 @@ async fn in_a_real_browser_a_parked_event_shows_and_a_click_on_retry_drains_it()
         browser.open(&admin).await;
     }
     let (_, st) = c.get(&format!("/accounts/{id}/statement")).await;
-    assert_eq!(st["lines"].as_array().unwrap().len(), 1, "{st}");
+    let rows: Vec<(String, i64)> = sqlx::query_as("SELECT account_id, version FROM statement")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let page = browser.source().await;
+    assert_eq!(
+        st["lines"].as_array().unwrap().len(),
+        1,
+        "{st} rows {rows:?} page {page}"
+    );
     pool.close().await;
 }
 
@@ -328,4 +337,45 @@ async fn metrics_are_scraped_in_the_prometheus_format_and_count_what_was_done() 
         text.contains("# TYPE cqrs_commands_total counter"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn the_admin_moves_to_an_address_of_its_own_with_admin_listen() {
+    use std::io::{BufRead, BufReader};
+    let (_dir, db) = sqlite_db();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bank"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--database", &db])
+        .args(["--admin-listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let url = |line: &str| {
+        let rest = line.split("http://").nth(1).unwrap();
+        format!("http://{}", rest.split_whitespace().next().unwrap())
+    };
+    let (mut api, mut admin) = (String::new(), String::new());
+    out.read_line(&mut api).unwrap();
+    out.read_line(&mut admin).unwrap();
+    let (api, admin) = (url(&api), url(&admin));
+    assert!(admin.ends_with("/admin"), "{admin}");
+    let status = |u: String| async move { reqwest::get(u).await.unwrap().status() };
+    assert_eq!(status(admin.clone()).await, StatusCode::OK);
+    assert_eq!(
+        status(admin.replace("/admin", "/metrics")).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(format!("{api}/admin")).await,
+        StatusCode::NOT_FOUND,
+        "not beside the API"
+    );
+    assert_eq!(
+        status(format!("{api}/metrics")).await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(status(format!("{api}/projections")).await, StatusCode::OK);
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
