@@ -549,29 +549,6 @@ async fn tries_lost_with_the_connection_count_toward_the_dead_letter_bound() {
     runner.shutdown().await;
 }
 
-/// The events this service knows; any other type is a decode error.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-enum Known {
-    Noted(serde_json::Value),
-}
-
-impl DomainEvent for Known {}
-
-/// Decodes what it is given as a [`Known`], then records it.
-#[derive(Debug, Default)]
-struct Typed(Recorder);
-
-#[async_trait]
-impl Projector for Typed {
-    fn name(&self) -> &str {
-        "typed"
-    }
-    async fn handle(&self, event: &RecordedEvent) -> Result<(), BoxError> {
-        event.decode::<Known>()?;
-        self.0.handle(event).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_of_an_unknown_type_is_dead_lettered_with_the_decode_error_while_others_go_on() {
     let Some(url) = broker().await else { return };

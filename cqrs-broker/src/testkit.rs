@@ -123,6 +123,31 @@ impl Projector for Recorder {
     }
 }
 
+/// The event types a [`Typed`] service knows: `Noted`, as [`seed`] writes it, with any payload.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub enum Known {
+    /// What [`seed`] appends.
+    Noted(serde_json::Value),
+}
+
+impl cqrs_core::DomainEvent for Known {}
+
+/// A [`Recorder`] that decodes each event as a [`Known`] first: an event of another type is
+/// its decode error, as in a service that does not know the type.
+#[derive(Debug, Default)]
+pub struct Typed(pub Recorder);
+
+#[async_trait]
+impl Projector for Typed {
+    fn name(&self) -> &str {
+        "typed"
+    }
+    async fn handle(&self, event: &RecordedEvent) -> Result<(), BoxError> {
+        event.decode::<Known>()?;
+        self.0.handle(event).await
+    }
+}
+
 /// Asserts every stream's events (as [`seed`] writes them) were handled once each; with
 /// `ordered`, versions 1..=n in order.
 pub fn assert_once(seen: &[RecordedEvent], streams: usize, per_stream: usize, ordered: bool) {

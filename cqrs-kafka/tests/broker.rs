@@ -427,29 +427,6 @@ async fn a_record_that_always_fails_ends_in_the_dead_letter_topic_with_its_error
     runner.shutdown().await;
 }
 
-/// The events this service knows; any other type is a decode error.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-enum Known {
-    Noted(serde_json::Value),
-}
-
-impl DomainEvent for Known {}
-
-/// Decodes what it is given as a [`Known`], then records it.
-#[derive(Debug, Default)]
-struct Typed(Recorder);
-
-#[async_trait]
-impl Projector for Typed {
-    fn name(&self) -> &str {
-        "typed"
-    }
-    async fn handle(&self, event: &RecordedEvent) -> Result<(), BoxError> {
-        event.decode::<Known>()?;
-        self.0.handle(event).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_without_our_envelope_or_of_an_unknown_type_are_dead_lettered_and_the_partition_goes_on()
  {
