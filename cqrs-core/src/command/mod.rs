@@ -3,6 +3,7 @@
 mod cache;
 mod load;
 mod options;
+mod queue;
 
 pub use options::{CommandError, CommandOptions, CommandOutcome, RetryPolicy, command_id_for};
 
@@ -23,6 +24,7 @@ use crate::store::{Snapshot, SnapshotStore};
 
 use cache::Cache;
 use load::LOAD_PARALLELISM;
+use queue::StreamQueue;
 
 type Encode<A> = fn(&A) -> serde_json::Result<Value>;
 type Decode<A> = fn(Value) -> serde_json::Result<A>;
@@ -36,6 +38,12 @@ struct Snapshots<A> {
 }
 
 /// Handles commands for aggregate type `A` against an event store.
+///
+/// Share one handler (in an `Arc`) across the tasks of a process: commands on one aggregate
+/// that reach it at once take turns, in arrival order, instead of racing each other into
+/// concurrency conflicts. Writers in other processes are met by optimistic concurrency: the
+/// append checks the version the decision was made on, and a conflict is retried by the
+/// [`RetryPolicy`].
 ///
 /// ```
 /// # use cqrs_core::{Aggregate, DomainEvent};
@@ -80,6 +88,7 @@ pub struct CommandHandler<A: Aggregate> {
     snapshots: Option<Snapshots<A>>,
     cache: Option<Mutex<Cache<A>>>,
     load_parallelism: usize,
+    queue: StreamQueue,
 }
 
 impl<A: Aggregate> fmt::Debug for CommandHandler<A> {
@@ -103,6 +112,7 @@ impl<A: Aggregate> CommandHandler<A> {
             snapshots: None,
             cache: None,
             load_parallelism: LOAD_PARALLELISM,
+            queue: StreamQueue::default(),
         }
     }
 
@@ -302,6 +312,7 @@ impl<A: Aggregate> CommandHandler<A> {
     ) -> Result<CommandOutcome, CommandError<A::Error>> {
         let stream = Self::stream(id);
         let command_id = options.command();
+        let _turn = self.queue.enter(id).await;
         if let Some(cid) = command_id
             && let Some(prev) = self.store.command_result(&stream, cid).await?
         {

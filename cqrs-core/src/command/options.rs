@@ -11,9 +11,12 @@ use crate::event_store::{CommandId, Fingerprint};
 
 /// How often a command is re-run after a concurrency conflict, and how long to wait between.
 ///
-/// The defaults (10 attempts, waits from 2 ms doubling up to 100 ms, with jitter) ride out
-/// ordinary contention: eight writers hammering one aggregate all get through. Change one
-/// field and keep the rest:
+/// Commands on one aggregate through one handler take turns and never conflict with each
+/// other; conflicts come from writers in other processes. The defaults (10 attempts, waits
+/// from 2 ms doubling up to 100 ms, with jitter) ride out ordinary contention between
+/// processes. No policy makes optimistic concurrency fair: two processes that both keep one
+/// aggregate saturated can starve one another, so route an aggregate's hot traffic to one
+/// process. Change one field and keep the rest:
 ///
 /// ```
 /// use std::time::Duration;
