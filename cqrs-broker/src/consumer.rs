@@ -6,8 +6,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use cqrs_core::{InboxSubscriber, RecordedEvent, Result, error_chain};
+use cqrs_core::{BoxError, InboxSubscriber, RecordedEvent, Result, error_chain};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::Backoff;
 use crate::handle::{ConsumerHandle, Counters};
@@ -170,7 +171,7 @@ impl<D: Source, S: InboxSubscriber + 'static> Consumer<D, S> {
         let failure = match event {
             // NOTE: a message that cannot be read never will be: no retries.
             Err(e) => Some((error_chain(&e), true)),
-            Ok(event) => match self.inbox.handle_once(&event).await {
+            Ok(event) => match self.handle_traced(&event, attempt).await {
                 Ok(true) => {
                     Counters::bump(&stats.handled);
                     None
@@ -208,6 +209,24 @@ impl<D: Source, S: InboxSubscriber + 'static> Consumer<D, S> {
             }
             None => session.ack(&message).await,
         }
+    }
+}
+
+impl<D: Source, S: InboxSubscriber + 'static> Consumer<D, S> {
+    /// Hands `event` to the inbox in a `consume` span, a child of the trace the event was
+    /// written in when its message carried one (`traceparent`).
+    async fn handle_traced(&self, event: &RecordedEvent, attempt: u32) -> Result<bool, BoxError> {
+        let span = tracing::info_span!(
+            "consume",
+            source = self.source.name(),
+            consumer = self.inbox.name(),
+            event_id = %event.event_id,
+            event_type = %event.event_type,
+            stream = %event.stream,
+            attempt,
+        );
+        cqrs_core::trace::continue_from(&span, event.metadata.traceparent.as_deref());
+        self.inbox.handle_once(event).instrument(span).await
     }
 }
 

@@ -122,9 +122,13 @@
 //! | `cqrs_subscriber_position` | gauge | `subscriber` | the global position a subscriber has passed |
 //! | `cqrs_subscriber_blocked_streams` | gauge | `subscriber` | streams held back behind a dead letter |
 //!
-//! Spans (`tracing`): `command` (aggregate, stream_id, command_id) around every command, and
+//! Spans (`tracing`): `command` (aggregate, stream_id, command_id) around every command,
 //! `subscriber.batch` (subscriber, from, to, events, handled, parked) around every batch a
-//! runner hands over.
+//! runner hands over, and `consume` (source, consumer, event_id, event_type, stream, attempt)
+//! around every message a broker bridge hands to an inbox. With the `opentelemetry` feature the
+//! trace context travels with the events ([`trace`]): a `command` span's context is kept in the
+//! events' metadata, a batch span links to the traces of its events, and a `consume` span
+//! continues the trace its message carries.
 
 mod aggregate;
 mod command;
@@ -140,6 +144,7 @@ mod replay;
 mod runner;
 mod segment;
 mod store;
+pub mod trace;
 mod upcast;
 pub mod wire;
 

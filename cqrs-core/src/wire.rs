@@ -69,6 +69,9 @@ pub struct HeaderNames {
     pub causation_id: &'static str,
     /// The free-form metadata entries as a JSON object, if any.
     pub metadata: &'static str,
+    /// The W3C trace context of the command that wrote the event, if any
+    /// ([`trace`](crate::trace)); `traceparent` on every broker, as the W3C names it.
+    pub traceparent: &'static str,
     /// On a dead-lettered message: the handler's last error (or why the message could not be
     /// read).
     pub error: &'static str,
@@ -94,6 +97,7 @@ impl HeaderNames {
         correlation_id: "cqrs-correlation-id",
         causation_id: "cqrs-causation-id",
         metadata: "cqrs-metadata",
+        traceparent: "traceparent",
         error: "cqrs-error",
         attempts: "cqrs-attempts",
         origin: "cqrs-origin",
@@ -114,6 +118,7 @@ impl HeaderNames {
         correlation_id: "Cqrs-Correlation-Id",
         causation_id: "Cqrs-Causation-Id",
         metadata: "Cqrs-Metadata",
+        traceparent: "traceparent",
         error: "Cqrs-Error",
         attempts: "Cqrs-Attempts",
         origin: "Cqrs-Origin",
@@ -219,6 +224,9 @@ pub fn envelope_headers(
     if let Some(id) = event.metadata.causation_id {
         h.push((names.causation_id, HeaderValue::Text(id.to_string())));
     }
+    if let Some(tp) = &event.metadata.traceparent {
+        h.push((names.traceparent, HeaderValue::Text(tp.clone())));
+    }
     if !event.metadata.extra.is_empty() {
         let extra =
             serde_json::to_string(&event.metadata.extra).map_err(|e| serialize_error(event, e))?;
@@ -280,6 +288,7 @@ pub fn event_from_headers(
         metadata: Metadata {
             correlation_id: uuid(names.correlation_id)?,
             causation_id: uuid(names.causation_id)?,
+            traceparent: headers.text(names.traceparent).map(Cow::into_owned),
             extra,
         },
         stream,

@@ -157,6 +157,7 @@ mod tests {
                 "cqrs-stream-id",
                 "cqrs-stream-version",
                 "cqrs-tx",
+                "traceparent",
             ]
         );
         for (name, number) in [

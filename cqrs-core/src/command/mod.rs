@@ -322,6 +322,9 @@ impl<A: Aggregate> CommandHandler<A> {
         if metadata.causation_id.is_none() {
             metadata.causation_id = options.command_id;
         }
+        if metadata.traceparent.is_none() {
+            metadata.traceparent = crate::trace::current();
+        }
         let mut attempt = 1;
         let mut trust_cache = true;
         loop {

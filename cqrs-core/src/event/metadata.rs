@@ -13,6 +13,10 @@ pub struct Metadata {
     /// The id of the message (command or event) that directly caused this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub causation_id: Option<Uuid>,
+    /// The W3C trace context (`traceparent`) of the command that wrote the event, with the
+    /// `opentelemetry` feature: see [`trace`](crate::trace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
     /// Free-form entries.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub extra: Map<String, Value>,

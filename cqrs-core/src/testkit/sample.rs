@@ -17,6 +17,7 @@ use crate::event::{Cursor, Metadata, RecordedEvent, StreamId};
 pub fn sample_recorded_event() -> RecordedEvent {
     let mut metadata = Metadata::correlated(Uuid::new_v4());
     metadata.causation_id = Some(Uuid::new_v4());
+    metadata.traceparent = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
     metadata.extra.insert("user".into(), json!("alice"));
     RecordedEvent {
         event_id: Uuid::new_v4(),

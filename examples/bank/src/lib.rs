@@ -41,6 +41,7 @@ mod notifier;
 mod process;
 mod readmodel;
 mod service;
+pub mod telemetry;
 
 pub use answers::{Accepted, Opened, ProjectionStatus, Written};
 pub use backend::{Backend, DEFAULT_DATABASE};

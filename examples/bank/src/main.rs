@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use bank::Channels;
+use bank::telemetry::{self, LogFormat};
 use clap::{Parser, Subcommand};
 
 mod cli;
@@ -24,6 +25,11 @@ struct Args {
     /// the span fields, for a log collector).
     #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+    /// Export the spans over OTLP/HTTP to this collector (`http://127.0.0.1:4318`, say): one
+    /// trace runs from a request through its command and events to the projectors, the relay
+    /// and the notifier.
+    #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -147,17 +153,23 @@ async fn main() -> ExitCode {
         args.command,
         Command::Serve { .. } | Command::Notifier { .. }
     );
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(if services { "info" } else { "warn" })
-    });
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if args.log_format == "json" {
-        logs.json().with_current_span(true).init();
-    } else {
-        logs.init();
-    }
+    let service = match args.command {
+        Command::Serve { .. } => "bank",
+        Command::Notifier { .. } => "bank-notifier",
+        _ => "bank-cli",
+    };
+    let format = match args.log_format.as_str() {
+        "json" => LogFormat::Json,
+        _ => LogFormat::Text,
+    };
+    let filter = if services { "info" } else { "warn" };
+    let _telemetry = match telemetry::init(service, filter, format, args.otlp_endpoint.as_deref()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: telemetry: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match args.command {
         Command::Serve {
             listen,

@@ -10,6 +10,7 @@ use axum::{Json, Router};
 use cqrs_admin::{Admin, ProjectionSource};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::json::{ApiError, Body, PathId, Query, idempotency_key};
@@ -109,7 +110,31 @@ fn api(bank: Arc<Bank>) -> Router {
                 message,
             )
         })
+        .layer(axum::middleware::from_fn(traced))
         .with_state(bank)
+}
+
+/// Each request in an `http.request` span that continues the caller's trace (its
+/// `traceparent` header), so that the commands it runs and their events join that trace.
+async fn traced(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(
+            || request.uri().path().to_owned(),
+            |p| p.as_str().to_owned(),
+        );
+    let span = tracing::info_span!(
+        "http.request",
+        method = %request.method(),
+        route,
+        status = tracing::field::Empty,
+    );
+    let parent = request.headers().get("traceparent");
+    cqrs_core::trace::continue_from(&span, parent.and_then(|v| v.to_str().ok()));
+    let response = next.run(request).instrument(span.clone()).await;
+    span.record("status", response.status().as_u16());
+    response
 }
 
 #[derive(Debug, Deserialize)]

@@ -18,4 +18,5 @@ mod read_models;
 mod replay;
 mod stale_cache;
 mod support;
+mod trace;
 mod transfer_process;

@@ -18,11 +18,21 @@ use crate::support::{Client, Server, pg_db, sqlite_db};
 const ACCOUNTS: usize = 16;
 
 /// The `bank notifier` process.
-struct NotifierProcess(Child);
+pub(crate) struct NotifierProcess(Child);
 
 impl NotifierProcess {
     /// Starts `bank notifier` and waits until its queue is declared.
     fn start(broker: &str, channels: &Channels, database: &str) -> Self {
+        Self::start_with(broker, channels, database, &[])
+    }
+
+    /// Like [`start`](Self::start), with extra arguments.
+    pub(crate) fn start_with(
+        broker: &str,
+        channels: &Channels,
+        database: &str,
+        extra: &[&str],
+    ) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_bank"))
             .args(["notifier", "--broker", broker, "--database", database])
             .args([
@@ -31,6 +41,7 @@ impl NotifierProcess {
                 "--queue",
                 &channels.queue,
             ])
+            .args(extra)
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
@@ -92,7 +103,7 @@ pub(crate) async fn broker(var: &str, default: &str) -> Option<Broker> {
     }
 }
 
-fn url(broker: &Broker) -> &str {
+pub(crate) fn url(broker: &Broker) -> &str {
     match broker {
         Broker::Amqp(u) | Broker::Nats(u) | Broker::Kafka(u) | Broker::Stomp(u) => u,
     }
@@ -309,7 +320,7 @@ pub(crate) async fn notifier_round_trip(broker: Broker, notifier_db: &str) {
 }
 
 /// Deletes the test's queues, exchanges and streams when dropped, a failed test's too.
-struct Cleanup(Broker, Channels);
+pub(crate) struct Cleanup(pub(crate) Broker, pub(crate) Channels);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
