@@ -184,6 +184,7 @@ impl SqliteDatabase {
             let reader = SqlitePoolOptions::new()
                 .max_connections(config.readers.max(1))
                 .acquire_timeout(FOREVER)
+                .test_before_acquire(false)
                 .connect_lazy_with(options);
             (reader, writer, None)
         };
@@ -310,11 +311,16 @@ async fn migrate(writer: &SqlitePool) -> Result<(), Failure> {
 }
 
 /// A pool of one connection that is never recycled, whose waiters queue without a deadline.
+///
+/// NOTE: pools of this crate do not ping a connection before handing it out (sqlx's default):
+/// a connection to a file cannot be hung up on, and the ping is one more trip to SQLite's
+/// worker thread for every statement or transaction.
 fn single_connection(options: SqliteConnectOptions) -> SqlitePool {
     SqlitePoolOptions::new()
         .max_connections(1)
         .idle_timeout(None)
         .max_lifetime(None)
         .acquire_timeout(FOREVER)
+        .test_before_acquire(false)
         .connect_lazy_with(options)
 }
