@@ -212,10 +212,12 @@ impl SqliteEventStore {
         events: &[NewEvent],
         command: Option<CommandId>,
     ) -> Result<AppendResult, Failure> {
-        if command.is_none() && !events.is_empty() && events.len() <= EVENTS_PER_STATEMENT {
-            if let Some(done) = self.try_append_one(stream, expected, events).await? {
-                return Ok(done);
-            }
+        if command.is_none()
+            && !events.is_empty()
+            && events.len() <= EVENTS_PER_STATEMENT
+            && let Some(done) = self.try_append_one(stream, expected, events).await?
+        {
+            return Ok(done);
         }
         self.try_append_tx(stream, expected, events, command).await
     }
