@@ -17,6 +17,7 @@ use tokio::task::AbortHandle;
 
 use crate::error::{Failure, is_busy, retry_busy};
 use crate::lease::SqliteLeases;
+use crate::raw_read::RawReaders;
 use crate::watcher;
 use crate::{
     SqliteCheckpointStore, SqliteDeadLetterStore, SqliteEventStore, SqliteProjector,
@@ -94,6 +95,8 @@ pub(crate) struct Inner {
     pub(crate) writer: SqlitePool,
     pub(crate) wake: watch::Sender<u64>,
     pub(crate) config: SqliteConfig,
+    /// Direct reads of the all-stream (file databases only).
+    pub(crate) raw: Option<Arc<RawReaders>>,
     /// NOTE: an in-memory database lives as long as one connection to it; this one never runs a
     /// statement, so the data outlives any recycling of the pool's connection.
     keeper: Mutex<Option<SqliteConnection>>,
@@ -189,6 +192,13 @@ impl SqliteDatabase {
             (reader, writer, None)
         };
         let path = (!memory).then(|| options.get_filename().to_path_buf());
+        let raw = path.as_ref().map(|p| {
+            Arc::new(RawReaders::new(
+                p.clone(),
+                config.busy_timeout,
+                config.readers as usize,
+            ))
+        });
         let watcher_conn = match (memory, config.watch_interval) {
             (false, Some(_)) => Some(options.connect().await.map_err(Error::backend)?),
             _ => None,
@@ -199,6 +209,7 @@ impl SqliteDatabase {
                 writer,
                 wake: watch::channel(0).0,
                 config,
+                raw,
                 keeper: Mutex::new(keeper),
                 watcher: Mutex::new(None),
                 memory,
@@ -275,6 +286,9 @@ impl SqliteDatabase {
         }
         self.inner.writer.close().await;
         self.inner.reader.close().await;
+        if let Some(raw) = &self.inner.raw {
+            raw.close();
+        }
         let keeper = self.inner.keeper.lock().expect("keeper lock").take();
         if let Some(conn) = keeper {
             let _ = conn.close().await;

@@ -97,6 +97,7 @@ mod event_store;
 mod inbox;
 mod lease;
 mod projector;
+mod raw_read;
 mod read_all;
 mod read_stream;
 mod rows;
