@@ -6,19 +6,23 @@
 //! The raw limits use the C library through rusqlite on the same file (or a fresh in-memory
 //! database), with the store's own tables (its migrations), WAL and the same `synchronous`:
 //! a `BEGIN IMMEDIATE` transaction of 1 or 100 plain `INSERT`s of the same row shape, and one
-//! sequential `SELECT` of every column of every event, each read into an owned value.
+//! sequential `SELECT` of every column of every event, each read into an owned value and its id
+//! and time parsed (as the store decodes them). The replays run in a child process each (the
+//! same binary with `--replay FILE`), which prints its peak memory (VmHWM).
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use cqrs_core::{
     AllStreamReader, BoxError, Cursor, EventAppender, ExpectedVersion, NewEvent, RecordedEvent,
-    Replay, RunnerConfig, StreamId,
+    Replay, RunnerConfig, StreamId, StreamReaderExt,
 };
 use cqrs_sqlite::{MIGRATOR, SqliteConfig, SqliteDatabase, SqliteProjector};
 use serde_json::json;
 use sqlx::SqliteConnection;
 
+/// The read model of the replays: events per stream. Its batch handler folds a batch into
+/// one count per stream and writes them with one statement, as a replay-minded projector does.
 #[derive(Debug)]
 struct Totals;
 
@@ -44,10 +48,103 @@ impl SqliteProjector for Totals {
             .await?;
         Ok(())
     }
+    async fn handle_batch(
+        &self,
+        conn: &mut SqliteConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), BoxError> {
+        let mut counts: Vec<(&str, i64)> = Vec::new();
+        for e in events {
+            match counts.last_mut() {
+                Some((id, n)) if *id == e.stream.id => *n += 1,
+                _ => counts.push((&e.stream.id, 1)),
+            }
+        }
+        sqlx::query(
+            "INSERT INTO totals (id, n) SELECT value ->> 0, value ->> 1 FROM json_each(?) WHERE true \
+             ON CONFLICT (id) DO UPDATE SET n = n + excluded.n",
+        )
+        .bind(serde_json::to_string(&counts)?)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
     async fn reset(&self, conn: &mut SqliteConnection) -> Result<(), BoxError> {
         sqlx::query("DELETE FROM totals").execute(conn).await?;
         Ok(())
     }
+}
+
+/// The peak resident memory of this process (VmHWM), in MiB.
+fn peak_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+/// The child process of a replay: rebuilds `Totals` in the file at `path` and prints the
+/// events, the rate and its peak memory.
+async fn replay_child(path: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let config = SqliteConfig {
+        durable: false,
+        ..Default::default()
+    };
+    let db = SqliteDatabase::open_path(path, config).await?;
+    let sub = db.transactional(Totals);
+    let config = RunnerConfig {
+        batch_size: 5000,
+        ..Default::default()
+    };
+    let report = Replay::new(Arc::new(db.events()), Arc::new(db.dead_letters()))
+        .with_config(config)
+        .run(&sub, |_| {})
+        .await?;
+    let total: i64 = sqlx::query_scalar("SELECT SUM(n) FROM totals")
+        .fetch_one(db.pool())
+        .await?;
+    assert_eq!(total as u64, report.events, "every event counted once");
+    println!("{} {} {}", report.events, report.rate(), peak_mib());
+    Ok(())
+}
+
+/// A replay child's figures: events, events/s and peak MiB.
+type ReplayFigures = (u64, f64, f64);
+
+/// Runs a replay of the file at `path` in a child process.
+fn replay_in_child(path: &std::path::Path) -> Result<ReplayFigures, Box<dyn std::error::Error>> {
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .arg("--replay")
+        .arg(path)
+        .output()?;
+    let text = String::from_utf8(out.stdout)?;
+    let mut parts = text.split_whitespace();
+    let mut next = || -> Result<f64, Box<dyn std::error::Error>> {
+        Ok(parts
+            .next()
+            .ok_or("the replay child printed nothing")?
+            .parse()?)
+    };
+    Ok((next()? as u64, next()?, next()?))
+}
+
+/// Appends `accounts` streams of 100 events each to `store`, from stream number `first`.
+async fn fill(
+    store: &cqrs_sqlite::SqliteEventStore,
+    first: usize,
+    accounts: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    for b in first..first + accounts {
+        let events = (0..100).map(event).collect();
+        let stream = StreamId::new("account", b.to_string());
+        store
+            .append(&stream, ExpectedVersion::NoStream, events, None)
+            .await?;
+    }
+    Ok(())
 }
 
 fn event(i: usize) -> NewEvent {
@@ -147,6 +244,35 @@ fn raw_read(conn: &rusqlite::Connection) -> (usize, f64) {
         n += 1;
     }
     (n, per_sec(n, started))
+}
+
+/// The raw SQLite library reading one stream's events as a load does; how many.
+fn raw_read_stream(conn: &rusqlite::Connection, category: &str, id: &str) -> usize {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT version, event_id, event_type, schema_version, payload, metadata, recorded_at, position \
+             FROM events WHERE category = ? AND stream_id = ? ORDER BY version",
+        )
+        .expect("prepare");
+    let mut rows = stmt.query((category, id)).expect("query");
+    let mut n = 0;
+    while let Some(row) = rows.next().expect("row") {
+        let values: (i64, String, String, i64, String, String, String, i64) = (
+            row.get(0).unwrap(),
+            row.get(1).unwrap(),
+            row.get(2).unwrap(),
+            row.get(3).unwrap(),
+            row.get(4).unwrap(),
+            row.get(5).unwrap(),
+            row.get(6).unwrap(),
+            row.get(7).unwrap(),
+        );
+        let id = uuid::Uuid::parse_str(&values.1).expect("uuid");
+        let at = chrono::DateTime::parse_from_rfc3339(&values.6).expect("time");
+        std::hint::black_box((values, id, at));
+        n += 1;
+    }
+    n
 }
 
 /// A raw connection like the store's: WAL for files, the given `synchronous`, the store's tables.
@@ -249,6 +375,12 @@ async fn appends(
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, flag, path] = &args[..]
+        && flag == "--replay"
+    {
+        return replay_child(path).await;
+    }
     let dir = tempfile::tempdir()?;
     for durable in [true, false] {
         let name = if durable { "full" } else { "normal" };
@@ -286,13 +418,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let db = SqliteDatabase::open_path(&path, config).await?;
     let store = Arc::new(db.events());
-    for b in 0..1000 {
-        let events = (0..100).map(event).collect();
-        let stream = StreamId::new("account", b.to_string());
-        store
-            .append(&stream, ExpectedVersion::NoStream, events, None)
-            .await?;
-    }
+    fill(&store, 0, 1000).await?;
     let raw_conn = raw_connection(Some(&path), false);
     let (raw_n, raw_rate) = raw_read(&raw_conn);
     let head = store.head_position().await? as usize;
@@ -314,18 +440,41 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(raw_rate),
     );
 
-    let sub = db.transactional(Totals);
-    let config = RunnerConfig {
-        batch_size: 500,
-        ..Default::default()
-    };
-    let report = Replay::new(store, Arc::new(db.dead_letters()))
-        .with_config(config)
-        .run(&sub, |_| {})
-        .await?;
+    // A command's load of a long stream: its 10,000 events read in one call (20 times).
+    let long = StreamId::new("long", "1");
+    for _ in 0..10 {
+        let events = (0..1000).map(event).collect();
+        store
+            .append(&long, ExpectedVersion::Any, events, None)
+            .await?;
+    }
+    let started = Instant::now();
+    for _ in 0..20 {
+        assert_eq!(store.read_stream(&long, 1, 10_000).await?.len(), 10_000);
+    }
+    let ours = per_sec(20 * 10_000, started);
+    let started = Instant::now();
+    for _ in 0..20 {
+        assert_eq!(raw_read_stream(&raw_conn, "long", "1"), 10_000);
+    }
     line(
-        &format!("transactional replay of {}, batches of 500", report.events),
-        report.rate(),
+        "load of a 10,000-event stream (events/s)",
+        ours,
+        Some(per_sec(20 * 10_000, started)),
+    );
+
+    // Replays in a child process each (for its peak memory), batches of 5,000.
+    let (n, rate, peak) = replay_in_child(&path)?;
+    line(
+        &format!("transactional replay of {n} (peak {peak:.0} MiB)"),
+        rate,
+        Some(raw_rate),
+    );
+    fill(&store, 1000, 9000).await?;
+    let (n, rate, peak) = replay_in_child(&path)?;
+    line(
+        &format!("transactional replay of {n} (peak {peak:.0} MiB)"),
+        rate,
         Some(raw_rate),
     );
     Ok(())

@@ -1,5 +1,5 @@
-//! Reads of the all-stream through the C library directly, a batch per trip to a blocking
-//! thread, for file databases.
+//! Reads of the all-stream and of one stream through the C library directly, a whole read per
+//! trip to a blocking thread, for file databases.
 //!
 //! NOTE: sqlx's SQLite driver sends every row from its worker thread through a channel and
 //! copies every value of it; on a batch of 500 events that costs several times what SQLite
@@ -10,11 +10,12 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use cqrs_core::{Error, RecordedEvent, Result};
+use cqrs_core::{Error, RecordedEvent, Result, StreamEvent, StreamId};
 use rusqlite::{OpenFlags, Row};
 
-use crate::rows::{RawEvent, event_from_parts};
-use crate::sql::READ_ALL;
+use crate::error::to_u64;
+use crate::rows::{RawEvent, RawStreamEvent, event_from_parts, stream_event_from_parts};
+use crate::sql::{READ_ALL, READ_STREAM};
 
 /// Read connections to a database file, opened when needed and kept for the next read.
 #[derive(Debug)]
@@ -72,6 +73,20 @@ impl RawReaders {
         }
     }
 
+    /// The version of the stream `(category, id)` and its events of versions `from..=to`, in
+    /// order; a row that does not decode fails the read.
+    pub(crate) fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: i64,
+        to: i64,
+    ) -> Result<Result<(u64, Vec<StreamEvent>)>, rusqlite::Error> {
+        let conn = self.take()?;
+        let out = read_stream_on(&conn, stream, from, to);
+        self.give_back(conn);
+        out
+    }
+
     /// The events after `after`, at most `limit`, in order; on a row that does not decode,
     /// the events before it, or its error when it is the first.
     pub(crate) fn read_all(
@@ -102,6 +117,43 @@ fn read_all_on(
         }
     }
     Ok(Ok(out))
+}
+
+fn read_stream_on(
+    conn: &rusqlite::Connection,
+    stream: &StreamId,
+    from: i64,
+    to: i64,
+) -> Result<Result<(u64, Vec<StreamEvent>)>, rusqlite::Error> {
+    let mut stmt = conn.prepare_cached(READ_STREAM)?;
+    let mut rows = stmt.query((&stream.category, &stream.id, from, to))?;
+    let (mut head, mut out) = (0, Vec::new());
+    while let Some(row) = rows.next()? {
+        head = to_u64(row.get(0)?).unwrap_or(0);
+        let Some(version) = row.get::<_, Option<i64>>(1)? else {
+            continue;
+        };
+        let event = (|| {
+            stream_event_from_parts(
+                stream,
+                RawStreamEvent {
+                    version,
+                    event_id: text(row, 2)?,
+                    event_type: text(row, 3)?,
+                    schema_version: int(row, 4)?,
+                    payload: text(row, 5)?,
+                    metadata: text(row, 6)?,
+                    recorded_at: text(row, 7)?,
+                    position: int(row, 8)?,
+                },
+            )
+        })();
+        match event {
+            Ok(e) => out.push(e),
+            Err(e) => return Ok(Err(e)),
+        }
+    }
+    Ok(Ok((head, out)))
 }
 
 fn text<'r>(row: &'r Row<'_>, i: usize) -> Result<&'r str> {

@@ -133,28 +133,61 @@ pub(crate) fn event_from_parts(row: RawEvent<'_>) -> Result<RecordedEvent> {
     })
 }
 
+/// The event columns of a row of [`READ_STREAM`](crate::sql::READ_STREAM), as stored.
+pub(crate) struct RawStreamEvent<'a> {
+    pub(crate) version: i64,
+    pub(crate) event_id: &'a str,
+    pub(crate) event_type: &'a str,
+    pub(crate) schema_version: i64,
+    pub(crate) payload: &'a str,
+    pub(crate) metadata: &'a str,
+    pub(crate) recorded_at: &'a str,
+    pub(crate) position: i64,
+}
+
 /// Turns the event columns of a row of [`READ_STREAM`](crate::sql::READ_STREAM) (from column 1
-/// on) into a [`StreamEvent`]; `None` for the row of a range without events. The payload and
-/// the metadata are handed on as stored (the table checks that they are JSON).
+/// on) into a [`StreamEvent`]; `None` for the row of a range without events.
 pub(crate) fn stream_event_from_row(
     stream: &StreamId,
     row: &SqliteRow,
 ) -> Result<Option<StreamEvent>> {
-    let Some(raw_version) = get::<Option<i64>>(row, 1)? else {
+    let Some(version) = get::<Option<i64>>(row, 1)? else {
         return Ok(None);
     };
+    stream_event_from_parts(
+        stream,
+        RawStreamEvent {
+            version,
+            event_id: get(row, 2)?,
+            event_type: get(row, 3)?,
+            schema_version: get(row, 4)?,
+            payload: get(row, 5)?,
+            metadata: get(row, 6)?,
+            recorded_at: get(row, 7)?,
+            position: get(row, 8)?,
+        },
+    )
+    .map(Some)
+}
+
+/// Turns the columns of an event of one stream into a [`StreamEvent`]. The payload and the
+/// metadata are handed on as stored (the table checks that they are JSON).
+pub(crate) fn stream_event_from_parts(
+    stream: &StreamId,
+    row: RawStreamEvent<'_>,
+) -> Result<StreamEvent> {
     let c = Columns {
         stream,
-        raw_version,
+        raw_version: row.version,
     };
-    Ok(Some(StreamEvent {
+    Ok(StreamEvent {
         stream_version: c.version()?,
-        event_id: c.event_id(get::<&str>(row, 2)?)?,
-        event_type: get(row, 3)?,
-        schema_version: c.schema_version(get(row, 4)?)?,
-        payload: get(row, 5)?,
-        metadata: get(row, 6)?,
-        recorded_at: c.recorded_at(get::<&str>(row, 7)?)?,
-        cursor: Cursor::new(0, c.position(get(row, 8)?)?),
-    }))
+        event_id: c.event_id(row.event_id)?,
+        event_type: row.event_type.to_owned(),
+        schema_version: c.schema_version(row.schema_version)?,
+        payload: row.payload.to_owned(),
+        metadata: row.metadata.to_owned(),
+        recorded_at: c.recorded_at(row.recorded_at)?,
+        cursor: Cursor::new(0, c.position(row.position)?),
+    })
 }
