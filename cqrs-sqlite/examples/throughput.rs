@@ -161,10 +161,10 @@ fn per_sec(n: usize, started: Instant) -> f64 {
 fn line(label: &str, ours: f64, raw: Option<f64>) {
     match raw {
         Some(raw) => println!(
-            "{label:<46} {ours:>9.0}/s   raw {raw:>9.0}/s   {:.2} x raw",
+            "{label:<56} {ours:>9.0}/s   raw {raw:>9.0}/s   {:.2} x raw",
             ours / raw
         ),
-        None => println!("{label:<46} {ours:>9.0}/s"),
+        None => println!("{label:<56} {ours:>9.0}/s"),
     }
 }
 

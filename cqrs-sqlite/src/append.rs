@@ -138,8 +138,7 @@ impl SqliteEventStore {
         }))
     }
 
-    /// An append in a `BEGIN IMMEDIATE` transaction: the command id checked and recorded, and
-    /// the events inserted [`EVENTS_PER_STATEMENT`] at a time.
+    /// An append in a `BEGIN IMMEDIATE` transaction: see [`append_in`].
     async fn try_append_tx(
         &self,
         stream: &StreamId,
@@ -148,79 +147,97 @@ impl SqliteEventStore {
         command: Option<CommandId>,
     ) -> Result<AppendResult, Failure> {
         let mut tx = self.db.inner.writer.begin_with("BEGIN IMMEDIATE").await?;
-        if let Some(command) = command
-            && let Some(prev) = command_row(&mut tx, stream, command).await?
-        {
-            return Ok(prev);
-        }
-        let now = format_time(Utc::now());
-        let (mut version, mut position) = (None, 0);
-        for chunk in events.chunks(EVENTS_PER_STATEMENT) {
-            let guard = version.map_or(expected, ExpectedVersion::Exact);
-            match insert_events_once(&mut tx, stream, guard, &now, chunk).await? {
-                Some((v, p)) => (version, position) = (Some(v), p),
-                None => {
-                    let actual = current_version(&mut tx, stream).await?;
-                    return Err(Error::Conflict {
-                        stream: stream.clone(),
-                        expected,
-                        actual,
-                    }
-                    .into());
-                }
-            }
-        }
-        let version = match version {
-            Some(v) => v,
-            None => {
-                let actual = current_version(&mut tx, stream).await?;
-                if !expected.matches(actual) {
-                    return Err(Error::Conflict {
-                        stream: stream.clone(),
-                        expected,
-                        actual,
-                    }
-                    .into());
-                }
-                actual
-            }
-        };
-        let result = AppendResult {
-            version,
-            position,
-            duplicate: false,
-        };
-        if let Some(command) = command {
-            sqlx::query(INSERT_COMMAND)
-                .bind(&stream.category)
-                .bind(&stream.id)
-                .bind(command.id.to_string())
-                .bind(to_i64(version, "stream version")?)
-                .bind(to_i64(position, "position")?)
-                .bind(command.fingerprint.map(|f| f.as_uuid().to_string()))
-                .execute(&mut *tx)
-                .await?;
-        }
+        let result = append_in(&mut tx, stream, expected, events, command).await?;
         tx.commit().await?;
         Ok(result)
     }
 
-    async fn try_append(
+    pub(crate) async fn try_append(
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
         events: &[NewEvent],
         command: Option<CommandId>,
     ) -> Result<AppendResult, Failure> {
-        if command.is_none()
-            && !events.is_empty()
-            && events.len() <= EVENTS_PER_STATEMENT
+        if is_one_statement(events, command)
             && let Some(done) = self.try_append_one(stream, expected, events).await?
         {
             return Ok(done);
         }
         self.try_append_tx(stream, expected, events, command).await
     }
+}
+
+/// Whether an append is one statement: no command id, and at most [`EVENTS_PER_STATEMENT`]
+/// events (at least one). Such an append is atomic without a transaction of its own.
+pub(crate) fn is_one_statement(events: &[NewEvent], command: Option<CommandId>) -> bool {
+    command.is_none() && !events.is_empty() && events.len() <= EVENTS_PER_STATEMENT
+}
+
+/// An append inside the open write transaction of `tx`: the command id checked and recorded,
+/// and the events inserted [`EVENTS_PER_STATEMENT`] at a time. On an error, statements of it
+/// may have been run: the caller rolls back (the transaction, or a savepoint).
+pub(crate) async fn append_in(
+    tx: &mut SqliteConnection,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    events: &[NewEvent],
+    command: Option<CommandId>,
+) -> Result<AppendResult, Failure> {
+    if let Some(command) = command
+        && let Some(prev) = command_row(tx, stream, command).await?
+    {
+        return Ok(prev);
+    }
+    let now = format_time(Utc::now());
+    let (mut version, mut position) = (None, 0);
+    for chunk in events.chunks(EVENTS_PER_STATEMENT) {
+        let guard = version.map_or(expected, ExpectedVersion::Exact);
+        match insert_events_once(tx, stream, guard, &now, chunk).await? {
+            Some((v, p)) => (version, position) = (Some(v), p),
+            None => {
+                let actual = current_version(tx, stream).await?;
+                return Err(Error::Conflict {
+                    stream: stream.clone(),
+                    expected,
+                    actual,
+                }
+                .into());
+            }
+        }
+    }
+    let version = match version {
+        Some(v) => v,
+        None => {
+            let actual = current_version(tx, stream).await?;
+            if !expected.matches(actual) {
+                return Err(Error::Conflict {
+                    stream: stream.clone(),
+                    expected,
+                    actual,
+                }
+                .into());
+            }
+            actual
+        }
+    };
+    let result = AppendResult {
+        version,
+        position,
+        duplicate: false,
+    };
+    if let Some(command) = command {
+        sqlx::query(INSERT_COMMAND)
+            .bind(&stream.category)
+            .bind(&stream.id)
+            .bind(command.id.to_string())
+            .bind(to_i64(version, "stream version")?)
+            .bind(to_i64(position, "position")?)
+            .bind(command.fingerprint.map(|f| f.as_uuid().to_string()))
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(result)
 }
 
 #[async_trait]
@@ -232,13 +249,7 @@ impl EventAppender for SqliteEventStore {
         events: Vec<NewEvent>,
         command: Option<CommandId>,
     ) -> Result<AppendResult> {
-        let result = retry_busy!(&self.db.inner.config, async {
-            self.try_append(stream, expected, &events, command).await
-        })?;
-        if result.position > 0 && !result.duplicate {
-            self.db.notify();
-        }
-        Ok(result)
+        self.append_grouped(stream, expected, events, command).await
     }
 
     async fn command_result(

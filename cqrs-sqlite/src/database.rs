@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 use crate::error::{Failure, is_busy, retry_busy};
+use crate::group::AppendQueue;
 use crate::lease::SqliteLeases;
 use crate::raw_read::RawReaders;
 use crate::watcher;
@@ -97,6 +98,8 @@ pub(crate) struct Inner {
     pub(crate) config: SqliteConfig,
     /// Direct reads of the all-stream (file databases only).
     pub(crate) raw: Option<Arc<RawReaders>>,
+    /// Appends waiting to be written together.
+    pub(crate) appends: AppendQueue,
     /// NOTE: an in-memory database lives as long as one connection to it; this one never runs a
     /// statement, so the data outlives any recycling of the pool's connection.
     keeper: Mutex<Option<SqliteConnection>>,
@@ -210,6 +213,7 @@ impl SqliteDatabase {
                 wake: watch::channel(0).0,
                 config,
                 raw,
+                appends: AppendQueue::default(),
                 keeper: Mutex::new(keeper),
                 watcher: Mutex::new(None),
                 memory,

@@ -94,6 +94,7 @@ mod database;
 mod dead_letters;
 mod error;
 mod event_store;
+mod group;
 mod inbox;
 mod lease;
 mod projector;

@@ -112,3 +112,112 @@ async fn a_conflict_of_a_one_statement_append_names_the_actual_version() {
     assert!(again.duplicate);
     assert_eq!(all(&store).await.len(), 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_group_fails_only_its_conflict_and_answers_a_repeated_command_with_its_first_result() {
+    let (_dir, db) = file_db().await;
+    let store = std::sync::Arc::new(db.events());
+    let repeated = CommandId::new(Uuid::new_v4());
+    let r = StreamId::new("group", "repeated");
+    let first = store
+        .append(&r, ExpectedVersion::NoStream, events(1), Some(repeated))
+        .await
+        .expect("the command's first append");
+
+    // Hold the one writer, so that the eight appends below queue and are written together: a
+    // first append takes the turn and waits for the writer alone, the eight queue behind it.
+    let held = db.begin_write().await.expect("write transaction");
+    let blocker = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let stream = StreamId::new("group", "blocker");
+            store
+                .append(&stream, ExpectedVersion::NoStream, events(1), None)
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let conflict_command = CommandId::new(Uuid::new_v4());
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let (stream, expected, command) = match i {
+                // Expects a version the fresh stream does not have.
+                0 => (
+                    StreamId::new("group", "conflict"),
+                    ExpectedVersion::Exact(5),
+                    Some(conflict_command),
+                ),
+                // Repeats the command id of the append above.
+                1 => (
+                    StreamId::new("group", "repeated"),
+                    ExpectedVersion::NoStream,
+                    Some(repeated),
+                ),
+                // Six that succeed, two of them with a command id of their own.
+                i => (
+                    StreamId::new("group", format!("ok-{i}")),
+                    ExpectedVersion::NoStream,
+                    (i % 3 == 0).then(|| CommandId::new(Uuid::new_v4())),
+                ),
+            };
+            store.append(&stream, expected, events(2), command).await
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    held.rollback().await.expect("release the writer");
+    let blocked = blocker.await.expect("task").expect("the first append");
+    assert_eq!(blocked.position, 2);
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.expect("task"));
+    }
+
+    let Err(cqrs_core::Error::Conflict { actual, .. }) = &results[0] else {
+        panic!(
+            "the conflicting append fails with the typed conflict: {:?}",
+            results[0]
+        );
+    };
+    assert_eq!(*actual, 0);
+    let again = results[1]
+        .as_ref()
+        .expect("a repeated command id is answered");
+    assert!(again.duplicate);
+    assert_eq!(
+        (again.version, again.position),
+        (first.version, first.position)
+    );
+    let mut positions = Vec::new();
+    for (i, r) in results.iter().enumerate().skip(2) {
+        let r = r
+            .as_ref()
+            .unwrap_or_else(|e| panic!("append {i} failed: {e:?}"));
+        assert!(!r.duplicate);
+        assert_eq!(r.version, 2);
+        positions.push(r.position);
+    }
+    positions.sort_unstable();
+    assert_eq!(
+        positions,
+        vec![4, 6, 8, 10, 12, 14],
+        "gap-free, two events each"
+    );
+
+    // Exactly the first two appends and the six are stored; the conflict left no command.
+    let stored = all(&*store).await;
+    assert_eq!(stored.len(), 2 + 6 * 2);
+    for (i, (_, _, position)) in stored.iter().enumerate() {
+        assert_eq!(*position, i as u64 + 1);
+    }
+    let conflict = StreamId::new("group", "conflict");
+    assert_eq!(
+        store
+            .command_result(&conflict, conflict_command)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(store.stream_version(&conflict).await.unwrap(), 0);
+}
