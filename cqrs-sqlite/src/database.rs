@@ -16,7 +16,9 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 use crate::error::{Failure, is_busy, retry_busy};
+use crate::group::AppendQueue;
 use crate::lease::SqliteLeases;
+use crate::raw_read::RawReaders;
 use crate::watcher;
 use crate::{
     SqliteCheckpointStore, SqliteDeadLetterStore, SqliteEventStore, SqliteProjector,
@@ -94,6 +96,10 @@ pub(crate) struct Inner {
     pub(crate) writer: SqlitePool,
     pub(crate) wake: watch::Sender<u64>,
     pub(crate) config: SqliteConfig,
+    /// Direct reads of the all-stream (file databases only).
+    pub(crate) raw: Option<Arc<RawReaders>>,
+    /// Appends waiting to be written together.
+    pub(crate) appends: AppendQueue,
     /// NOTE: an in-memory database lives as long as one connection to it; this one never runs a
     /// statement, so the data outlives any recycling of the pool's connection.
     keeper: Mutex<Option<SqliteConnection>>,
@@ -184,10 +190,18 @@ impl SqliteDatabase {
             let reader = SqlitePoolOptions::new()
                 .max_connections(config.readers.max(1))
                 .acquire_timeout(FOREVER)
+                .test_before_acquire(false)
                 .connect_lazy_with(options);
             (reader, writer, None)
         };
         let path = (!memory).then(|| options.get_filename().to_path_buf());
+        let raw = path.as_ref().map(|p| {
+            Arc::new(RawReaders::new(
+                p.clone(),
+                config.busy_timeout,
+                config.readers as usize,
+            ))
+        });
         let watcher_conn = match (memory, config.watch_interval) {
             (false, Some(_)) => Some(options.connect().await.map_err(Error::backend)?),
             _ => None,
@@ -198,6 +212,8 @@ impl SqliteDatabase {
                 writer,
                 wake: watch::channel(0).0,
                 config,
+                raw,
+                appends: AppendQueue::default(),
                 keeper: Mutex::new(keeper),
                 watcher: Mutex::new(None),
                 memory,
@@ -274,6 +290,9 @@ impl SqliteDatabase {
         }
         self.inner.writer.close().await;
         self.inner.reader.close().await;
+        if let Some(raw) = &self.inner.raw {
+            raw.close();
+        }
         let keeper = self.inner.keeper.lock().expect("keeper lock").take();
         if let Some(conn) = keeper {
             let _ = conn.close().await;
@@ -310,11 +329,16 @@ async fn migrate(writer: &SqlitePool) -> Result<(), Failure> {
 }
 
 /// A pool of one connection that is never recycled, whose waiters queue without a deadline.
+///
+/// NOTE: pools of this crate do not ping a connection before handing it out (sqlx's default):
+/// a connection to a file cannot be hung up on, and the ping is one more trip to SQLite's
+/// worker thread for every statement or transaction.
 fn single_connection(options: SqliteConnectOptions) -> SqlitePool {
     SqlitePoolOptions::new()
         .max_connections(1)
         .idle_timeout(None)
         .max_lifetime(None)
         .acquire_timeout(FOREVER)
+        .test_before_acquire(false)
         .connect_lazy_with(options)
 }

@@ -12,7 +12,15 @@ use crate::database::SqliteConfig;
 #[derive(Debug)]
 pub(crate) enum Failure {
     Db(sqlx::Error),
+    /// An error of the C library met by a direct read (see `raw_read.rs`).
+    Raw(rusqlite::Error),
     Core(Error),
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(e: rusqlite::Error) -> Self {
+        Failure::Raw(e)
+    }
 }
 
 impl From<sqlx::Error> for Failure {
@@ -40,6 +48,14 @@ pub(crate) fn code(e: &sqlx::Error) -> Option<i32> {
 /// True when another connection held a lock: the write can be tried again.
 pub(crate) fn is_busy(e: &sqlx::Error) -> bool {
     matches!(code(e).map(|c| c & 0xff), Some(SQLITE_BUSY | SQLITE_LOCKED))
+}
+
+/// True when another connection held a lock, for an error of a direct read.
+fn is_raw_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }
 
 /// True when a UNIQUE constraint on `table.column` failed.
@@ -78,7 +94,13 @@ impl Retry {
         match result {
             Ok(v) => Some(Ok(v)),
             Err(Failure::Core(e)) => Some(Err(e)),
-            Err(Failure::Db(e)) if is_busy(&e) => {
+            Err(e @ (Failure::Db(_) | Failure::Raw(_)))
+                if match &e {
+                    Failure::Db(e) => is_busy(e),
+                    Failure::Raw(e) => is_raw_busy(e),
+                    Failure::Core(_) => false,
+                } =>
+            {
                 let now = Instant::now();
                 if now >= self.deadline {
                     return Some(Err(Error::Timeout(format!(
@@ -86,12 +108,13 @@ impl Retry {
                         self.patience
                     ))));
                 }
-                tracing::debug!(error = %e, wait = ?self.wait, "database locked, retrying");
+                tracing::debug!(error = ?e, wait = ?self.wait, "database locked, retrying");
                 tokio::time::sleep(self.wait.min(self.deadline - now)).await;
                 self.wait = (self.wait * 2).min(Duration::from_millis(100));
                 None
             }
             Err(Failure::Db(e)) => Some(Err(Error::backend(e))),
+            Err(Failure::Raw(e)) => Some(Err(Error::backend(e))),
         }
     }
 }

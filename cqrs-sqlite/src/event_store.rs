@@ -8,10 +8,10 @@ use crate::error::retry_busy;
 
 /// The event store of a [`SqliteDatabase`].
 ///
-/// Appends run one at a time on the database's write connection, in a `BEGIN IMMEDIATE`
-/// transaction, so positions are handed out in commit order: the all-stream has no gaps and a
-/// reader resuming after a position never misses an event ([`Cursor::tx`](cqrs_core::Cursor::tx)
-/// is always 0). Appends wake the subscribers of this handle at once, and those of other
+/// Appends run one at a time (or gathered, one transaction for those that queue together) on
+/// the database's write connection, under SQLite's write lock, so positions are handed out in
+/// commit order: the all-stream has no gaps and a reader resuming after a position never misses
+/// an event ([`Cursor::tx`](cqrs_core::Cursor::tx) is always 0). Appends wake the subscribers of this handle at once, and those of other
 /// handles on the file (other processes) within their
 /// [`SqliteConfig::watch_interval`](crate::SqliteConfig::watch_interval).
 #[derive(Debug, Clone)]

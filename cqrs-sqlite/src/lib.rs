@@ -63,12 +63,19 @@
 //!   `cqrs-postgres`'s are (its hub is `PgDatabase`): `database.rs`, `event_store.rs`,
 //!   `append.rs`, `read_stream.rs`, `read_all.rs`, `sql.rs` (every statement of the event
 //!   store), `rows.rs`, `error.rs` (every result code).
-//! - Appends run one at a time on the one write connection in `BEGIN IMMEDIATE` transactions:
-//!   writers of the process queue instead of meeting `database is locked`, a lock held by
-//!   another process is waited for and retried, and positions follow commit order, so the
-//!   all-stream has no gaps ([`Cursor::tx`](cqrs_core::Cursor::tx) is always 0). An append
-//!   wakes the handle's subscribers at once; commits made through other connections to the
-//!   file (other processes) wake them within [`SqliteConfig::watch_interval`].
+//! - Appends run on the one write connection: writers of the process queue instead of meeting
+//!   `database is locked`, a lock held by another process is waited for and retried, and
+//!   positions follow commit order, so the all-stream has no gaps
+//!   ([`Cursor::tx`](cqrs_core::Cursor::tx) is always 0). An append is one statement that
+//!   checks the expected version and inserts every event (a transaction of a few when it
+//!   carries a command id); appends that queue while one is written are written together in
+//!   one transaction, each with its own check, versions and command id, a failing one failing
+//!   alone. An append wakes the handle's subscribers at once; commits made through other
+//!   connections to the file (other processes) wake them within
+//!   [`SqliteConfig::watch_interval`].
+//! - Reads of the all-stream and of a stream on a file database go through the C library
+//!   directly (one blocking task per read, rows decoded where they are read); in memory they use
+//!   the one connection.
 //! - [`SqliteProjector`] with [`SqliteTransactional`]: read-model tables written in the same
 //!   transaction as the checkpoint, for exactly-once effect. Query them through
 //!   [`SqliteDatabase::pool`].
@@ -94,9 +101,11 @@ mod database;
 mod dead_letters;
 mod error;
 mod event_store;
+mod group;
 mod inbox;
 mod lease;
 mod projector;
+mod raw_read;
 mod read_all;
 mod read_stream;
 mod rows;

@@ -1,9 +1,9 @@
 //! The all-stream: every event by position, which follows commit order under the one write lock.
 
 use async_trait::async_trait;
-use cqrs_core::{AllStreamReader, Cursor, RecordedEvent, Result, WakeUps};
+use cqrs_core::{AllStreamReader, Cursor, Error, RecordedEvent, Result, WakeUps};
 
-use crate::error::{retry_busy, to_u64};
+use crate::error::{Failure, retry_busy, to_u64};
 use crate::event_store::{SqliteEventStore, capped};
 use crate::rows::event_from_row;
 use crate::sql::{HEAD_POSITION, POSITION_EXISTS, READ_ALL};
@@ -12,6 +12,16 @@ use crate::sql::{HEAD_POSITION, POSITION_EXISTS, READ_ALL};
 impl AllStreamReader for SqliteEventStore {
     async fn read_all(&self, after: Cursor, limit: usize) -> Result<Vec<RecordedEvent>> {
         let after = capped(after.position);
+        if let Some(raw) = &self.db.inner.raw {
+            return retry_busy!(&self.db.inner.config, async {
+                let raw = raw.clone();
+                let limit = capped(limit as u64);
+                tokio::task::spawn_blocking(move || raw.read_all(after, limit))
+                    .await
+                    .map_err(|e| Failure::Core(Error::backend(e)))?
+                    .map_err(Failure::Raw)
+            })?;
+        }
         let rows = self
             .read(READ_ALL, |q| q.bind(after).bind(capped(limit as u64)))
             .await?;
