@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p cqrs-bench -- [--database URL] [--runs N] [--only w1,w2,w3,w4,l1,l3,e1] [--quick]
+//!     [--tasks 1,8] [--grouping off|on|both]
 //! ```
 //!
 //! Every workload works in a schema of its own (`bench_<pid>_...`), created fresh and dropped
@@ -74,6 +75,9 @@ struct Args {
     /// Only these workloads (w1, w2, w3, w4, l1, l3, e1), comma-separated.
     #[arg(long, value_delimiter = ',')]
     only: Option<Vec<String>>,
+    /// W1 (and its L1) with these client counts, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 8])]
+    tasks: Vec<usize>,
     /// W1 with group append off, on, or both (each beside its own L1s).
     #[arg(long, value_enum, default_value_t = Grouping::Both)]
     grouping: Grouping,
@@ -141,7 +145,7 @@ async fn run_all(db: &Db, args: &Args) -> Result<Report, BenchError> {
     let runs = args.runs.max(1);
     let (w1, w4, l1) = (args.wants("w1"), args.wants("w4"), args.wants("l1"));
     for run in 0..runs {
-        for tasks in [1, 8] {
+        for tasks in args.tasks.iter().copied() {
             // NOTE: the disk's fsync time drifts by an order of magnitude over minutes on a
             // shared machine, so each W1 is sandwiched between two L1s and compared with their
             // mean: L1, W1 without projector, L1, W1 with the read model, L1 (and again with

@@ -204,7 +204,11 @@ impl fmt::Display for Report {
                 continue;
             };
             let ratio = on.ratio.median() / off.ratio.median();
-            let name = if rm { "live read model" } else { "no projector" };
+            let name = if rm {
+                "live read model"
+            } else {
+                "no projector"
+            };
             writeln!(
                 f,
                 "| W1 C=1 {name}: grouped / ungrouped (W1/L1 medians) | {ratio:.3} | >= 0.95: {} |",
@@ -217,7 +221,11 @@ impl fmt::Display for Report {
                 continue;
             };
             let (a, b) = (off.p99.median(), on.p99.median());
-            let name = if rm { "live read model" } else { "no projector" };
+            let name = if rm {
+                "live read model"
+            } else {
+                "no projector"
+            };
             writeln!(
                 f,
                 "| W1 C=8 {name}: p99 ms ungrouped / grouped | {a:.2} / {b:.2} | grouped no worse: {} |",
@@ -228,7 +236,12 @@ impl fmt::Display for Report {
             let g = if *group { ", grouped" } else { "" };
             let w4_bar = format!("p99 < 50 ms: {}", ok(p99.median() < 50.0));
             row(f, &format!("W4 C=8{g} commit to visible: p50 ms"), p50, "")?;
-            row(f, &format!("W4 C=8{g} commit to visible: p99 ms"), p99, &w4_bar)?;
+            row(
+                f,
+                &format!("W4 C=8{g} commit to visible: p99 ms"),
+                p99,
+                &w4_bar,
+            )?;
         }
         let [rate, p50, p99, r50, r99] = &self.e1;
         let e1 = format!("E1 bank over HTTP, {CLIENTS} clients");

@@ -102,8 +102,12 @@ impl PgConfig {
     /// its neighbours are written. The all-stream stays gap-safe (a group is one transaction)
     /// and subscribers are woken as for any append.
     ///
-    /// It pays when many writers append at once (several tasks or nodes of a busy service);
-    /// see `cqrs-bench/RESULTS.md` for the figures.
+    /// It is meant for many writers appending at once in one process; see
+    /// `cqrs-bench/RESULTS.md` for what it measured (it is off by default because it did not
+    /// win everywhere there). The price: appends of this store run one statement at a time,
+    /// so an append that waits on a lock (a row of the same stream inserted by a transaction
+    /// of [`append_in`](crate::PgEventStore::append_in) still open) holds back every other
+    /// append of the store until it ends.
     ///
     /// ```no_run
     /// use cqrs_postgres::{PgConfig, PgDatabase};

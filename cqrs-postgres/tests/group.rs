@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 /// The slots a store runs appends in at once (the group appender's `IN_FLIGHT`).
-const SLOTS: usize = 2;
+const SLOTS: usize = 1;
 
 async fn grouped(db: &support::TestDb, schema: &str) -> PgEventStore {
     PgEventStore::connect_with(
@@ -67,14 +67,17 @@ async fn lock_waiters(conn: &mut PgConnection) -> i64 {
 async fn hold_slots(
     store: &PgEventStore,
     watcher: &mut PgConnection,
-) -> (Transaction<'static, Postgres>, Vec<JoinHandle<Result<AppendResult>>>) {
+) -> (
+    Transaction<'static, Postgres>,
+    Vec<JoinHandle<Result<AppendResult>>>,
+) {
     let mut tx = store.pool().begin().await.unwrap();
     let mut lone = Vec::new();
     for i in 0..SLOTS {
         let stream = StreamId::new("slot", format!("{i}"));
         store
             .append_in(
-                &mut *tx,
+                &mut tx,
                 &stream,
                 ExpectedVersion::NoStream,
                 vec![sample_event(0)],
@@ -91,7 +94,10 @@ async fn hold_slots(
     }
     let t = Instant::now();
     while lock_waiters(watcher).await < SLOTS as i64 {
-        assert!(t.elapsed() < Duration::from_secs(20), "the lone appends never waited");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the lone appends never waited"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     (tx, lone)
@@ -156,10 +162,15 @@ async fn in_one_group_a_conflict_and_a_reused_command_id_fail_alone() {
             spawn_append(&store, stream, ExpectedVersion::NoStream, command)
         })
         .collect();
-    until("eight appends queue", || async { store.queued_appends() == 8 }).await;
+    until("eight appends queue", || async {
+        store.queued_appends() == 8
+    })
+    .await;
     tx.commit().await.unwrap();
     for l in lone {
-        l.await.unwrap().expect("the lone appends go on after the commit");
+        l.await
+            .unwrap()
+            .expect("the lone appends go on after the commit");
     }
 
     match conflict.await.unwrap() {
@@ -185,7 +196,11 @@ async fn in_one_group_a_conflict_and_a_reused_command_id_fail_alone() {
     .fetch_one(store.pool())
     .await
     .unwrap();
-    assert_eq!((rows, txs), (6, 1), "the six were written by one transaction");
+    assert_eq!(
+        (rows, txs),
+        (6, 1),
+        "the six were written by one transaction"
+    );
     assert_eq!(store.stream_version(&conflicting).await.unwrap(), 1);
     assert_eq!(store.stream_version(&reused).await.unwrap(), 1);
     assert_eq!(
@@ -247,7 +262,7 @@ async fn racing_writers_lose_nothing_double_nothing_and_stay_gap_safe() {
     for w in 0..WRITERS {
         let store = store.clone();
         writers.push(tokio::spawn(async move {
-            let mut seed = 0x9E37_79B9_7F4A_7C15_u64 ^ (w as u64 + 1) * 0x2545_F491;
+            let mut seed = 0x9E37_79B9_7F4A_7C15_u64 ^ ((w as u64 + 1) * 0x2545_F491);
             let mut versions = [0_u64; STREAMS_PER_WRITER];
             let mut written = Vec::with_capacity(per_writer);
             for n in 0..per_writer {
@@ -318,7 +333,7 @@ async fn a_group_whose_connection_is_terminated_is_all_or_nothing() {
         .unwrap();
     store
         .append_in(
-            &mut *hold,
+            &mut hold,
             &StreamId::new("k", "k0"),
             ExpectedVersion::NoStream,
             vec![sample_event(0)],
@@ -341,7 +356,10 @@ async fn a_group_whose_connection_is_terminated_is_all_or_nothing() {
             (id, task)
         })
         .collect();
-    until("eight appends queue", || async { store.queued_appends() == 8 }).await;
+    until("eight appends queue", || async {
+        store.queued_appends() == 8
+    })
+    .await;
     tx.commit().await.unwrap();
     for l in lone {
         l.await.unwrap().unwrap();
@@ -358,7 +376,10 @@ async fn a_group_whose_connection_is_terminated_is_all_or_nothing() {
         if let Some(pid) = pid {
             break pid;
         }
-        assert!(t.elapsed() < Duration::from_secs(20), "the group never waited");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the group never waited"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
@@ -372,15 +393,23 @@ async fn a_group_whose_connection_is_terminated_is_all_or_nothing() {
     let mut failed = 0;
     for (id, task) in members {
         let res = task.await.unwrap();
-        let present: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events WHERE event_id = $1)")
-            .bind(id)
-            .fetch_one(store.pool())
-            .await
-            .unwrap();
-        assert_eq!(res.is_ok(), present, "acknowledged if and only if present: {res:?}");
+        let present: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events WHERE event_id = $1)")
+                .bind(id)
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        assert_eq!(
+            res.is_ok(),
+            present,
+            "acknowledged if and only if present: {res:?}"
+        );
         failed += usize::from(res.is_err());
     }
-    assert_eq!(failed, 8, "the group died before its commit: all failed, none written");
+    assert_eq!(
+        failed, 8,
+        "the group died before its commit: all failed, none written"
+    );
     // The store goes on: the members can be appended now, grouped or not.
     store
         .append(
