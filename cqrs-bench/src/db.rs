@@ -28,10 +28,22 @@ impl Db {
         format!("{}_{tag}", self.prefix)
     }
 
-    /// A store in a new (migrated) schema.
+    /// A store in a new (migrated) schema, appends grouped as the store's default says.
     pub(crate) async fn store(&self, schema: &str) -> Result<PgEventStore, BenchError> {
+        self.store_grouped(schema, PgConfig::default().group_appends)
+            .await
+    }
+
+    /// A store in a new (migrated) schema, with group append on or off.
+    pub(crate) async fn store_grouped(
+        &self,
+        schema: &str,
+        group: bool,
+    ) -> Result<PgEventStore, BenchError> {
         self.drop_schema(schema).await?;
-        let config = PgConfig::with_schema(schema).max_connections(16);
+        let config = PgConfig::with_schema(schema)
+            .max_connections(16)
+            .group_appends(group);
         let store = PgEventStore::connect(&self.url, config).await?;
         sqlx::query(crate::domain::CREATE_ACCOUNTS)
             .execute(store.pool())

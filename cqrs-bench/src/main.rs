@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p cqrs-bench -- [--database URL] [--runs N] [--only w1,w2,w3,w4,l1,l3,e1] [--quick]
+//!     [--tasks 1,8] [--grouping off|on|both]
 //! ```
 //!
 //! Every workload works in a schema of its own (`bench_<pid>_...`), created fresh and dropped
@@ -74,6 +75,12 @@ struct Args {
     /// Only these workloads (w1, w2, w3, w4, l1, l3, e1), comma-separated.
     #[arg(long, value_delimiter = ',')]
     only: Option<Vec<String>>,
+    /// W1 (and its L1) with these client counts, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 8])]
+    tasks: Vec<usize>,
+    /// W1 with group append off, on, or both (each beside its own L1s).
+    #[arg(long, value_enum, default_value_t = Grouping::Both)]
+    grouping: Grouping,
     /// Skip the million-event replay.
     #[arg(long)]
     quick: bool,
@@ -87,6 +94,24 @@ struct Args {
     /// Internal: the W3 child's read model in this many segments, rebuilt side by side.
     #[arg(long, hide = true, default_value_t = 1)]
     segments: u32,
+}
+
+/// Which W1 runs to make: appends grouped, ungrouped, or both in one run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Grouping {
+    Off,
+    On,
+    Both,
+}
+
+impl Grouping {
+    fn modes(self) -> &'static [bool] {
+        match self {
+            Grouping::Off => &[false],
+            Grouping::On => &[true],
+            Grouping::Both => &[false, true],
+        }
+    }
 }
 
 impl Args {
@@ -120,10 +145,11 @@ async fn run_all(db: &Db, args: &Args) -> Result<Report, BenchError> {
     let runs = args.runs.max(1);
     let (w1, w4, l1) = (args.wants("w1"), args.wants("w4"), args.wants("l1"));
     for run in 0..runs {
-        for tasks in [1, 8] {
+        for tasks in args.tasks.iter().copied() {
             // NOTE: the disk's fsync time drifts by an order of magnitude over minutes on a
             // shared machine, so each W1 is sandwiched between two L1s and compared with their
-            // mean: L1, W1 without projector, L1, W1 with the read model, L1.
+            // mean: L1, W1 without projector, L1, W1 with the read model, L1 (and again with
+            // appends grouped, from that last L1 on).
             let limit = || async {
                 let l = w1::raw_inserts(db, tasks).await?;
                 eprintln!("run {run} L1 C={tasks}: {l:?}");
@@ -135,20 +161,24 @@ async fn run_all(db: &Db, args: &Args) -> Result<Report, BenchError> {
             let before = limit().await?;
             let mut last = before.per_sec;
             r.l1(tasks, before);
-            if w1 {
-                let w = w1::run(db, tasks, false).await?;
-                eprintln!("run {run} W1 C={tasks} no read model: {w:?}");
-                let after = limit().await?;
-                r.w1(tasks, false, w, (last + after.per_sec) / 2.0);
-                last = after.per_sec;
-                r.l1(tasks, after);
-            }
-            if w1 || (w4 && tasks == 8) {
-                let w = w1::run(db, tasks, true).await?;
-                eprintln!("run {run} W1 C={tasks} read model: {w:?}");
-                let after = limit().await?;
-                r.w1(tasks, true, w, (last + after.per_sec) / 2.0);
-                r.l1(tasks, after);
+            for &group in args.grouping.modes() {
+                let g = if group { "grouped" } else { "ungrouped" };
+                if w1 {
+                    let w = w1::run(db, tasks, false, group).await?;
+                    eprintln!("run {run} W1 C={tasks} {g} no read model: {w:?}");
+                    let after = limit().await?;
+                    r.w1(tasks, false, group, w, (last + after.per_sec) / 2.0);
+                    last = after.per_sec;
+                    r.l1(tasks, after);
+                }
+                if w1 || (w4 && tasks == 8) {
+                    let w = w1::run(db, tasks, true, group).await?;
+                    eprintln!("run {run} W1 C={tasks} {g} read model: {w:?}");
+                    let after = limit().await?;
+                    r.w1(tasks, true, group, w, (last + after.per_sec) / 2.0);
+                    last = after.per_sec;
+                    r.l1(tasks, after);
+                }
             }
         }
     }

@@ -40,8 +40,10 @@ pub(crate) struct Report {
     env: String,
     runs: usize,
     l1: BTreeMap<usize, Throughput>,
-    w1: BTreeMap<(usize, bool), Throughput>,
-    w4: (Runs, Runs),
+    /// By tasks, read model, grouped appends.
+    w1: BTreeMap<(usize, bool, bool), Throughput>,
+    /// By grouped appends.
+    w4: BTreeMap<bool, (Runs, Runs)>,
     w2: W2Runs,
     l3: Runs,
     last_l3: Option<f64>,
@@ -77,8 +79,8 @@ impl Report {
     }
 
     /// A run of W1, compared with `limit`, the L1 rate measured around it.
-    pub(crate) fn w1(&mut self, tasks: usize, read_model: bool, w: W1Run, limit: f64) {
-        let t = self.w1.entry((tasks, read_model)).or_default();
+    pub(crate) fn w1(&mut self, tasks: usize, read_model: bool, group: bool, w: W1Run, limit: f64) {
+        let t = self.w1.entry((tasks, read_model, group)).or_default();
         t.rate.push(w.per_sec);
         t.p50.push(w.p50_ms);
         t.p99.push(w.p99_ms);
@@ -88,8 +90,9 @@ impl Report {
             t.catch_up.push(c);
         }
         if let (8, Some(p50), Some(p99)) = (tasks, w.visible_p50_ms, w.visible_p99_ms) {
-            self.w4.0.push(p50);
-            self.w4.1.push(p99);
+            let w4 = self.w4.entry(group).or_default();
+            w4.0.push(p50);
+            w4.1.push(p99);
         }
     }
 
@@ -168,19 +171,22 @@ impl fmt::Display for Report {
                 pair(&t.p50, &t.p99),
             )?;
         }
-        for ((tasks, rm), t) in &self.w1 {
+        for ((tasks, rm, group), t) in &self.w1 {
             let name = format!(
-                "W1 C={tasks} {}",
+                "W1 C={tasks} {}{}",
                 if *rm {
                     "live read model"
                 } else {
                     "no projector"
-                }
+                },
+                if *group { ", grouped" } else { "" }
             );
-            let need = match (tasks, rm) {
-                (1, false) => Some(0.6),
-                (8, false) => Some(0.7),
-                (8, true) => Some(0.5),
+            let need = match (tasks, rm, group) {
+                (1, false, false) => Some(0.6),
+                (8, false, false) => Some(0.7),
+                (8, true, false) => Some(0.5),
+                (8, false, true) => Some(1.5),
+                (8, true, true) => Some(1.0),
                 _ => None,
             };
             row(f, &format!("{name}: commands/s"), &t.rate, "")?;
@@ -192,9 +198,51 @@ impl fmt::Display for Report {
             row(f, &format!("{name}: lag at end (events)"), &t.lag, "")?;
             row(f, &format!("{name}: catch-up ms"), &t.catch_up, "")?;
         }
-        let w4_bar = format!("p99 < 50 ms: {}", ok(self.w4.1.median() < 50.0));
-        row(f, "W4 C=8 commit to visible: p50 ms", &self.w4.0, "")?;
-        row(f, "W4 C=8 commit to visible: p99 ms", &self.w4.1, &w4_bar)?;
+        for rm in [false, true] {
+            let (Some(off), Some(on)) = (self.w1.get(&(1, rm, false)), self.w1.get(&(1, rm, true)))
+            else {
+                continue;
+            };
+            let ratio = on.ratio.median() / off.ratio.median();
+            let name = if rm {
+                "live read model"
+            } else {
+                "no projector"
+            };
+            writeln!(
+                f,
+                "| W1 C=1 {name}: grouped / ungrouped (W1/L1 medians) | {ratio:.3} | >= 0.95: {} |",
+                ok(ratio >= 0.95)
+            )?;
+        }
+        for rm in [false, true] {
+            let (Some(off), Some(on)) = (self.w1.get(&(8, rm, false)), self.w1.get(&(8, rm, true)))
+            else {
+                continue;
+            };
+            let (a, b) = (off.p99.median(), on.p99.median());
+            let name = if rm {
+                "live read model"
+            } else {
+                "no projector"
+            };
+            writeln!(
+                f,
+                "| W1 C=8 {name}: p99 ms ungrouped / grouped | {a:.2} / {b:.2} | grouped no worse: {} |",
+                ok(b <= a)
+            )?;
+        }
+        for (group, (p50, p99)) in &self.w4 {
+            let g = if *group { ", grouped" } else { "" };
+            let w4_bar = format!("p99 < 50 ms: {}", ok(p99.median() < 50.0));
+            row(f, &format!("W4 C=8{g} commit to visible: p50 ms"), p50, "")?;
+            row(
+                f,
+                &format!("W4 C=8{g} commit to visible: p99 ms"),
+                p99,
+                &w4_bar,
+            )?;
+        }
         let [rate, p50, p99, r50, r99] = &self.e1;
         let e1 = format!("E1 bank over HTTP, {CLIENTS} clients");
         row(f, &format!("{e1}: requests/s"), rate, "(no bar)")?;

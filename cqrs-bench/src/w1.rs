@@ -76,11 +76,16 @@ fn owned(task: usize, tasks: usize) -> Vec<usize> {
     (0..ACCOUNTS).filter(|a| a % tasks == task).collect()
 }
 
-/// One run of W1 with `tasks` concurrent tasks, with the live read model or without.
-pub(crate) async fn run(db: &Db, tasks: usize, read_model: bool) -> Result<W1Run, BenchError> {
-    let store = db
-        .store(&db.schema(&format!("w1_c{tasks}_{}", u8::from(read_model))))
-        .await?;
+/// One run of W1 with `tasks` concurrent tasks, with the live read model or without, appends
+/// grouped or not.
+pub(crate) async fn run(
+    db: &Db,
+    tasks: usize,
+    read_model: bool,
+    group: bool,
+) -> Result<W1Run, BenchError> {
+    let schema = format!("w1_c{tasks}_{}_{}", u8::from(read_model), u8::from(group));
+    let store = db.store_grouped(&db.schema(&schema), group).await?;
     let visible: Instants = Arc::default();
     let runner = read_model.then(|| {
         let sub = Timed {

@@ -19,12 +19,12 @@ const ANY_RETRIES: u32 = 20;
 
 /// The columns of a batch, one array each, for `UNNEST`.
 pub(crate) struct Columns {
-    ids: Vec<Uuid>,
-    types: Vec<String>,
-    schema_versions: Vec<i32>,
+    pub(crate) ids: Vec<Uuid>,
+    pub(crate) types: Vec<String>,
+    pub(crate) schema_versions: Vec<i32>,
     /// JSON text: the columns are `json`, stored as sent.
-    payloads: Vec<String>,
-    metadata: Vec<String>,
+    pub(crate) payloads: Vec<String>,
+    pub(crate) metadata: Vec<String>,
 }
 
 impl Columns {
@@ -293,25 +293,23 @@ impl PgEventStore {
     }
 }
 
-#[async_trait]
-impl EventAppender for PgEventStore {
-    async fn append(
+impl PgEventStore {
+    /// One append on its own connection and in its own statement: the path of an ungrouped
+    /// append, of a lone one on an idle store, and of a group's members when the group's
+    /// statement was refused as a whole.
+    pub(crate) async fn append_alone(
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
-        events: Vec<NewEvent>,
+        cols: &Columns,
         command: Option<CommandId>,
     ) -> Result<AppendResult> {
-        if events.is_empty() {
-            return self.append_nothing(stream, expected, command).await;
-        }
         let expected_version = expected_param(expected)?;
-        let cols = Columns::new(events)?;
         let inner = &self.db.inner;
         let mut retries = 0;
         loop {
             let mut conn = inner.appends.take(&inner.pool).await.map_err(backend)?;
-            let ran = run_append(conn.conn(), stream, expected_version, &cols, command).await;
+            let ran = run_append(conn.conn(), stream, expected_version, cols, command).await;
             if ran.is_ok() {
                 conn.done();
             }
@@ -356,6 +354,47 @@ impl EventAppender for PgEventStore {
                 return Err(backend(err));
             }
         }
+    }
+}
+
+/// The answer to an append of a group, from the group statement's outcome for it.
+pub(crate) fn outcome(
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    command: Option<CommandId>,
+    appended: Appended,
+    actual: u64,
+) -> Result<AppendResult> {
+    match appended {
+        Appended::Done(res) => Ok(res),
+        Appended::Reused => Err(reused(stream, command)),
+        Appended::Stale(_) => Err(Error::Conflict {
+            stream: stream.clone(),
+            expected,
+            actual,
+        }),
+    }
+}
+
+#[async_trait]
+impl EventAppender for PgEventStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        command: Option<CommandId>,
+    ) -> Result<AppendResult> {
+        if events.is_empty() {
+            return self.append_nothing(stream, expected, command).await;
+        }
+        // NOTE: checked here, so that a group never meets a version it cannot bind.
+        expected_param(expected)?;
+        let cols = Columns::new(events)?;
+        if self.db.inner.group.is_some() {
+            return crate::group::append(self, stream, expected, cols, command).await;
+        }
+        self.append_alone(stream, expected, &cols, command).await
     }
 
     async fn command_result(

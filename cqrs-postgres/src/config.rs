@@ -28,6 +28,10 @@ pub struct PgConfig {
     /// Whether [`PgDatabase::connect`](crate::PgDatabase::connect) creates the schema and
     /// runs [`MIGRATOR`] (true by default).
     pub migrate: bool,
+    /// Whether appends that arrive while others are committing are gathered and written
+    /// together, in one statement and one transaction ("group append"; see
+    /// [`group_appends`](Self::group_appends)). Off by default.
+    pub group_appends: bool,
 }
 
 impl Default for PgConfig {
@@ -36,6 +40,7 @@ impl Default for PgConfig {
             schema: "public".into(),
             max_connections: 10,
             migrate: true,
+            group_appends: false,
         }
     }
 }
@@ -81,6 +86,41 @@ impl PgConfig {
     /// Sets whether connecting migrates the schema.
     pub fn migrate(mut self, migrate: bool) -> Self {
         self.migrate = migrate;
+        self
+    }
+
+    /// Sets whether appends are grouped.
+    ///
+    /// With grouping on, an append that finds the store idle runs at once, alone, as without
+    /// it. Appends that arrive while commits are in flight wait for the next group: up to 64
+    /// of them, on distinct streams, are written by one statement in one transaction, so they
+    /// share one commit (one WAL flush) instead of paying one each. Each keeps its own
+    /// expected-version check, its own versions and positions and its own command-id check,
+    /// and is answered only after the group's commit. A member that fails a check (a
+    /// [`Conflict`](cqrs_core::Error::Conflict), a
+    /// [`CommandIdReused`](cqrs_core::Error::CommandIdReused)) writes nothing and fails alone;
+    /// its neighbours are written. The all-stream stays gap-safe (a group is one transaction)
+    /// and subscribers are woken as for any append.
+    ///
+    /// It is meant for many writers appending at once in one process; see
+    /// `cqrs-bench/RESULTS.md` for what it measured (it is off by default because it did not
+    /// win everywhere there). The price: appends of this store run one statement at a time,
+    /// so an append that waits on a lock (a row of the same stream inserted by a transaction
+    /// of [`append_in`](crate::PgEventStore::append_in) still open) holds back every other
+    /// append of the store until it ends.
+    ///
+    /// ```no_run
+    /// use cqrs_postgres::{PgConfig, PgDatabase};
+    /// # tokio::runtime::Runtime::new()?.block_on(async {
+    /// let config = PgConfig::with_schema("bank").group_appends(true);
+    /// let db = PgDatabase::connect(&std::env::var("DATABASE_URL")?, config).await?;
+    /// # let _ = db;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn group_appends(mut self, on: bool) -> Self {
+        self.group_appends = on;
         self
     }
 }

@@ -44,6 +44,8 @@ pub(crate) struct Inner {
     pub(crate) schema: String,
     pub(crate) notifier: Notifier,
     pub(crate) appends: AppendConns,
+    /// The group appender, when [`PgConfig::group_appends`] is on.
+    pub(crate) group: Option<crate::group::Grouper>,
 }
 
 impl std::fmt::Debug for PgDatabase {
@@ -70,12 +72,17 @@ impl PgDatabase {
             migrate(&options, &config.schema).await?;
         }
         let pool = open_pool(schema_options(options, &config.schema)?, &config).await?;
-        Self::from_pool(pool).await
+        Self::hub(pool, config.group_appends).await
     }
 
     /// A hub on an existing pool. The tables are those of the pool sessions' current schema
-    /// (set it with [`schema_options`]); the migrations must have run there.
+    /// (set it with [`schema_options`]); the migrations must have run there. Appends are
+    /// grouped as [`PgConfig::default`] says.
     pub async fn from_pool(pool: PgPool) -> Result<Self> {
+        Self::hub(pool, PgConfig::default().group_appends).await
+    }
+
+    async fn hub(pool: PgPool, group_appends: bool) -> Result<Self> {
         let schema: Option<String> = sqlx::query_scalar("SELECT current_schema()")
             .fetch_one(&pool)
             .await
@@ -87,6 +94,7 @@ impl PgDatabase {
         Ok(PgDatabase {
             inner: Arc::new(Inner {
                 appends: AppendConns::new(&pool),
+                group: group_appends.then(crate::group::Grouper::default),
                 pool,
                 schema,
                 notifier,
@@ -159,6 +167,13 @@ impl PgDatabase {
         .map_err(Error::backend)?;
         self.inner.pool.close().await;
         Ok(())
+    }
+
+    /// How many appends wait for a group now (always 0 with grouping off). For tests that
+    /// gather a group on purpose; not a stable API.
+    #[doc(hidden)]
+    pub fn queued_appends(&self) -> usize {
+        self.inner.group.as_ref().map_or(0, |g| g.queued())
     }
 
     /// Wakes subscribers here and in other processes: appends do it themselves; call it after

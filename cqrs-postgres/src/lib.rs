@@ -125,6 +125,7 @@ mod dead_letters;
 mod diagnostics;
 mod error;
 mod event_store;
+mod group;
 mod inbox;
 mod lease;
 mod notify;

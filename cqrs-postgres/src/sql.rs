@@ -152,3 +152,57 @@ pub(crate) const HEAD_POSITION: &str = "SELECT MAX(position) FROM events";
 /// The transaction id of the event at position `$1`, and whether it is below the watermark.
 pub(crate) const CURSOR_OF: &str =
     "SELECT tx_id::text::int8, tx_id < events_watermark() FROM events WHERE position = $1";
+
+/// The appends of a group in one statement, hence one transaction and one commit: each member
+/// (`$1..$5`, one array element each, on a stream of its own in the group) keeps its own
+/// command-id check and expected-version check, and a member that fails either inserts nothing
+/// while the others are written. The events (`$6..$11`) name their member by its 1-based place.
+/// One row back per member, in order: the stream's version before, the last version and
+/// position written (NULL if none), and the recorded result and fingerprint of its command id.
+///
+/// NOTE: members are on distinct streams, so no two of them race on one version here; a writer
+/// outside the group that races past a check runs into the unique key, which refuses the whole
+/// statement (nothing of the group is written) and its members are then appended one by one.
+pub(crate) const APPEND_GROUP: &str = r#"
+WITH req AS (
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::uuid[], $5::uuid[])
+        WITH ORDINALITY AS r(cat, sid, expected, command, fingerprint, m)
+), cur AS (
+    SELECT r.m,
+        COALESCE((SELECT e.stream_version FROM events AS e
+                  WHERE e.stream_category = r.cat AND e.stream_id = r.sid
+                  ORDER BY e.stream_version DESC LIMIT 1), 0) AS v,
+        p.version AS prev_version, p.position AS prev_position, p.fingerprint AS prev_fingerprint
+    FROM req AS r
+    LEFT JOIN commands AS p ON r.command IS NOT NULL AND p.stream_category = r.cat
+        AND p.stream_id = r.sid AND p.command_id = r.command
+), ok AS (
+    SELECT r.m, r.cat, r.sid, c.v FROM req AS r JOIN cur AS c USING (m)
+    WHERE c.prev_version IS NULL AND (r.expected IS NULL OR c.v = r.expected)
+), ev AS (
+    SELECT * FROM UNNEST($6::int8[], $7::uuid[], $8::text[], $9::int4[], $10::text[]::json[], $11::text[]::json[])
+        WITH ORDINALITY AS e(m, event_id, event_type, schema_version, payload, metadata, n)
+), ins AS (
+    INSERT INTO events (stream_category, stream_id, stream_version, event_id, event_type, schema_version, payload, metadata)
+    SELECT ok.cat, ok.sid, ok.v + row_number() OVER (PARTITION BY ev.m ORDER BY ev.n),
+        ev.event_id, ev.event_type, ev.schema_version, ev.payload, ev.metadata
+    FROM ev JOIN ok USING (m)
+    ORDER BY ev.n
+    RETURNING stream_category, stream_id, stream_version, position
+), last AS (
+    SELECT ok.m, MAX(ins.stream_version) AS version, MAX(ins.position) AS position
+    FROM ins JOIN ok ON ins.stream_category = ok.cat AND ins.stream_id = ok.sid
+    GROUP BY ok.m
+), cmd AS (
+    INSERT INTO commands (stream_category, stream_id, command_id, version, position, fingerprint)
+    SELECT r.cat, r.sid, r.command, l.version, l.position, r.fingerprint
+    FROM last AS l JOIN req AS r USING (m) WHERE r.command IS NOT NULL
+)
+SELECT c.v, l.version, l.position, c.prev_version, c.prev_position, c.prev_fingerprint
+FROM cur AS c LEFT JOIN last AS l USING (m) ORDER BY c.m
+"#;
+
+/// The version and position of stored events by id: what a group whose connection was lost
+/// finds of its members.
+pub(crate) const EVENTS_BY_ID: &str =
+    "SELECT event_id, stream_version, position FROM events WHERE event_id = ANY($1)";
