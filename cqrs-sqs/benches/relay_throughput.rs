@@ -13,9 +13,8 @@ use std::time::{Duration, Instant};
 
 use cqrs_core::wire::{self, HeaderNames};
 use cqrs_core::*;
-use cqrs_sqs::aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 use cqrs_sqs::aws_sdk_sqs::Client;
-use cqrs_sqs::aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
+use cqrs_sqs::aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 use cqrs_sqs::{SqsQueue, SqsRelay};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -70,7 +69,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         let queue = SqsQueue::new(format!("{name}.fifo"));
         // NOTE: declared before the clock starts, as the raw loop's queue is.
         queue.declare(&client).await?;
-        let relay = SqsRelay::with_client(&name, client.clone(), queue, InMemoryCheckpointStore::new());
+        let relay =
+            SqsRelay::with_client(&name, client.clone(), queue, InMemoryCheckpointStore::new());
         let config = RunnerConfig {
             batch_size,
             ..Default::default()
@@ -80,7 +80,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             .with_config(config)
             .with(relay)
             .start();
-        runner.wait_for(&name, head, Duration::from_secs(900)).await?;
+        runner
+            .wait_for(&name, head, Duration::from_secs(900))
+            .await?;
         let secs = started.elapsed().as_secs_f64();
         runner.shutdown().await;
         println!(
@@ -101,7 +103,12 @@ async fn raw_send(
     events: &[RecordedEvent],
 ) -> Result<f64, Box<dyn std::error::Error>> {
     let names = HeaderNames::DEFAULT;
-    let text = |t: &str, s: String| MessageAttributeValue::builder().data_type(t).string_value(s).build();
+    let text = |t: &str, s: String| {
+        MessageAttributeValue::builder()
+            .data_type(t)
+            .string_value(s)
+            .build()
+    };
     let mut entries = Vec::with_capacity(events.len());
     for (i, event) in events.iter().enumerate() {
         let mut entry = SendMessageBatchRequestEntry::builder()
@@ -127,27 +134,18 @@ async fn raw_send(
             .set_entries(Some(chunk.to_vec()))
             .send()
             .await?;
-        assert!(out.failed.is_empty(), "the raw loop was refused: {:?}", out.failed);
+        assert!(
+            out.failed.is_empty(),
+            "the raw loop was refused: {:?}",
+            out.failed
+        );
     }
     Ok(started.elapsed().as_secs_f64())
 }
 
-/// A client of the server: the environment's credentials if set, else dummy static ones (moto
-/// checks none).
+/// A client of the server: the environment's keys if set, else dummy ones (moto checks none).
 fn client(endpoint: &str) -> Client {
-    let credentials = match (
-        std::env::var("AWS_ACCESS_KEY_ID"),
-        std::env::var("AWS_SECRET_ACCESS_KEY"),
-    ) {
-        (Ok(key), Ok(secret)) => Credentials::new(key, secret, None, None, "environment"),
-        _ => Credentials::new("testing", "testing", None, None, "dummy"),
-    };
-    let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into());
-    let config = cqrs_sqs::aws_sdk_sqs::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(Region::new(region))
-        .credentials_provider(credentials)
-        .build();
-    Client::from_conf(config)
+    let key = std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "testing".into());
+    let secret = std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "testing".into());
+    cqrs_sqs::sqs_client_with_keys(endpoint, &key, &secret)
 }

@@ -26,8 +26,14 @@ pub const NOTE_FOR: &str = "cqrs-note-for";
 
 /// The message attributes of `message`: the event id, the envelope headers, strings or
 /// numbers as SQS types them.
-pub(crate) fn attributes(message: &WireMessage<'_>) -> Result<HashMap<String, MessageAttributeValue>> {
-    let names = [HEADERS.correlation_id, HEADERS.causation_id, HEADERS.metadata];
+pub(crate) fn attributes(
+    message: &WireMessage<'_>,
+) -> Result<HashMap<String, MessageAttributeValue>> {
+    let names = [
+        HEADERS.correlation_id,
+        HEADERS.causation_id,
+        HEADERS.metadata,
+    ];
     let mut out = HashMap::new();
     out.insert(HEADERS.event_id.to_owned(), string(message.id())?);
     let mut context = serde_json::Map::new();

@@ -213,7 +213,9 @@ async fn keep_hidden(client: Client, url: String, visibility: i32, in_flight: In
                         }
                     }
                 }
-                Err(e) => tracing::warn!(error = %sdk_error(e), "could not extend the visibility of messages in hand"),
+                Err(e) => {
+                    tracing::warn!(error = %sdk_error(e), "could not extend the visibility of messages in hand")
+                }
             }
         }
     }
@@ -242,7 +244,9 @@ impl SqsSession {
         let mut in_flight = self.in_flight.lock().await;
         for m in messages {
             let (Some(id), Some(receipt)) = (m.message_id(), m.receipt_handle()) else {
-                return Err(Error::backend("SQS handed out a message without id or receipt"));
+                return Err(Error::backend(
+                    "SQS handed out a message without id or receipt",
+                ));
             };
             in_flight.insert(id.to_owned(), (receipt.to_owned(), until));
             self.buffer.push_back(m);

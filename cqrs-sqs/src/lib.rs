@@ -91,7 +91,7 @@ pub use codec::{CONTEXT, DeadLetterNote, HEADERS, NOTE_FOR, dead_letter_note, de
 pub use consumer::SqsConsumer;
 pub use cqrs_broker::{ConsumerHandle, ConsumerStats};
 pub use relay::{SqsPublisher, SqsRelay};
-pub use topology::{QueueUrls, SqsQueue, sqs_client};
+pub use topology::{QueueUrls, SqsQueue, sqs_client, sqs_client_for_url, sqs_client_with_keys};
 
 // Re-exported so that users need not pin the same SDK version.
 pub use aws_sdk_sqs;

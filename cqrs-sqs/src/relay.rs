@@ -75,9 +75,7 @@ impl SqsPublisher {
         let client = self.client().await;
         let url = self
             .url
-            .get_or_try_init(|| async {
-                self.queue.declare(client).await.map(|urls| urls.queue)
-            })
+            .get_or_try_init(|| async { self.queue.declare(client).await.map(|urls| urls.queue) })
             .await?;
         Ok(url)
     }
@@ -139,8 +137,11 @@ impl Publisher for SqsPublisher {
                 .send()
                 .await
                 .map_err(sdk_error)?;
-            let accepted: HashSet<usize> =
-                out.successful.iter().filter_map(|s| s.id.parse().ok()).collect();
+            let accepted: HashSet<usize> = out
+                .successful
+                .iter()
+                .filter_map(|s| s.id.parse().ok())
+                .collect();
             if let Some(f) = out.failed.first() {
                 // NOTE: an entry SQS blames on the sender (too large, a bad attribute) will
                 // never go: fail to the relay's retries, and from there to the runner, which
@@ -235,4 +236,3 @@ impl<C: CheckpointStore> Subscriber for SqsRelay<C> {
         self.0.reset().await
     }
 }
-

@@ -25,9 +25,7 @@ use cqrs_core::{Error, Result};
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub async fn sqs_client(endpoint: Option<&str>) -> Client {
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-        .build_https();
+    let http = https();
     let region = aws_config::meta::region::RegionProviderChain::default_provider()
         .or_else(aws_config::Region::from_static("us-east-1"));
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -38,6 +36,64 @@ pub async fn sqs_client(endpoint: Option<&str>) -> Client {
         loader = loader.endpoint_url(url);
     }
     Client::new(&loader.load().await)
+}
+
+/// A client of the SQS-compatible server at `endpoint` with static credentials (a local server
+/// such as moto checks none: any will do), the region from `AWS_REGION`, else `us-east-1`.
+///
+/// ```
+/// let client = cqrs_sqs::sqs_client_with_keys("http://127.0.0.1:9324", "testing", "testing");
+/// ```
+pub fn sqs_client_with_keys(endpoint: &str, key: &str, secret: &str) -> Client {
+    let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".to_owned());
+    let config = aws_sdk_sqs::Config::builder()
+        .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+        .http_client(https())
+        .endpoint_url(endpoint)
+        .region(aws_sdk_sqs::config::Region::new(region))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            key, secret, None, None, "static",
+        ))
+        .build();
+    Client::from_conf(config)
+}
+
+/// The client of a broker URL: `sqs://` for AWS as configured in the environment (see
+/// [`sqs_client`]); `sqs://host:port` for a server at `http://host:port` with the
+/// environment's credentials; `sqs://key:secret@host:port` with those static ones.
+///
+/// ```
+/// # tokio::runtime::Runtime::new()?.block_on(async {
+/// let client = cqrs_sqs::sqs_client_for_url("sqs://testing:testing@127.0.0.1:9324").await?;
+/// assert!(cqrs_sqs::sqs_client_for_url("http://127.0.0.1:9324").await.is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub async fn sqs_client_for_url(url: &str) -> Result<Client> {
+    let rest = url
+        .strip_prefix("sqs://")
+        .ok_or_else(|| Error::Invalid(format!("not an sqs:// URL: {url:?}")))?
+        .trim_end_matches('/');
+    if rest.is_empty() {
+        return Ok(sqs_client(None).await);
+    }
+    match rest.rsplit_once('@') {
+        Some((keys, host)) => {
+            let (key, secret) = keys.split_once(':').ok_or_else(|| {
+                Error::Invalid(format!("sqs:// URL keys must be key:secret: {url:?}"))
+            })?;
+            Ok(sqs_client_with_keys(&format!("http://{host}"), key, secret))
+        }
+        None => Ok(sqs_client(Some(&format!("http://{rest}"))).await),
+    }
+}
+
+/// HTTPS (and plain HTTP, for a local server) through rustls with *ring*.
+fn https() -> aws_sdk_sqs::config::SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+        .build_https()
 }
 
 /// A queue with its dead-letter queue (`<name>-dlq`, `.fifo` kept at the end for a FIFO queue)
@@ -209,7 +265,10 @@ pub(crate) async fn create(
     if let Some((policy, visibility)) = redrive {
         request = request
             .attributes(QueueAttributeName::RedrivePolicy, policy)
-            .attributes(QueueAttributeName::VisibilityTimeout, visibility.to_string());
+            .attributes(
+                QueueAttributeName::VisibilityTimeout,
+                visibility.to_string(),
+            );
     }
     let out = request.send().await.map_err(sdk_error)?;
     out.queue_url

@@ -12,32 +12,18 @@ use cqrs_core::{
     InMemoryDeadLetterStore, InMemoryEventStore, Runner, RunnerConfig, RunnerHandle, Subscriber,
 };
 use cqrs_sqs::aws_sdk_sqs::Client;
-use cqrs_sqs::aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 use cqrs_sqs::aws_sdk_sqs::types::{Message, QueueAttributeName};
 
 pub fn sqs_endpoint() -> String {
     std::env::var("SQS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:9324".into())
 }
 
-/// A client of the server under test: the environment's credentials if it has any, else dummy
-/// static ones (a local server checks none).
+/// A client of the server under test: the environment's keys if it has them, else dummy ones
+/// (a local server checks none).
 pub fn client(endpoint: &str) -> Client {
-    let mut config = cqrs_sqs::aws_sdk_sqs::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(Region::new(
-            std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
-        ));
-    config = match (
-        std::env::var("AWS_ACCESS_KEY_ID"),
-        std::env::var("AWS_SECRET_ACCESS_KEY"),
-    ) {
-        (Ok(key), Ok(secret)) => {
-            config.credentials_provider(Credentials::new(key, secret, None, None, "environment"))
-        }
-        _ => config.credentials_provider(Credentials::new("testing", "testing", None, None, "dummy")),
-    };
-    Client::from_conf(config.build())
+    let key = std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "testing".into());
+    let secret = std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "testing".into());
+    cqrs_sqs::sqs_client_with_keys(endpoint, &key, &secret)
 }
 
 /// A client of the server under test; `None` (skip) when it does not answer, a panic under
@@ -126,8 +112,5 @@ pub async fn depth(client: &Client, url: &str) -> u64 {
         .expect("the queue's attributes")
         .attributes
         .unwrap_or_default();
-    attrs
-        .values()
-        .map(|v| v.parse::<u64>().unwrap_or(0))
-        .sum()
+    attrs.values().map(|v| v.parse::<u64>().unwrap_or(0)).sum()
 }
