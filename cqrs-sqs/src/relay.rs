@@ -1,7 +1,7 @@
 //! The outbound relay: events from the store to an SQS queue in batched sends, the checkpoint
 //! moved only once SQS accepted every message of the batch.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,7 +12,7 @@ use cqrs_core::wire::HeaderNames;
 use cqrs_core::{
     BoxError, CheckpointStore, Checkpointed, Cursor, Error, RecordedEvent, Result, Subscriber,
 };
-use tokio::sync::OnceCell;
+use tokio::sync::{Mutex, OnceCell};
 
 use crate::codec::{HEADERS, attributes};
 use crate::topology::{SqsQueue, sdk_error};
@@ -39,7 +39,9 @@ pub struct SqsPublisher {
     client: OnceCell<Client>,
     endpoint: Option<String>,
     queue: SqsQueue,
-    url: OnceCell<String>,
+    by_category: bool,
+    /// The URLs of the queues declared so far, by name.
+    urls: Mutex<HashMap<String, String>>,
 }
 
 impl SqsPublisher {
@@ -51,7 +53,8 @@ impl SqsPublisher {
             client: OnceCell::new(),
             endpoint: endpoint.map(str::to_owned),
             queue,
-            url: OnceCell::new(),
+            by_category: false,
+            urls: Mutex::default(),
         }
     }
 
@@ -61,7 +64,8 @@ impl SqsPublisher {
             client: OnceCell::new_with(Some(client)),
             endpoint: None,
             queue,
-            url: OnceCell::new(),
+            by_category: false,
+            urls: Mutex::default(),
         }
     }
 
@@ -71,13 +75,31 @@ impl SqsPublisher {
             .await
     }
 
-    async fn url(&self) -> Result<&str> {
-        let client = self.client().await;
-        let url = self
-            .url
-            .get_or_try_init(|| async { self.queue.declare(client).await.map(|urls| urls.queue) })
-            .await?;
+    /// The queue `message` goes to: the publisher's, or with [`by_category`](Self::by_category)
+    /// its category's.
+    fn queue_of(&self, message: &WireMessage<'_>) -> SqsQueue {
+        if self.by_category {
+            self.queue.for_category(&message.event.stream.category)
+        } else {
+            self.queue.clone()
+        }
+    }
+
+    /// The URL of `queue`, declared (with its dead-letter queue) on first use.
+    async fn url(&self, queue: &SqsQueue) -> Result<String> {
+        let mut urls = self.urls.lock().await;
+        if let Some(url) = urls.get(queue.name()) {
+            return Ok(url.clone());
+        }
+        let url = queue.declare(self.client().await).await?.queue;
+        urls.insert(queue.name().to_owned(), url.clone());
         Ok(url)
+    }
+
+    /// Sends each event to the queue of its category ([`SqsQueue::for_category`]) instead of
+    /// the publisher's queue itself, so that a service consumes only the categories it wants.
+    pub fn by_category(&mut self) {
+        self.by_category = true;
     }
 
     /// The entries of the next call: in batch order, up to ten, on a FIFO queue at most one
@@ -120,9 +142,32 @@ impl Publisher for SqsPublisher {
     }
 
     async fn publish(&self, batch: &[WireMessage<'_>]) -> Result<()> {
-        let url = self.url().await?.to_owned();
+        // NOTE: one queue after the other, each in batch order: a stream lives in one queue.
+        let mut queues: Vec<(SqsQueue, Vec<usize>)> = Vec::new();
+        for (i, message) in batch.iter().enumerate() {
+            let queue = self.queue_of(message);
+            match queues.iter_mut().find(|(q, _)| q.name() == queue.name()) {
+                Some((_, indexes)) => indexes.push(i),
+                None => queues.push((queue, vec![i])),
+            }
+        }
+        for (queue, pending) in queues {
+            let url = self.url(&queue).await?;
+            self.send(&url, batch, pending).await?;
+        }
+        Ok(())
+    }
+}
+
+impl SqsPublisher {
+    /// Sends the messages of `batch` at `pending` (in batch order) to the queue at `url`.
+    async fn send(
+        &self,
+        url: &str,
+        batch: &[WireMessage<'_>],
+        mut pending: Vec<usize>,
+    ) -> Result<()> {
         let client = self.client().await;
-        let mut pending: Vec<usize> = (0..batch.len()).collect();
         let mut refusals = 0;
         while !pending.is_empty() {
             let call = self.next_call(&pending, batch);
@@ -132,7 +177,7 @@ impl Publisher for SqsPublisher {
                 .collect::<Result<Vec<_>>>()?;
             let out = client
                 .send_message_batch()
-                .queue_url(&url)
+                .queue_url(url)
                 .set_entries(Some(entries))
                 .send()
                 .await
@@ -210,6 +255,14 @@ impl<C: CheckpointStore> SqsRelay<C> {
     ) -> Self {
         let publisher = SqsPublisher::with_client(client, queue);
         SqsRelay(Relay::new(name, publisher).checkpointed(checkpoints))
+    }
+
+    /// Sends each event to the queue of its category (`<queue>-<category>`, such as
+    /// `bank-account.fifo`; see [`SqsQueue::for_category`]) instead of the queue itself, so
+    /// that a service consumes only the categories it wants.
+    pub fn by_category(mut self) -> Self {
+        self.0.projector_mut().publisher_mut().by_category();
+        self
     }
 
     /// How long a batch is retried before it fails (30 s by default).

@@ -163,6 +163,27 @@ impl SqsQueue {
         self
     }
 
+    /// The queue of `category`'s events beside this one, with the same bounds:
+    /// `<name>-<category>`, before the `.fifo` suffix of a FIFO queue (what
+    /// [`SqsRelay::by_category`](crate::SqsRelay::by_category) sends to).
+    ///
+    /// ```
+    /// use cqrs_sqs::SqsQueue;
+    ///
+    /// assert_eq!(SqsQueue::new("bank.fifo").for_category("account").name(), "bank-account.fifo");
+    /// assert_eq!(SqsQueue::new("bank").for_category("account").name(), "bank-account");
+    /// ```
+    pub fn for_category(&self, category: &str) -> SqsQueue {
+        let name = match self.name.strip_suffix(".fifo") {
+            Some(base) => format!("{base}-{category}.fifo"),
+            None => format!("{}-{category}", self.name),
+        };
+        SqsQueue {
+            name,
+            ..self.clone()
+        }
+    }
+
     /// The queue's name.
     pub fn name(&self) -> &str {
         &self.name
