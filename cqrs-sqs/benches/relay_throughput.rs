@@ -3,7 +3,8 @@
 //! in the same run: the same messages (attributes, group and deduplication id as the relay
 //! writes them, encoded beforehand) sent in a loop of `SendMessageBatch` calls of ten, each
 //! answered before the next. Run with `cargo bench -p cqrs-sqs --bench relay_throughput`
-//! (EVENTS sets the count, 1,000 by default: moto takes tens of messages a second).
+//! (EVENTS sets the count, 300 by default: moto takes tens of messages a second, fewer as a
+//! queue deepens).
 //!
 //! Each run writes to a fresh FIFO queue that nothing consumes: moto slows as a queue deepens,
 //! so the raw loop and each relay run start from an empty queue and go as deep as each other.
@@ -29,7 +30,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let events: usize = std::env::var("EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000);
+        .unwrap_or(300);
     let tag = format!(
         "cqrsbench-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..10]
