@@ -79,6 +79,7 @@ async fn relays_1000_events_through_a_fifo_queue_in_order_per_stream_across_a_cr
         0,
         "every message deleted"
     );
+    drop_queues(&client, &queue).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,6 +139,7 @@ async fn the_envelope_travels_in_at_most_ten_attributes_grouped_by_stream_dedupl
     );
     assert_eq!(event, stored);
     assert_eq!(event.metadata, metadata);
+    drop_queues(&client, &queue).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,6 +188,7 @@ async fn two_competing_consumers_share_a_queue_and_no_event_takes_effect_twice()
     a.shutdown().await;
     b.shutdown().await;
     runner.shutdown().await;
+    drop_queues(&client, &queue).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,6 +262,7 @@ async fn a_poison_message_is_moved_to_the_dead_letter_queue_by_the_redrive_polic
     assert_eq!(note.attempts, 3);
     assert_eq!(note.origin, queue.name());
     assert_eq!(depth(&client, &urls.queue).await, 0, "nothing left behind");
+    drop_queues(&client, &queue).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -334,6 +338,7 @@ async fn a_consumer_killed_mid_batch_loses_nothing_its_messages_come_back_after_
         0,
         "every message deleted"
     );
+    drop_queues(&client, &queue).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -452,4 +457,5 @@ async fn bad_input_goes_to_the_dead_letter_queue_with_a_clear_error_and_nothing_
     let renamed = find("Renamed");
     assert_eq!((renamed.0.as_str(), renamed.1), (r#"{"to":"z"}"#, 3));
     assert_eq!(depth(&client, &urls.queue).await, 0, "nothing left behind");
+    drop_queues(&client, &queue).await;
 }

@@ -114,3 +114,20 @@ pub async fn depth(client: &Client, url: &str) -> u64 {
         .unwrap_or_default();
     attrs.values().map(|v| v.parse::<u64>().unwrap_or(0)).sum()
 }
+
+/// Deletes `queue` and its dead-letter queue: moto keeps every queue (and slows as it holds
+/// more), so each test removes its own at the end.
+pub async fn drop_queues(client: &Client, queue: &cqrs_sqs::SqsQueue) {
+    for name in [queue.name().to_owned(), queue.dead_letter_queue()] {
+        if let Ok(found) = client.get_queue_url().queue_name(&name).send().await
+            && let Some(url) = found.queue_url
+        {
+            client
+                .delete_queue()
+                .queue_url(url)
+                .send()
+                .await
+                .expect("a queue deleted");
+        }
+    }
+}
