@@ -62,8 +62,9 @@ enum Command {
         #[command(flatten)]
         db: Database,
         /// Also relay every event to this broker: `amqp://...` (RabbitMQ), `nats://...`
-        /// (NATS JetStream), `kafka://host:port` (Kafka, topics `<prefix>.<aggregate type>`) or
-        /// `stomp://host:61613` (ActiveMQ). On RabbitMQ, start `bank notifier` once first (events
+        /// (NATS JetStream), `kafka://host:port` (Kafka, topics `<prefix>.<aggregate type>`),
+        /// `stomp://host:61613` (ActiveMQ) or `sqs://[key:secret@host:port]` (Amazon SQS, FIFO
+        /// queues `<prefix>-<aggregate type>.fifo`). On RabbitMQ, start `bank notifier` once first (events
         /// published before its queue exists are dropped), or pass `--declare-queue`.
         #[arg(long)]
         broker: Option<bank::Broker>,
@@ -88,7 +89,8 @@ enum Command {
     /// A second service: consumes the bank's account events from a broker into its own read
     /// model (balances and the notices sent to customers), logging each notice.
     Notifier {
-        /// `amqp://...` (RabbitMQ), `nats://...` (NATS JetStream) or `kafka://host:port`.
+        /// `amqp://...` (RabbitMQ), `nats://...` (NATS JetStream), `kafka://host:port`,
+        /// `stomp://host:61613` (ActiveMQ) or `sqs://[key:secret@host:port]` (Amazon SQS).
         #[arg(long, env = "BROKER_URL")]
         broker: bank::Broker,
         /// The bank's `--broker-prefix`.

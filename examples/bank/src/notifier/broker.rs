@@ -7,6 +7,7 @@ use cqrs_core::{BoxError, CheckpointStore, RunnerConfig, RunnerHandle, Subscribe
 use cqrs_kafka::{KafkaRelay, KafkaTopics};
 use cqrs_nats::{JetStreamEvents, JetStreamRelay};
 use cqrs_rabbitmq::{RabbitQueue, RabbitRelay};
+use cqrs_sqs::{SqsQueue, SqsRelay};
 
 use crate::backend::Backend;
 
@@ -65,10 +66,21 @@ impl Channels {
     pub(crate) fn kafka_topics(&self) -> KafkaTopics {
         KafkaTopics::per_category(&self.prefix)
     }
+
+    /// SQS: a FIFO queue per aggregate type, `<prefix>-<aggregate type>.fifo` (dots in the
+    /// prefix made dashes), grouped by stream; this is their base, `<prefix>.fifo`. SQS has no
+    /// fan-out: the notifier consumes `<prefix>-account.fifo`, and a second consuming service
+    /// would need queues of its own (SNS in front, say).
+    pub(crate) fn sqs_queues(&self) -> SqsQueue {
+        // NOTE: a short visibility timeout, so that a notifier killed with messages in hand
+        // has them back in seconds; the consumer extends it while a batch takes long.
+        SqsQueue::new(format!("{}.fifo", self.prefix.replace('.', "-")))
+            .visibility(std::time::Duration::from_secs(5))
+    }
 }
 
 /// A broker, from its URL: `amqp://...` for RabbitMQ, `nats://...` for NATS JetStream,
-/// `kafka://host:port` for Kafka, `stomp://...` for ActiveMQ.
+/// `kafka://host:port` for Kafka, `stomp://...` for ActiveMQ, `sqs://...` for Amazon SQS.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Broker {
     /// RabbitMQ at this AMQP URL.
@@ -81,6 +93,10 @@ pub enum Broker {
     /// `VirtualTopic.<prefix>.<aggregate type>`, the notifier's queue
     /// `Consumer.<queue>.VirtualTopic.<prefix>.account`.
     Stomp(String),
+    /// Amazon SQS at this URL: `sqs://` for AWS as the environment configures it,
+    /// `sqs://host:port` or `sqs://key:secret@host:port` for a server of its own (moto); the
+    /// FIFO queues `<prefix>-<aggregate type>.fifo`.
+    Sqs(String),
 }
 
 impl Broker {
@@ -91,6 +107,7 @@ impl Broker {
             Broker::Nats(_) => "nats",
             Broker::Kafka(_) => "kafka",
             Broker::Stomp(_) => "activemq",
+            Broker::Sqs(_) => "sqs",
         }
     }
 }
@@ -106,8 +123,9 @@ impl std::str::FromStr for Broker {
             "nats" | "tls" => Ok(Broker::Nats(url.to_owned())),
             "kafka" => Ok(Broker::Kafka(url.to_owned())),
             "stomp" => Ok(Broker::Stomp(url.to_owned())),
+            "sqs" => Ok(Broker::Sqs(url.to_owned())),
             _ => Err(format!(
-                "unknown broker {url:?}: expected amqp://..., nats://..., kafka://... or stomp://... (ActiveMQ)"
+                "unknown broker {url:?}: expected amqp://..., nats://..., kafka://..., stomp://... (ActiveMQ) or sqs://..."
             )),
         }
     }
@@ -153,6 +171,15 @@ pub async fn broker_relay(
             backend.checkpoints(),
         )),
         Broker::Stomp(url) => Arc::new(activemq_relay(url, backend, channels)?),
+        Broker::Sqs(url) => Arc::new(
+            SqsRelay::with_client(
+                BROKER_RELAY,
+                cqrs_sqs::sqs_client_for_url(url).await?,
+                channels.sqs_queues(),
+                backend.checkpoints(),
+            )
+            .by_category(),
+        ),
     })
 }
 

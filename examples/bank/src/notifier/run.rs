@@ -7,6 +7,7 @@ use cqrs_core::BoxError;
 use cqrs_kafka::{KafkaConsumer, KafkaGroup};
 use cqrs_nats::{JetStreamConsumer, JetStreamQueue};
 use cqrs_rabbitmq::RabbitConsumer;
+use cqrs_sqs::SqsConsumer;
 
 use super::broker::{Broker, Channels, kafka_brokers};
 use super::model::Notifier;
@@ -81,6 +82,12 @@ pub async fn start_notifier(
             let (url, queue) = (url.parse()?, channels.activemq_queue());
             queue.declare(&url).await?;
             ActiveMqConsumer::new(url, queue, inbox).start()
+        }
+        Broker::Sqs(url) => {
+            let client = cqrs_sqs::sqs_client_for_url(url).await?;
+            let queue = channels.sqs_queues().for_category("account");
+            queue.declare(&client).await?;
+            SqsConsumer::with_client(client, queue, inbox).start()
         }
     };
     Ok(NotifierHandle { notifier, consumer })

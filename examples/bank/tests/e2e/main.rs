@@ -1,5 +1,5 @@
 //! End-to-end tests of the `bank` binary over HTTP, on the embedded store and on PostgreSQL,
-//! and of `bank notifier` on RabbitMQ, NATS JetStream, Kafka and ActiveMQ; and, fed by hand
+//! and of `bank notifier` on RabbitMQ, NATS JetStream, Kafka, ActiveMQ and SQS; and, fed by hand
 //! through the library, the read models, the notifier's inbox and the transfer process manager.
 
 mod admin;
@@ -13,6 +13,7 @@ mod notifier;
 mod notifier_activemq;
 mod notifier_inbox;
 mod notifier_kafka;
+mod notifier_sqs;
 mod racing_keys;
 mod read_models;
 mod replay;

@@ -90,6 +90,7 @@ pub(crate) async fn broker(var: &str, default: &str) -> Option<Broker> {
             .map_err(|e| e.to_string()),
         Broker::Kafka(brokers) => crate::notifier_kafka::reach(brokers).await,
         Broker::Stomp(u) => crate::notifier_activemq::reach(u).await,
+        Broker::Sqs(u) => crate::notifier_sqs::reach(u).await,
     };
     match reached {
         Ok(()) => Some(broker),
@@ -105,7 +106,11 @@ pub(crate) async fn broker(var: &str, default: &str) -> Option<Broker> {
 
 pub(crate) fn url(broker: &Broker) -> &str {
     match broker {
-        Broker::Amqp(u) | Broker::Nats(u) | Broker::Kafka(u) | Broker::Stomp(u) => u,
+        Broker::Amqp(u)
+        | Broker::Nats(u)
+        | Broker::Kafka(u)
+        | Broker::Stomp(u)
+        | Broker::Sqs(u) => u,
     }
 }
 
@@ -465,6 +470,7 @@ async fn cleanup(broker: &Broker, channels: &Channels) {
         Broker::Kafka(brokers) => crate::notifier_kafka::cleanup(brokers, channels).await,
         // NOTE: STOMP cannot delete a destination; the notifier's queue is left empty.
         Broker::Stomp(_) => {}
+        Broker::Sqs(url) => crate::notifier_sqs::cleanup(url, channels).await,
     }
 }
 
@@ -477,7 +483,9 @@ fn the_notifier_refuses_an_unknown_broker() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("expected amqp://..., nats://..., kafka://... or stomp://..."),
+        err.contains(
+            "expected amqp://..., nats://..., kafka://..., stomp://... (ActiveMQ) or sqs://..."
+        ),
         "{err}"
     );
 }
