@@ -134,6 +134,7 @@ mod event_store;
 mod inbox;
 mod lease;
 mod memory;
+mod process;
 mod processor;
 mod projector;
 mod replay;
@@ -163,6 +164,7 @@ pub use lease::{Lease, Leases};
 pub use memory::{
     InMemoryCheckpointStore, InMemoryDeadLetterStore, InMemoryEventStore, InMemorySnapshotStore,
 };
+pub use process::{Process, ProcessManager};
 pub use projector::{Checkpointed, Projector, Subscriber};
 pub use replay::{Replay, ReplayProgress, ReplayReport};
 pub use runner::{Runner, RunnerConfig, RunnerHandle, SubscriberStatus};

@@ -116,6 +116,9 @@ pub struct Transfer {
     pub to: Uuid,
     /// How much.
     pub amount: u64,
+    /// Why the target could not be credited, once it could not.
+    #[serde(default)]
+    pub failure: Option<String>,
 }
 
 impl Aggregate for Transfer {
@@ -171,7 +174,10 @@ impl Aggregate for Transfer {
             }
             TransferEvent::Debited => TransferStatus::Debited,
             TransferEvent::Completed => TransferStatus::Completed,
-            TransferEvent::CreditFailed { .. } => TransferStatus::CreditFailed,
+            TransferEvent::CreditFailed { reason } => {
+                self.failure = Some(reason.clone());
+                TransferStatus::CreditFailed
+            }
             TransferEvent::Failed { .. } => TransferStatus::Failed,
         };
     }
