@@ -129,7 +129,10 @@ pub(crate) async fn run(
 
 async fn drive(url: &str, store: Store, loaded: bool) -> Result<P1Run, BenchError> {
     let backend = bank::Backend::open(url).await?;
-    let bank = Arc::new(bank::Bank::start(backend.clone(), bank::BankConfig::default()));
+    let bank = Arc::new(bank::Bank::start(
+        backend.clone(),
+        bank::BankConfig::default(),
+    ));
     let ends = Arc::new(Ends::default());
     let watcher = Runner::new(backend.events(), Arc::new(InMemoryDeadLetterStore::new()))
         .with_config(RunnerConfig {

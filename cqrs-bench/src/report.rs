@@ -230,17 +230,37 @@ impl fmt::Display for Report {
             if *loaded {
                 row(f, &format!("{name}: requests/s"), reqs, "")?;
             }
-            row(f, &format!("{name}: completion p50 ms"), p50, &if *loaded {
-                String::new()
-            } else {
-                format!("< 5 ms: {}", ok(p50.median() < 5.0))
-            })?;
+            row(
+                f,
+                &format!("{name}: completion p50 ms"),
+                p50,
+                &if *loaded {
+                    String::new()
+                } else {
+                    format!("< 5 ms: {}", ok(p50.median() < 5.0))
+                },
+            )?;
             let pg = *loaded && *store == Store::Postgres;
             let bar = |b: String| if pg { b } else { String::new() };
-            row(f, &format!("{name}: completion p99 ms"), p99, &bar(format!("< 100 ms: {}", ok(p99.median() < 100.0))))?;
+            row(
+                f,
+                &format!("{name}: completion p99 ms"),
+                p99,
+                &bar(format!("< 100 ms: {}", ok(p99.median() < 100.0))),
+            )?;
             if *loaded {
-                row(f, &format!("{name}: process manager lag at end (events)"), lag, &bar(format!("< 1,000: {}", ok(lag.median() < 1000.0))))?;
-                row(f, &format!("{name}: transfers unfinished 30 s after"), left, "")?;
+                row(
+                    f,
+                    &format!("{name}: process manager lag at end (events)"),
+                    lag,
+                    &bar(format!("< 1,000: {}", ok(lag.median() < 1000.0))),
+                )?;
+                row(
+                    f,
+                    &format!("{name}: transfers unfinished 30 s after"),
+                    left,
+                    "",
+                )?;
             }
         }
         let w2 = &self.w2;

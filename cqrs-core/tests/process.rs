@@ -50,7 +50,10 @@ impl ProcessManager for Recorder {
         }
         // NOTE: a pause that differs by instance and step, so that an unordered runner
         // would shuffle an instance's steps.
-        tokio::time::sleep(Duration::from_micros((n * 37 + instance.len() as u64 * 101) % 700)).await;
+        tokio::time::sleep(Duration::from_micros(
+            (n * 37 + instance.len() as u64 * 101) % 700,
+        ))
+        .await;
         self.seen
             .lock()
             .unwrap()
@@ -95,7 +98,11 @@ async fn instances_run_at_once_and_each_in_log_order() {
     runner.wait_for("recorder", last, WAIT).await.unwrap();
     let seen = recorder.seen.lock().unwrap().clone();
     for f in &flows {
-        assert_eq!(seen[f], (0..20).collect::<Vec<_>>(), "steps of {f} in order");
+        assert_eq!(
+            seen[f],
+            (0..20).collect::<Vec<_>>(),
+            "steps of {f} in order"
+        );
     }
     runner.shutdown().await;
 }
@@ -116,7 +123,10 @@ async fn a_failing_instance_is_parked_and_holds_back_only_itself() {
     let dead_letters = Arc::new(InMemoryDeadLetterStore::new());
     let runner = Runner::new(store.clone(), dead_letters.clone())
         .with_config(fast())
-        .with(Process::new(recorder.clone(), InMemoryCheckpointStore::new()))
+        .with(Process::new(
+            recorder.clone(),
+            InMemoryCheckpointStore::new(),
+        ))
         .start();
     runner.wait_for("recorder", last, WAIT).await.unwrap();
     let seen = recorder.seen.lock().unwrap().clone();
@@ -127,7 +137,12 @@ async fn a_failing_instance_is_parked_and_holds_back_only_itself() {
     let letters = dead_letters.list(Some("recorder")).await.unwrap();
     let mut parked: Vec<(u64, DeadLetterStatus)> = letters
         .iter()
-        .map(|l| (l.event.payload_value().unwrap()["n"].as_u64().unwrap(), l.status))
+        .map(|l| {
+            (
+                l.event.payload_value().unwrap()["n"].as_u64().unwrap(),
+                l.status,
+            )
+        })
         .collect();
     parked.sort_by_key(|p| p.0);
     assert_eq!(

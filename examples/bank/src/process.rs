@@ -156,6 +156,7 @@ impl ProcessManager for TransferProcess {
         if event.stream_version < version {
             return Ok(());
         }
-        self.drive(instance, event.event_id, transfer, version).await
+        self.drive(instance, event.event_id, transfer, version)
+            .await
     }
 }

@@ -5,9 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cqrs_core::{
-    CommandHandler, Process, RetryPolicy, RunnerConfig, RunnerHandle, Subscriber,
-};
+use cqrs_core::{CommandHandler, Process, RetryPolicy, RunnerConfig, RunnerHandle, Subscriber};
 use uuid::Uuid;
 
 use crate::answers::{Accepted, Opened, ProjectionStatus, Written};

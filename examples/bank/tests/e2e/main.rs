@@ -18,4 +18,5 @@ mod read_models;
 mod replay;
 mod stale_cache;
 mod support;
+mod transfer_kills;
 mod transfer_process;
