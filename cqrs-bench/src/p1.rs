@@ -255,7 +255,7 @@ async fn load(
                     )
                     .await?;
                     requests += 1;
-                    if requests % (TRANSFER_EVERY - 1) == 0 {
+                    if requests.is_multiple_of(TRANSFER_EVERY - 1) {
                         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
                         let other = (a + 1 + (seed >> 33) as usize % (ACCOUNTS - 1)) % ACCOUNTS;
                         let t = Instant::now();

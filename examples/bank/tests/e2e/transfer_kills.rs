@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use tokio::sync::RwLock;
 
-use crate::support::{Client, Rng, Server, pg_db, sqlite_db};
+use crate::support::{Rng, Server, pg_db, sqlite_db};
 
 const ACCOUNTS: usize = 20;
 const CLIENTS: usize = 8;
