@@ -43,7 +43,8 @@ use crate::store::CheckpointStore;
 ///         let noted = NewEvent::new("Noted", serde_json::json!({}));
 ///         // The command id comes from the event: a second delivery appends nothing.
 ///         let id = command_id_for(event.event_id, "note");
-///         self.0.append_once(&reply, ExpectedVersion::Any, vec![noted], None, id).await?;
+///         let once = Some(CommandId::new(id));
+///         self.0.append(&reply, ExpectedVersion::Any, vec![noted], once).await?;
 ///         Ok(())
 ///     }
 /// }
@@ -56,7 +57,7 @@ use crate::store::CheckpointStore;
 /// let asked = NewEvent::new("Asked", serde_json::json!({}));
 /// let out = store.append(&StreamId::new("order", "7"), ExpectedVersion::Any, vec![asked], None).await?;
 /// runner.wait_for("acknowledge", out.position, Duration::from_secs(5)).await?;
-/// assert_eq!(store.read_stream(&StreamId::new("reply", "7"), 0).await?.len(), 1);
+/// assert_eq!(store.read_stream(&StreamId::new("reply", "7"), 0, 10).await?.len(), 1);
 /// runner.shutdown().await;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// # })?;
