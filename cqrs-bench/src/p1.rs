@@ -56,6 +56,9 @@ pub(crate) struct P1Run {
     pub(crate) lag: u64,
     /// Transfers not ended 30 s after the last request.
     pub(crate) unfinished: usize,
+    /// Idle: the p50 of one `POST /accounts/{id}/deposit` (one command, one commit), the raw
+    /// reference of the same run: a transfer's end takes several commits one after the other.
+    pub(crate) deposit_p50_ms: f64,
 }
 
 /// When each transfer ended, as seen from the log.
@@ -200,6 +203,17 @@ async fn idle(
         json!({"amount": 1_000_000}),
     )
     .await?;
+    let mut deposits = Vec::with_capacity(IDLE_TRANSFERS);
+    for _ in 0..IDLE_TRANSFERS {
+        let t = Instant::now();
+        post(
+            client,
+            &format!("{base}/accounts/{b}/deposit"),
+            json!({"amount": 1}),
+        )
+        .await?;
+        deposits.push(t.elapsed());
+    }
     let mut lat = Vec::with_capacity(IDLE_TRANSFERS);
     let started = Instant::now();
     for _ in 0..IDLE_TRANSFERS {
@@ -221,6 +235,7 @@ async fn idle(
         p99_ms: percentile_ms(&mut lat, 99.0),
         lag: 0,
         unfinished: 0,
+        deposit_p50_ms: percentile_ms(&mut deposits, 50.0),
     })
 }
 
@@ -301,6 +316,7 @@ async fn load(
         p99_ms: percentile_ms(&mut lat, 99.0),
         lag,
         unfinished,
+        deposit_p50_ms: f64::NAN,
     })
 }
 

@@ -51,8 +51,9 @@ pub(crate) struct Report {
     w3_segments: (Runs, Runs),
     /// E1: requests/s, p50, p99, read-your-write p50, p99.
     e1: [Runs; 5],
-    /// P1 by store and load: transfers/s, requests/s, p50, p99, lag at end, unfinished.
-    p1: BTreeMap<(Store, bool), [Runs; 6]>,
+    /// P1 by store and load: transfers/s, requests/s, p50, p99, lag at end, unfinished, one
+    /// deposit's p50, completion p50 over it.
+    p1: BTreeMap<(Store, bool), [Runs; 8]>,
 }
 
 impl Report {
@@ -106,7 +107,12 @@ impl Report {
     }
 
     pub(crate) fn p1(&mut self, p: P1Run) {
-        let [rate, reqs, p50, p99, lag, left] = self.p1.entry((p.store, p.loaded)).or_default();
+        let [rate, reqs, p50, p99, lag, left, dep, ratio] =
+            self.p1.entry((p.store, p.loaded)).or_default();
+        if !p.loaded {
+            dep.push(p.deposit_p50_ms);
+            ratio.push(p.p50_ms / p.deposit_p50_ms);
+        }
         rate.push(p.transfers_per_sec);
         reqs.push(p.requests_per_sec);
         p50.push(p.p50_ms);
@@ -217,7 +223,7 @@ impl fmt::Display for Report {
             &format!("{e1}: read own write, p50 / p99 ms"),
             pair(r50, r99),
         )?;
-        for ((store, loaded), [rate, reqs, p50, p99, lag, left]) in &self.p1 {
+        for ((store, loaded), [rate, reqs, p50, p99, lag, left, dep, ratio]) in &self.p1 {
             let name = format!(
                 "P1 {store:?} {}",
                 if *loaded {
@@ -239,6 +245,18 @@ impl fmt::Display for Report {
                 } else {
                     format!("< 5 ms: {}", ok(p50.median() < 5.0))
                 },
+            )?;
+            row(
+                f,
+                &format!("{name}: one deposit p50 ms (raw: one commit)"),
+                dep,
+                "",
+            )?;
+            row(
+                f,
+                &format!("{name}: completion p50 / one deposit p50"),
+                ratio,
+                "",
             )?;
             let pg = *loaded && *store == Store::Postgres;
             let bar = |b: String| if pg { b } else { String::new() };
