@@ -73,18 +73,40 @@ impl TransferProcess {
                         transfer_id,
                         amount: amount()?,
                     };
-                    let next = match self
+                    let refused = match self
                         .accounts
                         .execute_with(&from, &debit, opts("debit"))
                         .await
                     {
-                        Ok(_) => TransferCommand::RecordDebit,
-                        Err(CommandError::Rejected(e)) => TransferCommand::Fail {
-                            reason: e.to_string(),
-                        },
+                        Ok(_) => None,
+                        Err(CommandError::Rejected(e)) => Some(e.to_string()),
                         Err(e) => return Err(e.into()),
                     };
-                    (next, "debit-recorded")
+                    if let Some(reason) = refused {
+                        (TransferCommand::Fail { reason }, "debit-recorded")
+                    } else {
+                        // NOTE: the credit follows at once, and the transfer records both in one
+                        // append: a crash in between finds the transfer started, and the debit's
+                        // and the credit's ids make their repeats no-ops.
+                        let credit = AccountCommand::CreditFromTransfer {
+                            transfer_id,
+                            amount: amount()?,
+                        };
+                        let next = match self
+                            .accounts
+                            .execute_with(&to, &credit, opts("credit"))
+                            .await
+                        {
+                            Ok(_) => TransferCommand::RecordDebitAndCredit,
+                            Err(CommandError::Rejected(e)) => {
+                                TransferCommand::RecordDebitNotCredited {
+                                    reason: format!("target {e}"),
+                                }
+                            }
+                            Err(e) => return Err(e.into()),
+                        };
+                        (next, "debit-and-credit-recorded")
+                    }
                 }
                 TransferStatus::Debited => {
                     let credit = AccountCommand::CreditFromTransfer {
