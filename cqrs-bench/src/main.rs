@@ -2,7 +2,7 @@
 //! raw PostgreSQL limit it is compared with, measured in the same run.
 //!
 //! ```text
-//! cargo run --release -p cqrs-bench -- [--database URL] [--runs N] [--only w1,w2,w3,w4,l1,l3,e1] [--quick]
+//! cargo run --release -p cqrs-bench -- [--database URL] [--runs N] [--only w1,w2,w3,w4,l1,l3,e1,p1] [--quick]
 //!     [--tasks 1,8] [--grouping off|on|both]
 //! ```
 //!
@@ -12,6 +12,7 @@
 mod db;
 mod domain;
 mod e1;
+mod p1;
 mod report;
 mod stats;
 mod w1;
@@ -72,7 +73,7 @@ struct Args {
     /// Runs of each workload.
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// Only these workloads (w1, w2, w3, w4, l1, l3, e1), comma-separated.
+    /// Only these workloads (w1, w2, w3, w4, l1, l3, e1, p1), comma-separated.
     #[arg(long, value_delimiter = ',')]
     only: Option<Vec<String>>,
     /// W1 (and its L1) with these client counts, comma-separated.
@@ -187,6 +188,17 @@ async fn run_all(db: &Db, args: &Args) -> Result<Report, BenchError> {
             let e = e1::run(db, run).await?;
             eprintln!("run {run} E1: {e:?}");
             r.e1(e);
+        }
+    }
+    if args.wants("p1") {
+        for run in 0..runs {
+            for store in [p1::Store::Sqlite, p1::Store::Postgres] {
+                for loaded in [false, true] {
+                    let p = p1::run(db, store, loaded, run).await?;
+                    eprintln!("run {run} P1: {p:?}");
+                    r.p1(p);
+                }
+            }
         }
     }
     if args.wants("w2") {

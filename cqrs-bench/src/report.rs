@@ -6,6 +6,7 @@ use std::fmt;
 use crate::BenchError;
 use crate::db::Db;
 use crate::e1::{CLIENTS, E1Run};
+use crate::p1::{P1Run, Store};
 use crate::stats::{Runs, num};
 use crate::w1::{L1Run, W1Run};
 use crate::w2::W2Run;
@@ -52,6 +53,9 @@ pub(crate) struct Report {
     w3_segments: (Runs, Runs),
     /// E1: requests/s, p50, p99, read-your-write p50, p99.
     e1: [Runs; 5],
+    /// P1 by store and load: transfers/s, requests/s, p50, p99, lag at end, unfinished, one
+    /// deposit's p50, completion p50 over it.
+    p1: BTreeMap<(Store, bool), [Runs; 8]>,
 }
 
 impl Report {
@@ -103,6 +107,21 @@ impl Report {
         p99.push(e.p99_ms);
         r50.push(e.read_p50_ms);
         r99.push(e.read_p99_ms);
+    }
+
+    pub(crate) fn p1(&mut self, p: P1Run) {
+        let [rate, reqs, p50, p99, lag, left, dep, ratio] =
+            self.p1.entry((p.store, p.loaded)).or_default();
+        if !p.loaded {
+            dep.push(p.deposit_p50_ms);
+            ratio.push(p.p50_ms / p.deposit_p50_ms);
+        }
+        rate.push(p.transfers_per_sec);
+        reqs.push(p.requests_per_sec);
+        p50.push(p.p50_ms);
+        p99.push(p.p99_ms);
+        lag.push(p.lag as f64);
+        left.push(p.unfinished as f64);
     }
 
     pub(crate) fn w2(&mut self, w: W2Run) {
@@ -252,6 +271,64 @@ impl fmt::Display for Report {
             &format!("{e1}: read own write, p50 / p99 ms"),
             pair(r50, r99),
         )?;
+        for ((store, loaded), [rate, reqs, p50, p99, lag, left, dep, ratio]) in &self.p1 {
+            let name = format!(
+                "P1 {store:?} {}",
+                if *loaded {
+                    "under W1 + 1 transfer in 10, 8 clients"
+                } else {
+                    "idle, one transfer at a time"
+                }
+            );
+            row(f, &format!("{name}: transfers/s"), rate, "")?;
+            if *loaded {
+                row(f, &format!("{name}: requests/s"), reqs, "")?;
+            }
+            row(
+                f,
+                &format!("{name}: completion p50 ms"),
+                p50,
+                &if *loaded {
+                    String::new()
+                } else {
+                    format!("< 5 ms: {}", ok(p50.median() < 5.0))
+                },
+            )?;
+            row(
+                f,
+                &format!("{name}: one deposit p50 ms (raw: one commit)"),
+                dep,
+                "",
+            )?;
+            row(
+                f,
+                &format!("{name}: completion p50 / one deposit p50"),
+                ratio,
+                "",
+            )?;
+            let pg = *loaded && *store == Store::Postgres;
+            let bar = |b: String| if pg { b } else { String::new() };
+            row(
+                f,
+                &format!("{name}: completion p99 ms"),
+                p99,
+                &bar(format!("< 100 ms: {}", ok(p99.median() < 100.0))),
+            )?;
+            if *loaded {
+                row(
+                    f,
+                    &format!("{name}: process manager lag at end (events)"),
+                    lag,
+                    &bar(format!("< 1,000: {}", ok(lag.median() < 1000.0))),
+                )?;
+                row(
+                    f,
+                    &format!("{name}: transfers unfinished 30 s after"),
+                    left,
+                    "",
+                )?;
+            }
+        }
         let w2 = &self.w2;
         row(f, "W2 10,000 events, no snapshot: ms", &w2.no_snapshot, "")?;
         row(

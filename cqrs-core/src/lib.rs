@@ -138,6 +138,7 @@ mod event_store;
 mod inbox;
 mod lease;
 mod memory;
+mod process;
 mod processor;
 mod projector;
 mod replay;
@@ -168,6 +169,7 @@ pub use lease::{Lease, Leases};
 pub use memory::{
     InMemoryCheckpointStore, InMemoryDeadLetterStore, InMemoryEventStore, InMemorySnapshotStore,
 };
+pub use process::{Process, ProcessManager};
 pub use projector::{Checkpointed, Projector, Subscriber};
 pub use replay::{Replay, ReplayProgress, ReplayReport};
 pub use runner::{Runner, RunnerConfig, RunnerHandle, SubscriberStatus};

@@ -97,7 +97,7 @@ impl Processor {
         if sub.sequenced() {
             for letter in self.dead_letters.list(Some(sub.name())).await? {
                 self.blocked
-                    .entry(letter.event.stream.clone())
+                    .entry(sub.sequence_key(&letter.event))
                     .or_insert(Blocker::of(&letter));
             }
         }
@@ -127,7 +127,7 @@ impl Processor {
         let Some(segment) = sub.segment() else {
             return self.process_events(sub, &batch, stop).await;
         };
-        batch.retain(|e| segment.owns(&e.stream));
+        batch.retain(|e| segment.owns(&sub.sequence_key(e)));
         let mut out = if batch.is_empty() {
             Outcome::default()
         } else {
@@ -163,7 +163,7 @@ impl Processor {
         while !rest.is_empty() {
             let run = rest
                 .iter()
-                .position(|e| self.blocked.contains_key(&e.stream))
+                .position(|e| self.holds(sub, e))
                 .unwrap_or(rest.len());
             if run > 0
                 && let Flow::Stop = self.process_run(sub, &rest[..run], stop, &mut out).await?
@@ -214,7 +214,7 @@ impl Processor {
         }
         for event in batch {
             // NOTE: an event parked in this run holds back the rest of its stream.
-            if self.blocked.contains_key(&event.stream) {
+            if self.holds(sub, event) {
                 if let Flow::Stop = self.hold(sub, event, out).await? {
                     return Ok(Flow::Stop);
                 }
@@ -262,6 +262,11 @@ impl Processor {
         Ok(Flow::Go)
     }
 
+    /// Whether `event` waits behind a dead letter of its sequence.
+    fn holds(&self, sub: &dyn Subscriber, event: &RecordedEvent) -> bool {
+        !self.blocked.is_empty() && self.blocked.contains_key(&sub.sequence_key(event))
+    }
+
     fn letter(
         &self,
         sub: &dyn Subscriber,
@@ -287,7 +292,7 @@ impl Processor {
         event: &RecordedEvent,
         out: &mut Outcome,
     ) -> Result<Flow> {
-        let blocker = self.blocked[&event.stream];
+        let blocker = self.blocked[&sub.sequence_key(event)];
         let error = format!(
             "held behind event {} ({} version {}), parked before it",
             blocker.event_id, event.stream, blocker.version
@@ -305,7 +310,7 @@ impl Processor {
         out: &mut Outcome,
     ) -> Result<Flow> {
         let cursor = letter.event.cursor;
-        let stream = letter.event.stream.clone();
+        let stream = sub.sequence_key(&letter.event);
         let blocker = Blocker::of(&letter);
         let error = letter.error.clone();
         match sub.park(letter, cursor, &*self.dead_letters).await {
@@ -368,7 +373,7 @@ impl Processor {
         let mut streams: HashMap<StreamId, Vec<DeadLetter>> = HashMap::new();
         for letter in self.dead_letters.list(Some(sub.name())).await? {
             streams
-                .entry(letter.event.stream.clone())
+                .entry(sub.sequence_key(&letter.event))
                 .or_default()
                 .push(letter);
         }

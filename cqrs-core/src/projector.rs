@@ -46,6 +46,12 @@ pub trait Subscriber: Send + Sync {
     fn segment(&self) -> Option<crate::Segment> {
         None
     }
+    /// What orders `event` for this subscriber (the default: its stream): a parked event holds
+    /// back the later events of its sequence, and a [segment](Subscriber::segment) owns whole
+    /// sequences. A [`Process`](crate::Process) orders by instance.
+    fn sequence_key(&self, event: &RecordedEvent) -> crate::StreamId {
+        event.stream.clone()
+    }
     /// Prepares the read model (creates its tables, say) before anything else is asked of the
     /// subscriber. The [`Runner`](crate::Runner) runs it once per start, before it reads the
     /// checkpoint or delivers the first event (retrying it while it fails, the error shown in
@@ -200,6 +206,9 @@ impl<S: Subscriber + ?Sized> Subscriber for Arc<S> {
     }
     fn segment(&self) -> Option<crate::Segment> {
         (**self).segment()
+    }
+    fn sequence_key(&self, event: &RecordedEvent) -> crate::StreamId {
+        (**self).sequence_key(event)
     }
     async fn setup(&self) -> Result<(), BoxError> {
         (**self).setup().await

@@ -5,9 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cqrs_core::{
-    Checkpointed, CommandHandler, RetryPolicy, RunnerConfig, RunnerHandle, Subscriber,
-};
+use cqrs_core::{CommandHandler, Process, RetryPolicy, RunnerConfig, RunnerHandle, Subscriber};
 use uuid::Uuid;
 
 use crate::answers::{Accepted, Opened, ProjectionStatus, Written};
@@ -81,7 +79,7 @@ impl Handlers {
 pub fn subscribers(backend: &Backend, handlers: &Handlers) -> Vec<Arc<dyn Subscriber>> {
     let mut subs: Vec<_> = ReadModel::ALL.map(|m| backend.read_model(m)).into();
     let process = TransferProcess::new(handlers.accounts.clone(), handlers.transfers.clone());
-    subs.push(Arc::new(Checkpointed::new(process, backend.checkpoints())));
+    subs.push(Arc::new(Process::new(process, backend.checkpoints())));
     subs
 }
 

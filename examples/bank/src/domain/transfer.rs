@@ -21,6 +21,15 @@ pub enum TransferCommand {
     },
     /// Records that the source was debited.
     RecordDebit,
+    /// Records at once that the source was debited and the target credited: the transfer is
+    /// complete (the process manager takes both steps before it records them).
+    RecordDebitAndCredit,
+    /// Records at once that the source was debited and the target could not be credited; the
+    /// source is to be refunded.
+    RecordDebitNotCredited {
+        /// Why.
+        reason: String,
+    },
     /// Records that the target was credited: the transfer is complete.
     Complete,
     /// Records that the target could not be credited; the source is to be refunded.
@@ -116,6 +125,9 @@ pub struct Transfer {
     pub to: Uuid,
     /// How much.
     pub amount: u64,
+    /// Why the target could not be credited, once it could not.
+    #[serde(default)]
+    pub failure: Option<String>,
 }
 
 impl Aggregate for Transfer {
@@ -134,6 +146,19 @@ impl Aggregate for Transfer {
                 step,
             })
         };
+        // NOTE: the two steps recorded at once: one append, so one commit, on the way of
+        // every transfer.
+        match (command, self.status) {
+            (C::RecordDebitAndCredit, S::Started) => return Ok(vec![E::Debited, E::Completed]),
+            (C::RecordDebitNotCredited { reason }, S::Started) => {
+                let reason = reason.clone();
+                return Ok(vec![E::Debited, E::CreditFailed { reason }]);
+            }
+            (C::RecordDebitAndCredit | C::RecordDebitNotCredited { .. }, _) => {
+                return out_of_order("record a debit and its credit");
+            }
+            _ => {}
+        }
         let event = match (command, self.status) {
             (C::Start { .. }, s) if s != S::New => return Err(TransferError::AlreadyStarted),
             (C::Start { from, to, .. }, _) if from == to => return Err(TransferError::SameAccount),
@@ -159,6 +184,9 @@ impl Aggregate for Transfer {
                 refunded: true,
             },
             (C::Fail { .. }, _) => return out_of_order("fail"),
+            (C::RecordDebitAndCredit | C::RecordDebitNotCredited { .. }, _) => {
+                unreachable!("handled above")
+            }
         };
         Ok(vec![event])
     }
@@ -171,7 +199,10 @@ impl Aggregate for Transfer {
             }
             TransferEvent::Debited => TransferStatus::Debited,
             TransferEvent::Completed => TransferStatus::Completed,
-            TransferEvent::CreditFailed { .. } => TransferStatus::CreditFailed,
+            TransferEvent::CreditFailed { reason } => {
+                self.failure = Some(reason.clone());
+                TransferStatus::CreditFailed
+            }
             TransferEvent::Failed { .. } => TransferStatus::Failed,
         };
     }
@@ -226,6 +257,18 @@ mod tests {
             .when(C::Complete)
             .then([E::Completed]);
         assert_eq!(s.status, TransferStatus::Completed);
+        let s = T::given([started()])
+            .when(C::RecordDebitAndCredit)
+            .then([E::Debited, E::Completed]);
+        assert_eq!(s.status, TransferStatus::Completed);
+        let reason = "closed".to_owned();
+        let s = T::given([started()])
+            .when(C::RecordDebitNotCredited { reason })
+            .then([E::Debited, credit_failed()]);
+        assert_eq!(s.status, TransferStatus::CreditFailed);
+        T::given([started(), E::Debited])
+            .when(C::RecordDebitAndCredit)
+            .then_error(out_of_order);
     }
 
     #[test]

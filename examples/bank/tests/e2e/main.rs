@@ -20,4 +20,5 @@ mod replay;
 mod stale_cache;
 mod support;
 mod trace;
+mod transfer_kills;
 mod transfer_process;

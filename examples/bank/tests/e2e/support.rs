@@ -128,6 +128,24 @@ impl Client {
         Ok((status, resp.json().await?))
     }
 
+    /// Like [`post_key`](Self::post_key), but a failed connection is an `Err`.
+    pub(crate) async fn try_post_key(
+        &self,
+        path: &str,
+        body: Value,
+        key: &str,
+    ) -> Result<(StatusCode, Value), reqwest::Error> {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("idempotency-key", key)
+            .json(&body)
+            .send()
+            .await?;
+        let status = resp.status();
+        Ok((status, resp.json().await?))
+    }
+
     pub(crate) async fn post_raw(
         &self,
         path: &str,
