@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::error::{BoxError, Result};
@@ -193,7 +194,17 @@ impl<P: ProcessManager, C: CheckpointStore> Subscriber for Process<P, C> {
                 let (manager, done) = (self.manager.clone(), self.done.clone());
                 running.spawn(async move {
                     for e in &events {
-                        manager.handle(&instance, e).await?;
+                        // NOTE: a step continues the trace of the command that wrote its
+                        // event, so the commands it issues join that trace too.
+                        let span = tracing::info_span!(
+                            "process.step",
+                            process = manager.name(),
+                            instance = %instance,
+                            event_id = %e.event_id,
+                            event_type = %e.event_type,
+                        );
+                        crate::trace::continue_from(&span, e.metadata.traceparent.as_deref());
+                        manager.handle(&instance, e).instrument(span).await?;
                         done.lock()
                             .expect("lock")
                             .insert(e.event_id, e.cursor.position);
