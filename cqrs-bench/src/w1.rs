@@ -54,6 +54,12 @@ impl<S: Subscriber> Subscriber for Timed<S> {
     fn segment(&self) -> Option<cqrs_core::Segment> {
         self.inner.segment()
     }
+    fn sequence_key(&self, event: &RecordedEvent) -> cqrs_core::StreamId {
+        self.inner.sequence_key(event)
+    }
+    async fn setup(&self) -> Result<(), BoxError> {
+        self.inner.setup().await
+    }
     async fn checkpoint(&self) -> CoreResult<Cursor> {
         self.inner.checkpoint().await
     }

@@ -127,7 +127,8 @@
 //! runner hands over, and `consume` (source, consumer, event_id, event_type, stream, attempt)
 //! around every message a broker bridge hands to an inbox. With the `opentelemetry` feature the
 //! trace context travels with the events ([`trace`]): a `command` span's context is kept in the
-//! events' metadata, a batch span links to the traces of its events, and a `consume` span
+//! events' metadata, a batch span continues the trace of its first event and links to the
+//! others', and a `consume` span
 //! continues the trace its message carries.
 
 mod aggregate;

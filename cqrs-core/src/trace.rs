@@ -2,8 +2,8 @@
 //!
 //! With the `opentelemetry` feature and a `tracing-opentelemetry` layer in the application's
 //! subscriber, a command stores the span context it runs in as its events' metadata
-//! [`traceparent`](crate::Metadata::traceparent); the runner links each batch span to the
-//! traces of the events in it; the broker bridges carry the value in a `traceparent` header, and
+//! [`traceparent`](crate::Metadata::traceparent); the runner's batch span continues the trace
+//! of its first event and links to the traces of the others; the broker bridges carry the value in a `traceparent` header, and
 //! a consumer handles each message in a span whose parent is that context. So one trace runs
 //! from the request that issued the command to every service that handled its events. Without
 //! the feature (or without such a layer) nothing is stored and these calls do nothing.
@@ -36,9 +36,9 @@ pub fn continue_from(span: &Span, traceparent: Option<&str>) {
     }
 }
 
-/// Links `span` (a batch's) to the traces of the events in `events`, the first
-/// [`MAX_LINKS`] distinct ones.
-pub(crate) fn link_events(span: &Span, events: &[RecordedEvent]) {
+/// Makes `span` (a batch's) continue the trace of the first event in `events` that carries one,
+/// and links it to the traces of the others, the first [`MAX_LINKS`] distinct ones.
+pub(crate) fn follow_events(span: &Span, events: &[RecordedEvent]) {
     if span.is_disabled() || !imp::ENABLED {
         return;
     }
@@ -50,10 +50,15 @@ pub(crate) fn link_events(span: &Span, events: &[RecordedEvent]) {
         if seen.len() == MAX_LINKS {
             break;
         }
-        if !seen.contains(&tp) {
-            seen.push(tp);
+        if seen.contains(&tp) {
+            continue;
+        }
+        if seen.is_empty() {
+            imp::set_parent(span, tp);
+        } else {
             imp::link(span, tp);
         }
+        seen.push(tp);
     }
 }
 

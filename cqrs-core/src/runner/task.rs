@@ -188,7 +188,7 @@ impl SubTask {
                 handled = tracing::field::Empty,
                 parked = tracing::field::Empty,
             );
-            crate::trace::link_events(&span, &batch);
+            crate::trace::follow_events(&span, &batch);
             let started = Instant::now();
             let out = self
                 .processor

@@ -13,23 +13,33 @@ use crate::support::{Client, Server, pg_db};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn conflicts_left_after_retries_are_409_and_write_nothing() {
-    // The router on a real listener, with a bank that never retries a conflict.
-    let backend = Backend::open("sqlite::memory:").await.unwrap();
-    let config = BankConfig {
-        retry: RetryPolicy::NEVER,
-        ..BankConfig::default()
-    };
-    let bank = Arc::new(Bank::start(backend, config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(axum::serve(listener, bank::router(bank.clone())).into_future());
-    let c = Client::new(&base);
+    // Two servers on one database file (one server queues its own commands on an account, so
+    // conflicts come from the other), each a router on a real listener with a bank that never
+    // retries a conflict.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bank.db").display().to_string();
+    let mut clients = Vec::new();
+    let mut banks = Vec::new();
+    for _ in 0..2 {
+        let backend = Backend::open(&file).await.unwrap();
+        let config = BankConfig {
+            retry: RetryPolicy::NEVER,
+            ..BankConfig::default()
+        };
+        let bank = Arc::new(Bank::start(backend, config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(axum::serve(listener, bank::router(bank.clone())).into_future());
+        clients.push(Client::new(&base));
+        banks.push(bank);
+    }
+    let c = clients[0].clone();
     let id = c.open("hot").await;
 
     let (mut ok, mut conflicts) = (0, 0);
     for _round in 0..10 {
-        let calls = (0..32).map(|_| {
-            let c = c.clone();
+        let calls = (0..32).map(|i| {
+            let c = clients[i % 2].clone();
             let path = format!("/accounts/{id}/deposit");
             tokio::spawn(async move { c.post(&path, json!({"amount": 1})).await })
         });
@@ -50,7 +60,7 @@ async fn conflicts_left_after_retries_are_409_and_write_nothing() {
     }
     assert!(
         conflicts > 0,
-        "32 concurrent deposits on one account without retries conflict"
+        "32 concurrent deposits on one account through two servers without retries conflict"
     );
     c.settle().await;
     let (_, a) = c.get(&format!("/accounts/{id}")).await;
