@@ -2,7 +2,7 @@
 //! raw PostgreSQL limit it is compared with, measured in the same run.
 //!
 //! ```text
-//! cargo run --release -p cqrs-bench -- [--database URL] [--runs N] [--only w1,w2,w3,w4,l1,l3,e1,p1] [--quick]
+//! cargo run --release -p cqrs-bench -- [--database URL] [--runs N] [--only w1,w2,w3,w4,l1,l3,e1,p1,o1] [--quick]
 //!     [--tasks 1,8] [--grouping off|on|both]
 //! ```
 //!
@@ -12,6 +12,7 @@
 mod db;
 mod domain;
 mod e1;
+mod o1;
 mod p1;
 mod report;
 mod stats;
@@ -73,7 +74,7 @@ struct Args {
     /// Runs of each workload.
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// Only these workloads (w1, w2, w3, w4, l1, l3, e1, p1), comma-separated.
+    /// Only these workloads (w1, w2, w3, w4, l1, l3, e1, p1, o1), comma-separated.
     #[arg(long, value_delimiter = ',')]
     only: Option<Vec<String>>,
     /// W1 (and its L1) with these client counts, comma-separated.
@@ -181,6 +182,12 @@ async fn run_all(db: &Db, args: &Args) -> Result<Report, BenchError> {
                     r.l1(tasks, after);
                 }
             }
+        }
+    }
+    if args.wants("o1") {
+        for run in 0..runs {
+            let (off, on) = o1::run(db, run == 0).await?;
+            r.o1(off, on);
         }
     }
     if args.wants("e1") {

@@ -53,6 +53,8 @@ pub(crate) struct Report {
     w3_segments: (Runs, Runs),
     /// E1: requests/s, p50, p99, read-your-write p50, p99.
     e1: [Runs; 5],
+    /// O1: W1 C=8 events/s with telemetry off, on, and on over off (each pair); p99 off, on.
+    o1: [Runs; 5],
     /// P1 by store and load: transfers/s, requests/s, p50, p99, lag at end, unfinished, one
     /// deposit's p50, completion p50 over it.
     p1: BTreeMap<(Store, bool), [Runs; 8]>,
@@ -97,6 +99,17 @@ impl Report {
             let w4 = self.w4.entry(group).or_default();
             w4.0.push(p50);
             w4.1.push(p99);
+        }
+    }
+
+    pub(crate) fn o1(&mut self, off: Vec<W1Run>, on: Vec<W1Run>) {
+        let [off_rate, on_rate, ratio, off_p99, on_p99] = &mut self.o1;
+        for (off, on) in off.iter().zip(&on) {
+            off_rate.push(off.per_sec);
+            on_rate.push(on.per_sec);
+            ratio.push(on.per_sec / off.per_sec);
+            off_p99.push(off.p99_ms);
+            on_p99.push(on.p99_ms);
         }
     }
 
@@ -261,6 +274,19 @@ impl fmt::Display for Report {
                 p99,
                 &w4_bar,
             )?;
+        }
+        let [off_rate, on_rate, ratio, off_p99, on_p99] = &self.o1;
+        if !ratio.0.is_empty() {
+            let o1 = "O1 W1 C=8 no projector";
+            row(f, &format!("{o1}, telemetry off: events/s"), off_rate, "")?;
+            row(
+                f,
+                &format!("{o1}, spans + metrics on: events/s"),
+                on_rate,
+                "",
+            )?;
+            row(f, &format!("{o1}: on / off"), ratio, ">= 0.95")?;
+            text_row(f, &format!("{o1}: p99 ms off / on"), pair(off_p99, on_p99))?;
         }
         let [rate, p50, p99, r50, r99] = &self.e1;
         let e1 = format!("E1 bank over HTTP, {CLIENTS} clients");
