@@ -51,6 +51,26 @@ pub async fn append_rounds<S: EventAppender + ?Sized>(
     last
 }
 
+/// The relay benches' log: `events` events (type `Deposited`) in an in-memory store, round-robin
+/// over 100 streams `account/a0`, `account/a1`, ...
+pub async fn bench_store(events: usize) -> Result<Arc<InMemoryEventStore>> {
+    let store = Arc::new(InMemoryEventStore::new());
+    let streams = 100;
+    for v in 0..events / streams {
+        for s in 0..streams {
+            let event = NewEvent::new(
+                "Deposited",
+                serde_json::json!({"amount": v, "note": "benchmark"}),
+            );
+            let stream = StreamId::new("account", format!("a{s}"));
+            store
+                .append(&stream, ExpectedVersion::Any, vec![event], None)
+                .await?;
+        }
+    }
+    Ok(store)
+}
+
 /// Appends the `rounds` (round n: version n) of one event to each of `streams` streams, 10 ms
 /// apart, so that the relay sees a steady flow; before round `hold_at` it waits for `resume`.
 pub fn spawn_writer(

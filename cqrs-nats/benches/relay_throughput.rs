@@ -28,24 +28,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         &uuid::Uuid::new_v4().simple().to_string()[..10]
     );
 
-    let store = Arc::new(InMemoryEventStore::new());
-    let streams = 100;
-    for v in 0..events / streams {
-        for s in 0..streams {
-            let event = NewEvent::new(
-                "Deposited",
-                serde_json::json!({"amount": v, "note": "benchmark"}),
-            );
-            store
-                .append(
-                    &StreamId::new("account", format!("a{s}")),
-                    ExpectedVersion::Any,
-                    vec![event],
-                    None,
-                )
-                .await?;
-        }
-    }
+    let store = cqrs_broker::testkit::bench_store(events).await?;
     let head = store.head_position().await?;
 
     let js = async_nats::jetstream::new(client.clone());
